@@ -1,0 +1,64 @@
+"""The two debugger shapes users already know: one that sees a whole datapoint, one fed by a forward hook.
+
+A debugger returns plain data (dicts, lists, numbers, strings, numpy arrays or torch tensors). The
+:class:`~eval_viewer.debuggers.sequential.SequentialDebugger` splits a batch into datapoints, moves tensors off the
+device and writes pages; a debugger only says what to keep, and, through :meth:`BaseDebugger.kinds`, what each kept
+value *means* (an image, a feature map, an attention map...) so the viewer draws it without guessing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["BaseDebugger", "ForwardDebugger"]
+
+
+class BaseDebugger(ABC):
+    """A debugger that works on the whole datapoint after the forward pass (GradCAM, a datapoint recorder...).
+
+    ``datapoint`` is the eval loop's batch dict: ``{"inputs": ..., "labels": ..., "meta_info": ..., "outputs": ...}``
+    where ``meta_info["idx"]`` names the datapoints of the batch. The return value holds the whole batch (leading
+    dimension = batch) or, for a batch of one, the one datapoint; the sequential debugger splits it.
+    """
+
+    @abstractmethod
+    def __call__(self, datapoint: Mapping[str, Any], model: torch.nn.Module) -> Any:
+        raise NotImplementedError
+
+    def kinds(self) -> dict[str, str]:
+        """Semantic kind (:class:`eval_viewer.log_format.Kind`) of each dotted key path of this debugger's output.
+
+        ``{"": kind}`` tags the output itself. Keys left out are inferred by the reader from name, dtype and shape.
+        """
+        return {}
+
+
+class ForwardDebugger(BaseDebugger):
+    """A debugger fed by a forward hook on the layer named ``layer_name`` (dotted path, e.g. ``backbone.layer4.1``).
+
+    Subclasses implement :meth:`process_forward`; the sequential debugger registers :meth:`forward_hook_fn` on the
+    layer and only calls it while capture is enabled, so a disabled debugger costs one attribute check per forward.
+    """
+
+    def __init__(self, layer_name: str) -> None:
+        self.layer_name = layer_name
+        self.last_capture: Any = None
+
+    def forward_hook_fn(self, module: torch.nn.Module, input: Any, output: Any) -> None:
+        """The hook itself: keep what :meth:`process_forward` returns for the current batch."""
+        with torch.no_grad():
+            self.last_capture = self.process_forward(module, input, output)
+
+    @abstractmethod
+    def process_forward(self, module: torch.nn.Module, input: Any, output: Any) -> Any:
+        """Turn one forward call of the layer (whole batch) into what to keep."""
+        raise NotImplementedError
+
+    def __call__(self, datapoint: Mapping[str, Any], model: torch.nn.Module) -> Any:
+        """Hand over the capture of the batch just run, and forget it (a stale capture is never returned twice)."""
+        capture, self.last_capture = self.last_capture, None
+        return capture
