@@ -44,6 +44,8 @@ __all__ = [
     "DEBUGGER_DIR",
     "INDEX_PAGES",
     "INDEX_DEBUGGERS",
+    "INDEX_META",
+    "RECORD_SECTIONS",
     "Kind",
     "KINDS_KEY",
     "epoch_dir_name",
@@ -79,7 +81,14 @@ INDEX_PAGES = "pages"
 INDEX_DEBUGGERS = "debuggers"
 """``{debugger_name: {"class": "module.Qualname", "kinds": {dotted key path: Kind}}}``."""
 
+INDEX_META = "meta"
+"""``{str(datapoint_idx): {field: int | float | str | bool}}``: the scalar ``meta_info`` fields of every captured
+datapoint, so a reader can tabulate them without opening a page."""
 KINDS_KEY = "kinds"
+
+RECORD_SECTIONS = ("inputs", "labels", "outputs", "meta_info")
+"""Keys of the datapoint recorder's output (``outputs`` = the model's predictions). Any debugger output that is a dict
+whose keys are a subset of these and include ``inputs`` is read as a datapoint record, by our reader and others'."""
 
 _EPOCH_RE = re.compile(r"^epoch_(\d+)$")
 _PAGE_RE = re.compile(r"^page_(?:rank(\d+)_)?(\d+)\.pkl$")
