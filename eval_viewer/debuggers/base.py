@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 __all__ = ["BaseDebugger", "ForwardDebugger"]
 
@@ -40,13 +41,21 @@ class BaseDebugger(ABC):
 class ForwardDebugger(BaseDebugger):
     """A debugger fed by a forward hook on the layer named ``layer_name`` (dotted path, e.g. ``backbone.layer4.1``).
 
-    Subclasses implement :meth:`process_forward`; the sequential debugger registers :meth:`forward_hook_fn` on the
-    layer and only calls it while capture is enabled, so a disabled debugger costs one attribute check per forward.
+    Subclasses implement :meth:`process_forward`; the sequential debugger calls :meth:`attach` on the layer when
+    capture is enabled and removes the handles when it is disabled, so a disabled debugger costs nothing per forward.
     """
 
     def __init__(self, layer_name: str) -> None:
         self.layer_name = layer_name
         self.last_capture: Any = None
+
+    def attach(self, module: torch.nn.Module) -> list[RemovableHandle]:
+        """Register this debugger's hooks on ``module`` and return their handles (removed when capture stops).
+
+        The default is one forward hook calling :meth:`forward_hook_fn`; a debugger that needs more (a pre-hook to
+        switch on attention weights, say) overrides this, so the sequential debugger never needs to know.
+        """
+        return [module.register_forward_hook(self.forward_hook_fn)]
 
     def forward_hook_fn(self, module: torch.nn.Module, input: Any, output: Any) -> None:
         """The hook itself: keep what :meth:`process_forward` returns for the current batch."""
