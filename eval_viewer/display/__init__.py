@@ -1,0 +1,66 @@
+"""Display: one saved value -> Plotly figures / Dash components, found through a registry keyed by semantic kind.
+
+The app calls :func:`render_item` with an :class:`~eval_viewer.backend.model.Item` and a :class:`RenderContext` (the
+datapoint's input image for overlays, the selected attention query, an id factory for clickable graphs) and places
+the component it gets back. Renderers never touch files and never raise through :func:`render_item`; big arrays are
+downsampled here and images travel as PNG, so one datapoint view stays well under a few megabytes.
+
+Modules: ``registry`` (RenderContext, register, render_item), ``arrays``/``encode``/``colors``/``figures``
+(plumbing), and one module per family of kinds: ``images`` (image, depth, heatmap), ``masks``, ``points`` (prompts,
+point clouds), ``features``, ``attention``, ``tables`` (stats, series, scalar, text), ``unknown`` (summaries),
+``compare`` (predictions beside labels). Importing this package registers every built-in renderer.
+
+CSS classes for the app's stylesheet: ``ev-item ev-kind-<kind>`` (every rendered item), ``ev-figure`` (graphs),
+``ev-caption``, ``ev-row`` (side-by-side, wrapping), ``ev-grid`` (a row of small multiples), ``ev-panel`` /
+``ev-panel-title``, ``ev-table`` (``ev-stats``, ``ev-summary-table``, ``ev-summary-keys``), ``ev-details``,
+``ev-summary`` / ``ev-summary-title``, ``ev-error`` / ``ev-error-title`` / ``ev-error-message``, ``ev-text``,
+``ev-scalar`` / ``ev-scalar-value`` / ``ev-scalar-name``, ``ev-comparison`` / ``ev-class-comparison`` /
+``ev-label`` / ``ev-prediction`` / ``ev-match`` / ``ev-mismatch``.
+"""
+
+from __future__ import annotations
+
+# Importing the renderer modules registers the built-in renderers.
+from eval_viewer.display import attention, compare, features, images, masks, points, tables, unknown  # noqa: F401
+from eval_viewer.display.attention import attention_query_from_click, bundle_attention_tokens, parse_attention
+from eval_viewer.display.colors import INVALID_RGB, PALETTE, SCALES
+from eval_viewer.display.compare import pair_items, render_comparison
+from eval_viewer.display.figures import figure_to_graph, image_figure
+from eval_viewer.display.images import image_to_rgb
+from eval_viewer.display.masks import mask_figure, mask_to_classes, overlay_mask
+from eval_viewer.display.registry import (
+    RenderContext,
+    Renderer,
+    register,
+    registered_kinds,
+    render_item,
+    renderer_for,
+    unregister,
+)
+from eval_viewer.display.unknown import summary, summary_card
+
+__all__ = [
+    "RenderContext",
+    "Renderer",
+    "render_item",
+    "register",
+    "unregister",
+    "renderer_for",
+    "registered_kinds",
+    "image_to_rgb",
+    "attention_query_from_click",
+    "parse_attention",
+    "bundle_attention_tokens",
+    "overlay_mask",
+    "mask_to_classes",
+    "mask_figure",
+    "figure_to_graph",
+    "image_figure",
+    "PALETTE",
+    "INVALID_RGB",
+    "SCALES",
+    "summary",
+    "summary_card",
+    "pair_items",
+    "render_comparison",
+]

@@ -1,0 +1,367 @@
+"""Attention maps: per-head and head-averaged heatmaps, per-head entropy, and one query's attention over the image.
+
+Accepted values (documented here because other tools write attention in many shapes):
+
+* a bare array ``(heads, Lq, Lk)`` or ``(Lq, Lk)``; leading axes of 1 are dropped, a batch shows its first element;
+* a dict: the weights under ``attention`` (or ``attn``, ``attn_weights``, ``attention_weights``, ``attention_probs``,
+  ``weights``, ``probs``; else the first numeric array with 2+ axes whose key does not end in ``index``), and
+  optionally ``grid`` / ``key_grid`` ((h, w) of the spatial keys, or None), ``query_grid``, ``query_index`` ((Lq,)
+  token index of each kept query row), ``key_index`` ((Lk,) token index of each kept key), ``n_prefix`` /
+  ``num_prefix_tokens`` (tokens before the grid, e.g. CLS and registers), ``layer_name``. The token description
+  may also sit in a nested ``tokens`` dict: ``{"attention": ..., "tokens": {...}}`` is what
+  :func:`bundle_attention_tokens` builds from the built-in attention debugger's sibling ``attention``/``tokens``
+  items (its keys may be pooled onto a coarser ``key_grid``; queries are then mapped from ``query_grid`` onto it).
+
+Keys form a spatial grid when ``grid`` says so: the last ``h*w`` keys are the grid in row-major order, the ones before
+are prefix tokens (or, with ``key_index``, key ``j`` sits at cell ``key_index[j] - n_prefix``). When no grid key is
+present at all (an explicit ``grid: None`` means "not spatial") and there is an input image, a grid is inferred when
+``Lk`` less 0, 1, 4 or 5 prefix tokens is a square, or factors with the image's aspect; the caption says so.
+
+With a grid, queries have a cell too when they are the key tokens (``query_index`` given: cell
+``query_index[r] - n_prefix``; ``Lq == Lk``: cell ``r - n_prefix``) or exactly the grid (``Lq == h*w``: cell ``r``).
+Then the selected query (:attr:`RenderContext.attention_query`) is the grid cell a click on the image chose
+(:func:`attention_query_from_click`): the row of that cell (or of the nearest kept cell) is shown and marked on the
+image. Otherwise (cross-attention: text or mask tokens attending to image keys; or no grid) the selected query is a
+query token: the row whose ``query_index`` is nearest, else the row itself. None selects the query whose
+head-averaged attention is the most peaked (lowest entropy): usually the most informative one to look at first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import html
+from dash.development.base_component import Component
+
+from eval_viewer.backend.model import Item
+from eval_viewer.display.arrays import block_mean, finite_mean, first_array, scalar_extras, squeeze_leading, to_numpy
+from eval_viewer.display.colors import SCALES
+from eval_viewer.display.encode import fit_rgb
+from eval_viewer.display.features import mosaic_figure
+from eval_viewer.display.figures import (
+    IMAGE_MAX_SIDE,
+    add_colorbar,
+    add_hover_layer,
+    caption,
+    compact_layout,
+    figure_to_graph,
+    fmt,
+    image_figure,
+    panel,
+    row,
+)
+from eval_viewer.display.images import context_rgb, extras_caption, heatmap_overlay
+from eval_viewer.display.registry import RenderContext, register
+from eval_viewer.log_format import Kind
+
+__all__ = ["Attention", "parse_attention", "bundle_attention_tokens", "attention_query_from_click", "select_row",
+           "row_entropy", "query_grid_map", "render_attention", "MAX_HEADS"]
+
+MAX_HEADS = 16
+_MATRIX_SIDE = 128
+_HEAD_TILE = 64
+_WEIGHT_KEYS = ("attention", "attn", "attn_weights", "attention_weights", "attention_probs", "weights", "probs")
+_GRID_KEYS = ("key_grid", "grid", "grid_size", "grid_shape", "hw", "spatial_shape", "feat_size")
+_PREFIX_CANDIDATES = (0, 1, 4, 5)
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Attention weights with what is known of their tokens."""
+
+    weights: np.ndarray
+    """(heads, Lq, Lk) float32."""
+    query_tokens: np.ndarray
+    """(Lq,) token index of each row."""
+    grid: tuple[int, int] | None = None
+    n_prefix: int = 0
+    key_cells: np.ndarray | None = None
+    """(Lk,) grid cell of each key, -1 for keys off the grid; None without a grid."""
+    grid_inferred: bool = False
+    query_cells: np.ndarray | None = None
+    """(Lq,) grid cell of each query row (-1 off the grid), when queries have a place on the grid; else None."""
+    layer_name: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def _pick(value: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if key in value and value[key] is not None:
+            return value[key]
+    return None
+
+
+def _infer_grid(n_keys: int, image_shape: tuple[int, int]) -> tuple[tuple[int, int], int] | None:
+    """A key grid for ``n_keys`` keys less 0, 1, 4 or 5 prefix tokens (CLS, registers): square (models usually see
+    a square resize of the image), else the factorisation closest to the image's aspect within 10 %."""
+    aspect = image_shape[0] / max(image_shape[1], 1)
+    for prefix in _PREFIX_CANDIDATES:
+        n = n_keys - prefix
+        if n < 4:
+            continue
+        side = math.isqrt(n)
+        if side * side == n:
+            return (side, side), prefix
+        best = None
+        for h in range(2, n // 2 + 1):
+            if n % h == 0:
+                error = abs(math.log((h / (n // h)) / aspect))
+                if error < 0.1 and (best is None or error < best[0]):
+                    best = (error, (h, n // h))
+        if best is not None:
+            return best[1], prefix
+    return None
+
+
+def parse_attention(value: Any, image_shape: tuple[int, int] | None = None) -> Attention:
+    """Read an attention value (see the module docstring for what is accepted); ``image_shape`` enables grid
+    inference when the value names no grid."""
+    notes: list[str] = []
+    info: Mapping[str, Any] = value if isinstance(value, Mapping) else {}
+    if isinstance(info.get("tokens"), Mapping):  # the attention debugger's token description, bundled
+        info = {**{k: v for k, v in info.items() if k != "tokens"}, **info["tokens"]}
+    if info:
+        key, array = first_array(info, _WEIGHT_KEYS, min_ndim=2)
+        extras = scalar_extras(info, skip=(key, "layer_name", "n_prefix", "num_prefix_tokens", "num_queries",
+                                           "num_keys", "key_pool"))
+    else:
+        array, extras = to_numpy(value), {}
+    array = squeeze_leading(array, 3)
+    while array.ndim > 3:
+        notes.append(f"first of {array.shape[0]}")
+        array = squeeze_leading(array[0], 3)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.dtype.kind not in "biuf":
+        raise ValueError(f"attention needs a numeric (heads, Lq, Lk) or (Lq, Lk) array, got {array.dtype} "
+                         f"{tuple(array.shape)}")
+    weights = np.asarray(array, dtype=np.float32)
+    _, n_q, n_k = weights.shape
+    query_index = _pick(info, "query_index", "query_indices", "query_idx")
+    query_tokens = np.arange(n_q)
+    if query_index is not None and to_numpy(query_index).size == n_q:
+        query_tokens = to_numpy(query_index).reshape(-1).astype(np.int64)
+    key_index = _pick(info, "key_index", "key_indices", "key_idx")
+    key_index = to_numpy(key_index).reshape(-1).astype(np.int64) if key_index is not None else None
+    if key_index is not None and key_index.size != n_k:
+        key_index = None
+    prefix_given = _pick(info, "n_prefix", "num_prefix_tokens")
+    grid_value = _pick(info, *_GRID_KEYS)
+    explicit_none = any(k in info and info[k] is None for k in _GRID_KEYS)
+    grid: tuple[int, int] | None = None
+    inferred = False
+    n_prefix = int(prefix_given) if prefix_given is not None else 0
+    if grid_value is not None:
+        g = to_numpy(grid_value).reshape(-1)
+        if g.size == 2 and int(g[0]) > 0 and int(g[1]) > 0:
+            grid = (int(g[0]), int(g[1]))
+    elif image_shape is not None and key_index is None and not explicit_none:
+        found = _infer_grid(n_k, image_shape)
+        if found is not None:
+            (grid, n_prefix), inferred = found, True
+    key_cells = None
+    if grid is not None:
+        cells = grid[0] * grid[1]
+        if key_index is not None:
+            key_cells = key_index - n_prefix
+        elif n_k >= cells:
+            n_prefix = n_prefix if prefix_given is not None else n_k - cells
+            key_cells = np.arange(n_k) - n_prefix
+        else:
+            notes.append(f"grid {grid[0]}×{grid[1]} does not fit {n_k} keys: not drawn on the image")
+            grid = None
+        if key_cells is not None:
+            key_cells = np.where((key_cells >= 0) & (key_cells < cells), key_cells, -1)
+    layer = _pick(info, "layer_name", "layer")
+    query_cells = None
+    if grid is not None:
+        if "query_grid" in info:  # the attention debugger says where queries sit (None: nowhere)
+            qg = info["query_grid"]
+            query_grid = (int(qg[0]), int(qg[1])) if qg is not None and len(qg) == 2 else None
+            if query_grid is not None:
+                query_cells = _to_key_cells(query_tokens - n_prefix, query_grid, grid)
+        elif query_index is not None or n_q == n_k:
+            query_cells = _to_key_cells(query_tokens - n_prefix, grid, grid)
+        elif n_q == grid[0] * grid[1]:
+            query_cells = np.arange(n_q)
+    return Attention(weights, query_tokens, grid, n_prefix if grid is not None else 0, key_cells, inferred,
+                     query_cells, str(layer) if layer is not None else None, extras, tuple(notes))
+
+
+def _to_key_cells(cells: np.ndarray, query_grid: tuple[int, int], key_grid: tuple[int, int]) -> np.ndarray:
+    """Query cells on ``query_grid`` to cells of the (possibly pooled, coarser) key grid; -1 off the grid."""
+    qh, qw = query_grid
+    kh, kw = key_grid
+    valid = (cells >= 0) & (cells < qh * qw)
+    qr, qc = np.divmod(np.where(valid, cells, 0), qw)
+    return np.where(valid, (qr * kh // qh) * kw + (qc * kw // qw), -1).astype(np.int64)
+
+
+def bundle_attention_tokens(items: Sequence[Item]) -> tuple[Item, ...]:
+    """Give each bare attention item its sibling token description, so the renderer knows the grid.
+
+    The built-in attention debugger writes ``attention`` (the weights) beside ``tokens`` (query index, grids, prefix
+    tokens), and ``attention_1`` beside ``tokens_1`` for a module's later calls; the backend reads them as separate
+    items. This returns the items with each such pair merged into one attention item whose value is
+    ``{"attention": weights, "tokens": {...}}`` (the ``tokens`` items dropped: their content is in the caption).
+    Items of other debuggers pass through unchanged. Pure: nothing is read or copied.
+    """
+    by_key = {item.key: item for item in items}
+    merged: dict[str, Item] = {}
+    consumed: set[str] = set()
+    for item in items:
+        head, _, last = item.key.rpartition(".")
+        if item.kind != Kind.ATTENTION or isinstance(item.value, Mapping) or not last.startswith("attention"):
+            continue
+        tokens_key = (head + "." if head else "") + "tokens" + last[len("attention"):]
+        tokens = by_key.get(tokens_key)
+        if tokens is not None and isinstance(tokens.value, Mapping):
+            merged[item.key] = Item(item.key, item.kind, {"attention": item.value, "tokens": tokens.value})
+            consumed.add(tokens_key)
+    return tuple(merged.get(item.key, item) for item in items if item.key not in consumed)
+
+
+def attention_query_from_click(x: float, y: float, image_shape: tuple[int, int], grid: tuple[int, int]) -> int:
+    """The grid cell under pixel (``x``, ``y``) of an image of ``image_shape`` (H, W) split into ``grid`` (h, w) key
+    cells: ``row * w + col``, clamped to the grid. Coordinates are Plotly's for an image: pixel ``i`` is centred on
+    ``i`` (so it spans ``i - 0.5`` to ``i + 0.5``), which is what clicks on the attention image report."""
+    height, width = image_shape
+    gh, gw = grid
+    col = min(max(int(math.floor((x + 0.5) * gw / width)), 0), gw - 1)
+    r = min(max(int(math.floor((y + 0.5) * gh / height)), 0), gh - 1)
+    return r * gw + col
+
+
+def row_entropy(weights: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of each row of ``(..., Lk)`` attention, rows renormalised; NaN for rows that are not
+    finite or sum to zero."""
+    p = np.clip(np.asarray(weights, dtype=np.float32), 0.0, None)
+    total = p.sum(axis=-1, keepdims=True, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        p = p / total.astype(np.float32)
+        ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1, dtype=np.float64)
+    return np.where(np.isfinite(total[..., 0]) & (total[..., 0] > 0), ent, np.nan)
+
+
+def select_row(att: Attention, query: int | None, mean: np.ndarray) -> int:
+    """The row shown for the selected ``query`` (module docstring), or the most peaked row when None."""
+    if query is None:
+        ent = row_entropy(mean)
+        return int(np.nanargmin(ent)) if np.isfinite(ent).any() else 0
+    if att.grid is not None and att.query_cells is not None and (att.query_cells >= 0).any():
+        w = att.grid[1]
+        (qr, qc), (rr, rc) = divmod(int(query), w), np.divmod(att.query_cells, w)
+        distance = np.where(att.query_cells >= 0, (rr - qr) ** 2 + (rc - qc) ** 2, np.iinfo(np.int64).max)
+        return int(np.argmin(distance))  # the kept query nearest the clicked cell
+    return int(np.argmin(np.abs(att.query_tokens - int(query))))
+
+
+def query_grid_map(att: Attention, row_weights: np.ndarray) -> np.ndarray:
+    """One row of weights over keys placed on the key grid, (h, w); cells no key covers are NaN."""
+    assert att.grid is not None and att.key_cells is not None
+    h, w = att.grid
+    flat = np.full(h * w, np.nan, dtype=np.float32)
+    on_grid = att.key_cells >= 0
+    flat[att.key_cells[on_grid]] = row_weights[on_grid]
+    return flat.reshape(h, w)
+
+
+def _overlay(att: Attention, image: np.ndarray, r: int, mean: np.ndarray, ctx: RenderContext) -> go.Figure:
+    grid_map = query_grid_map(att, mean[r])
+    finite = grid_map[np.isfinite(grid_map)]
+    vmax = float(finite.max()) if finite.size else 1.0
+    small, scale = fit_rgb(image, IMAGE_MAX_SIDE)
+    overlay = heatmap_overlay(small, grid_map, ctx.mask_opacity, SCALES["attention"], 0.0, vmax, weighted=True)
+    fig = image_figure(overlay, scale=scale)
+    add_hover_layer(fig, grid_map, "attention", max_side=min(max(att.grid or (1,)), 128), extent=image.shape[:2])
+    add_colorbar(fig, SCALES["attention"], 0.0, vmax, "")
+    cell = int(att.query_cells[r]) if att.query_cells is not None else -1
+    h, w = att.grid or (1, 1)
+    if cell >= 0:
+        gy, gx = divmod(cell, w)
+        fig.add_trace(go.Scatter(
+            x=[(gx + 0.5) * image.shape[1] / w - 0.5], y=[(gy + 0.5) * image.shape[0] / h - 0.5], mode="markers",
+            marker={"symbol": "circle-open", "size": 14, "color": "#00e5ff", "line": {"width": 3}},
+            hoverinfo="skip", name="query",
+        ))
+    return fig
+
+
+def _matrix_figure(mean: np.ndarray, r: int) -> go.Figure:
+    n_q, n_k = mean.shape
+    small = block_mean(mean, _MATRIX_SIDE)
+    fy, fx = n_q / small.shape[0], n_k / small.shape[1]
+    fig = go.Figure(go.Heatmap(
+        z=small, x=((np.arange(small.shape[1]) + 0.5) * fx - 0.5).astype(np.float32),
+        y=((np.arange(small.shape[0]) + 0.5) * fy - 0.5).astype(np.float32), colorscale=SCALES["attention"],
+        zmin=0.0, colorbar={"thickness": 10, "len": 0.9}, hoverongaps=False,
+        hovertemplate="query row %{y:.0f}<br>key %{x:.0f}<br>%{z:.4g}<extra></extra>",
+    ))
+    compact_layout(fig, height=300)
+    fig.add_hline(y=r, line={"color": "#00e5ff", "width": 1, "dash": "dot"})
+    fig.update_xaxes(title_text="key", showgrid=False)
+    fig.update_yaxes(title_text="query", autorange="reversed", showgrid=False)
+    return fig
+
+
+def _entropy_figure(weights: np.ndarray) -> go.Figure:
+    per_head = finite_mean(row_entropy(weights), axis=1)
+    fig = go.Figure(go.Bar(x=np.arange(len(per_head)).astype(np.int32), y=per_head.astype(np.float32),
+                           marker_color="#8c564b", hovertemplate="head %{x}<br>entropy %{y:.3f} nats<extra></extra>"))
+    compact_layout(fig, height=180)
+    fig.add_hline(y=math.log(max(weights.shape[2], 1)), line={"dash": "dash", "color": "#999", "width": 1},
+                  annotation_text="uniform", annotation_font_size=9)
+    fig.update_xaxes(title_text="head", dtick=1 if len(per_head) <= 32 else None)
+    fig.update_yaxes(title_text="mean entropy")
+    return fig
+
+
+@register(Kind.ATTENTION)
+def render_attention(value: Any, ctx: RenderContext) -> Component:
+    """Selected query over the image (clickable), head-averaged matrix, per-head matrices and per-head entropy."""
+    image = context_rgb(ctx)
+    att = parse_attention(value, image.shape[:2] if image is not None else None)
+    heads, n_q, n_k = att.weights.shape
+    mean = finite_mean(att.weights, axis=0).astype(np.float32) if heads > 1 else att.weights[0]
+    r = select_row(att, ctx.attention_query, mean)
+    token = int(att.query_tokens[r])
+    top: list[Component] = []
+    if att.grid is not None and image is not None:
+        hint = " (click to choose)" if att.query_cells is not None else ""
+        top.append(panel(f"query {token} over the image{hint}",
+                         figure_to_graph(_overlay(att, image, r, mean, ctx), graph_id=ctx.id_for("attention-image"))))
+    if att.grid is not None and heads > 1:
+        maps = np.stack([query_grid_map(att, att.weights[h, r]) for h in range(min(heads, MAX_HEADS))])
+        top.append(panel(f"query {token}, per head", figure_to_graph(mosaic_figure(
+            maps, np.arange(len(maps)), [f"h{h}" for h in range(len(maps))], SCALES["attention"], tile=_HEAD_TILE))))
+    top.append(panel("mean over heads" if heads > 1 else "attention", figure_to_graph(_matrix_figure(mean, r))))
+    bottom: list[Component] = []
+    if heads > 1:
+        shown = min(heads, MAX_HEADS)
+        labels = [f"h{h}" for h in range(shown)]
+        heads_fig = mosaic_figure(att.weights, np.arange(shown), labels, SCALES["attention"], tile=_HEAD_TILE)
+        bottom.append(panel(f"per head{'' if shown == heads else f' (first {shown} of {heads})'}",
+                            figure_to_graph(heads_fig)))
+    bottom.append(panel("entropy per head", figure_to_graph(_entropy_figure(att.weights))))
+    finite = np.isfinite(att.weights)
+    n_bad = int(finite.size - np.count_nonzero(finite))
+    with np.errstate(all="ignore"):
+        sums = np.nansum(att.weights, axis=-1)
+    grid_text = None
+    if att.grid is not None:
+        grid_text = f"grid {att.grid[0]}×{att.grid[1]}" + (" (inferred)" if att.grid_inferred else "") + \
+            (f", {att.n_prefix} prefix tokens" if att.n_prefix else "")
+    return html.Div([
+        row(top),
+        row(bottom),
+        caption(att.layer_name, f"{heads} heads × {n_q} queries × {n_k} keys", grid_text,
+                f"query {token} (row {r}{', most peaked' if ctx.attention_query is None else ''})",
+                f"row sums [{fmt(float(sums.min()))}, {fmt(float(sums.max()))}]",
+                f"{n_bad} NaN/Inf weights" if n_bad else None, *att.notes, extras_caption(att.extras, ctx)),
+    ])

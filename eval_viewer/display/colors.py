@@ -1,0 +1,154 @@
+"""Colours: the fixed class palette, one colour scale per kind of value, and colour-mapping of float maps to RGB.
+
+Colour-mapping happens on the server (the result travels as a PNG), so the lookup tables are built here from Plotly's
+own colour scales: a map drawn as a PNG and its colour bar drawn by Plotly agree exactly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import plotly.colors as pc
+
+__all__ = [
+    "PALETTE",
+    "INVALID_RGB",
+    "SCALES",
+    "class_color",
+    "class_colors",
+    "rgb_css",
+    "colormap_lut",
+    "apply_colormap",
+    "colormap_indices",
+    "indexed_palette",
+    "GAP_INDEX",
+    "INVALID_INDEX",
+]
+
+GAP_INDEX = 254
+"""Palette index of the white gaps between tiles of a mosaic."""
+INVALID_INDEX = 255
+"""Palette index of NaN / Inf cells (:data:`INVALID_RGB`)."""
+
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0),  # 0: background, transparent in overlays
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
+    (0, 0, 128),
+)
+"""Fixed class palette (Sasha Trubetskoy's 20 distinct colours, class 0 black). Class ``c > 0`` gets
+``PALETTE[1 + (c - 1) % 19]``, so a class keeps its colour on every page and in every run."""
+
+INVALID_RGB: tuple[int, int, int] = (255, 0, 255)
+"""Colour of NaN / Inf pixels in colour-mapped maps and images (magenta: absent from every scale used here)."""
+
+SCALES: dict[str, str] = {
+    "feature": "Viridis",
+    "attention": "Inferno",
+    "depth": "Turbo",
+    "heatmap": "Jet",
+    "error": "Reds",
+}
+"""One Plotly colour scale per kind of value, so the same kind looks the same everywhere."""
+
+
+def class_color(cls: int, palette: tuple[tuple[int, int, int], ...] = PALETTE) -> tuple[int, int, int]:
+    """Palette colour of class ``cls`` (cycling past the palette's end, never landing on the background colour)."""
+    cls = int(cls)
+    if cls <= 0 or len(palette) < 2:
+        return palette[0] if cls == 0 else palette[int(cls) % len(palette)]
+    return palette[1 + (cls - 1) % (len(palette) - 1)]
+
+
+def class_colors(classes: np.ndarray, palette: tuple[tuple[int, int, int], ...] = PALETTE) -> np.ndarray:
+    """Vectorised :func:`class_color`: an integer array of any shape to ``(..., 3)`` uint8."""
+    table = np.asarray(palette, dtype=np.uint8)
+    n = len(table)
+    c = np.asarray(classes).astype(np.int64)
+    if n < 2:
+        return table[np.zeros_like(c)]
+    idx = np.where(c > 0, 1 + (c - 1) % (n - 1), np.where(c == 0, 0, c % n))
+    return table[idx]
+
+
+def rgb_css(rgb: tuple[int, int, int]) -> str:
+    return f"rgb({int(rgb[0])},{int(rgb[1])},{int(rgb[2])})"
+
+
+def _parse_color(color: str) -> tuple[float, float, float]:
+    if color.startswith("#"):
+        return tuple(float(v) for v in pc.hex_to_rgb(color))  # type: ignore[return-value]
+    return tuple(float(v) for v in pc.unlabel_rgb(color))  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=16)
+def colormap_lut(name: str) -> np.ndarray:
+    """A (256, 3) uint8 lookup table interpolated from Plotly's colour scale ``name``."""
+    scale = pc.get_colorscale(name)
+    positions = np.array([float(p) for p, _ in scale])
+    colors = np.array([_parse_color(c) for _, c in scale])
+    grid = np.linspace(0.0, 1.0, 256)
+    lut = np.stack([np.interp(grid, positions, colors[:, k]) for k in range(3)], axis=1)
+    return np.clip(np.rint(lut), 0, 255).astype(np.uint8)
+
+
+def apply_colormap(values: np.ndarray, name: str, vmin: float, vmax: float) -> np.ndarray:
+    """Colour-map a float array to ``(..., 3)`` uint8; NaN and Inf become :data:`INVALID_RGB`.
+
+    A constant map (``vmax <= vmin``) maps to the scale's middle colour rather than dividing by zero.
+    """
+    x = np.asarray(values, dtype=np.float32)
+    valid = np.isfinite(x)
+    if not np.isfinite(vmin) or not np.isfinite(vmax) or vmax <= vmin:
+        t = np.full(x.shape, 0.5, dtype=np.float32)
+    else:
+        with np.errstate(invalid="ignore"):
+            t = (np.where(valid, x, vmin) - vmin) / (vmax - vmin)
+    idx = np.clip(np.rint(t * 255), 0, 255).astype(np.uint8)
+    out = colormap_lut(name)[idx]
+    out[~valid] = INVALID_RGB
+    return out
+
+
+@lru_cache(maxsize=16)
+def indexed_palette(name: str) -> np.ndarray:
+    """A (256, 3) uint8 PNG palette: 254 colours of scale ``name`` (indices 0..253), white (:data:`GAP_INDEX`) and
+    :data:`INVALID_RGB` (:data:`INVALID_INDEX`).
+
+    Colour-mapped maps travel as palette PNGs, one byte per pixel instead of three: a third of the payload for
+    noisy maps (feature channels), with no visible loss.
+    """
+    lut = colormap_lut(name)
+    picks = np.rint(np.linspace(0, 255, GAP_INDEX)).astype(np.int64)
+    return np.concatenate([lut[picks], np.asarray([(255, 255, 255), INVALID_RGB], dtype=np.uint8)])
+
+
+def colormap_indices(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """Palette indices (uint8, 0..253; :data:`INVALID_INDEX` for NaN/Inf) of ``values`` for :func:`indexed_palette`."""
+    x = np.asarray(values, dtype=np.float32)
+    valid = np.isfinite(x)
+    if not np.isfinite(vmin) or not np.isfinite(vmax) or vmax <= vmin:
+        t = np.full(x.shape, 0.5, dtype=np.float32)
+    else:
+        with np.errstate(invalid="ignore"):
+            t = (np.where(valid, x, vmin) - vmin) / (vmax - vmin)
+    idx = np.clip(np.rint(t * (GAP_INDEX - 1)), 0, GAP_INDEX - 1).astype(np.uint8)
+    idx[~valid] = INVALID_INDEX
+    return idx

@@ -1,0 +1,142 @@
+"""Predictions beside labels: masks as overlays on the input image plus an error map, class ids side by side.
+
+The app gets a datapoint's ``labels`` and ``predictions`` items; :func:`pair_items` matches them (same key, else the
+only item of the same kind on each side) and :func:`render_comparison` draws a pair. Like :func:`render_item` it never
+raises: a pair that cannot be compared specially is shown as two panels rendered through the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from dash import html
+from dash.development.base_component import Component
+
+from eval_viewer.backend.model import Item
+from eval_viewer.display.arrays import to_numpy
+from eval_viewer.display.encode import fit_rgb, resize_nearest
+from eval_viewer.display.figures import IMAGE_MAX_SIDE, caption, figure_to_graph, fmt, image_figure, panel, row
+from eval_viewer.display.images import context_rgb
+from eval_viewer.display.masks import mask_figure, mask_to_classes
+from eval_viewer.display.registry import RenderContext, render_item
+from eval_viewer.log_format import Kind
+
+__all__ = ["pair_items", "render_comparison", "mask_comparison", "mask_agreement", "ERROR_RGB"]
+
+logger = logging.getLogger(__name__)
+
+ERROR_RGB = (255, 40, 40)
+"""Colour of pixels where the prediction differs from the label."""
+
+
+def pair_items(labels: Sequence[Item], predictions: Sequence[Item]) -> list[tuple[Item | None, Item | None]]:
+    """(label, prediction) pairs: same key first; then, among the rest, the only label and the only prediction of a
+    kind; everything left unpaired alone, labels first. Order follows the labels, then the predictions."""
+    by_key = {p.key: p for p in predictions}
+    pairs: list[tuple[Item | None, Item | None]] = []
+    used: set[int] = set()
+    rest: list[Item] = []
+    for label in labels:
+        match = by_key.get(label.key)
+        if match is not None and id(match) not in used:
+            pairs.append((label, match))
+            used.add(id(match))
+        else:
+            rest.append(label)
+    left = [p for p in predictions if id(p) not in used]
+    for label in rest:
+        same_kind = [p for p in left if p.kind == label.kind]
+        if len(same_kind) == 1 and sum(1 for r in rest if r.kind == label.kind) == 1:
+            pairs.append((label, same_kind[0]))
+            left.remove(same_kind[0])
+        else:
+            pairs.append((label, None))
+    pairs.extend((None, p) for p in left)
+    return pairs
+
+
+def mask_agreement(label: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    """Pixel accuracy and mean IoU over the classes present in either map (class maps of equal shape)."""
+    accuracy = float(np.mean(label == prediction)) if label.size else float("nan")
+    ious = []
+    for cls in np.union1d(np.unique(label), np.unique(prediction)):
+        a, b = label == cls, prediction == cls
+        union = np.count_nonzero(a | b)
+        if union:
+            ious.append(np.count_nonzero(a & b) / union)
+    return {"pixel_accuracy": accuracy, "mean_iou": float(np.mean(ious)) if ious else float("nan")}
+
+
+def mask_comparison(label: Any, prediction: Any, ctx: RenderContext) -> Component:
+    """Label and prediction overlaid on the input image (or alone), and the pixels where they differ in red over a
+    dimmed grey copy of the image."""
+    truth = mask_to_classes(label)
+    pred = mask_to_classes(prediction)
+    if pred.shape != truth.shape:
+        pred = resize_nearest(pred, truth.shape)
+    image = context_rgb(ctx)
+    opts = {"opacity": ctx.mask_opacity, "class_names": ctx.class_names, "height": 260}
+    label_fig = mask_figure(truth, image, **opts)
+    pred_fig = mask_figure(pred, image, **opts)
+    base, scale = fit_rgb(image if image is not None else np.zeros((*truth.shape, 3), dtype=np.uint8), IMAGE_MAX_SIDE)
+    grey = (base.astype(np.float32).mean(axis=-1, keepdims=True) * 0.6).repeat(3, axis=-1)
+    wrong = resize_nearest(truth != pred, base.shape[:2])
+    grey[wrong] = ERROR_RGB
+    error_fig = image_figure(grey.astype(np.uint8), scale=scale, height=260)
+    agreement = mask_agreement(truth, pred)
+    n_wrong = int(np.count_nonzero(truth != pred))
+    return html.Div([
+        row([panel("label", figure_to_graph(label_fig)), panel("prediction", figure_to_graph(pred_fig)),
+             panel("differences", figure_to_graph(error_fig))]),
+        caption(f"pixel accuracy {fmt(agreement['pixel_accuracy'])}", f"mean IoU {fmt(agreement['mean_iou'])}",
+                f"{n_wrong} pixels differ (red)"),
+    ], className="ev-item ev-comparison")
+
+
+def _class_id(value: Any) -> int | None:
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        array = to_numpy(value)
+    except (TypeError, ValueError):
+        return None
+    if array.size != 1 or array.dtype.kind not in "iu":
+        return None
+    return int(array.reshape(()).item())
+
+
+def _class_comparison(label: int, prediction: int, ctx: RenderContext) -> Component:
+    def text(cls: int) -> str:
+        name = ctx.class_name(cls)
+        return f"{cls} ({name})" if name else str(cls)
+
+    ok = label == prediction
+    return html.Div([
+        html.Span(["label ", html.B(text(label))], className="ev-label"),
+        html.Span(["prediction ", html.B(text(prediction))], className="ev-prediction"),
+        html.Span("✓ correct" if ok else "✗ wrong", className="ev-match" if ok else "ev-mismatch"),
+    ], className="ev-item ev-comparison ev-class-comparison")
+
+
+def render_comparison(label: Item | None, prediction: Item | None, ctx: RenderContext = RenderContext()) -> Component:
+    """A label and its prediction side by side; masks as overlays with an error map, class ids with a verdict."""
+    if label is not None and prediction is not None:
+        try:
+            if Kind.MASK in (label.kind, prediction.kind):
+                return mask_comparison(label.value, prediction.value, ctx)
+            ids = _class_id(label.value), _class_id(prediction.value)
+            if ids[0] is not None and ids[1] is not None:
+                return _class_comparison(ids[0], ids[1], ctx)
+        except Exception:  # noqa: BLE001 - fall back to two independent panels
+            logger.warning("comparing %r with %r failed; showing them apart", label.key, prediction.key,
+                           exc_info=True)
+    panels = []
+    if label is not None:
+        panels.append(panel(f"label · {label.key}" if label.key else "label", render_item(label, ctx)))
+    if prediction is not None:
+        panels.append(panel(f"prediction · {prediction.key}" if prediction.key else "prediction",
+                            render_item(prediction, ctx)))
+    return html.Div(row(panels), className="ev-comparison")

@@ -1,0 +1,233 @@
+"""Feature maps (C, H, W): the most varied channels as one mosaic, a PCA-to-RGB image, per-channel statistics.
+
+A (256, 512, 512) float32 map is 256 MB; what reaches the browser is a palette-PNG mosaic of the top channels by
+variance (each tile block-averaged to :data:`TILE` px), a PCA image computed on a strided subsample, and a statistics
+chart binned past :data:`MAX_STAT_CHANNELS` channels: well under a megabyte. Statistics themselves are exact (computed
+over every pixel, channel chunk by channel chunk so no full-size temporary is made).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import html
+from dash.development.base_component import Component
+
+from eval_viewer.display.arrays import block_mean, first_array, scalar_extras, squeeze_leading, strided, to_numpy
+from eval_viewer.display.colors import GAP_INDEX, SCALES, colormap_indices, indexed_palette
+from eval_viewer.display.figures import caption, compact_layout, figure_to_graph, fmt, image_figure, panel, row
+from eval_viewer.display.images import extras_caption
+from eval_viewer.display.registry import RenderContext, register
+from eval_viewer.log_format import Kind
+
+__all__ = ["channel_stats", "top_channels", "channel_mosaic", "mosaic_figure", "pca_rgb", "render_feature_map",
+           "TOP_K", "TILE", "MAX_STAT_CHANNELS"]
+
+TOP_K = 16
+TILE = 96
+PCA_SIDE = 128
+MAX_STAT_CHANNELS = 256
+_CHUNK_ELEMENTS = 8_000_000
+_GAP = 2
+
+
+def _as_chw(value: Any) -> tuple[np.ndarray, str | None]:
+    array = squeeze_leading(to_numpy(value), 3)
+    note = None
+    if array.ndim == 4:
+        note = f"first of a batch of {array.shape[0]}"
+        array = array[0]
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ValueError(f"a feature map needs shape (C, H, W) or (H, W), got {tuple(array.shape)}")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"a feature map needs a numeric dtype, got {array.dtype}")
+    return array, note
+
+
+def channel_stats(fmap: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact per-channel ``mean``, ``std``, ``min``, ``max`` over finite values, and ``n_nan``, ``n_inf``, each (C,).
+
+    Works through channel chunks of at most ~8M elements, so memory stays bounded for memory-mapped inputs.
+    """
+    c = fmap.shape[0]
+    per = max(1, int(np.prod(fmap.shape[1:])))
+    step = max(1, _CHUNK_ELEMENTS // per)
+    out = {k: np.empty(c, dtype=np.float64) for k in ("mean", "std", "min", "max")}
+    out["n_nan"] = np.zeros(c, dtype=np.int64)
+    out["n_inf"] = np.zeros(c, dtype=np.int64)
+    for start in range(0, c, step):
+        x = np.asarray(fmap[start:start + step]).reshape(-1, per).astype(np.float32, copy=False)
+        sl = slice(start, start + len(x))
+        finite = np.isfinite(x)
+        if finite.all():
+            out["mean"][sl] = x.mean(axis=1, dtype=np.float64)
+            out["std"][sl] = x.std(axis=1, dtype=np.float64)
+            out["min"][sl], out["max"][sl] = x.min(axis=1), x.max(axis=1)
+            continue
+        nan = np.isnan(x)
+        out["n_nan"][sl] = nan.sum(axis=1)
+        out["n_inf"][sl] = (~finite & ~nan).sum(axis=1)
+        masked = np.where(finite, x, np.nan)
+        with np.errstate(all="ignore"), _quiet():
+            out["mean"][sl] = np.nanmean(masked, axis=1, dtype=np.float64)
+            out["std"][sl] = np.nanstd(masked, axis=1, dtype=np.float64)
+            out["min"][sl], out["max"][sl] = np.nanmin(masked, axis=1), np.nanmax(masked, axis=1)
+    return out
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence numpy's 'all-NaN slice' RuntimeWarnings: an all-NaN channel is reported, not warned about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def top_channels(stats: Mapping[str, np.ndarray], k: int = TOP_K) -> np.ndarray:
+    """Indices of the ``k`` channels with the largest standard deviation (ties by index; NaN std last)."""
+    std = np.nan_to_num(np.asarray(stats["std"], dtype=np.float64), nan=-1.0, posinf=-1.0)
+    order = np.argsort(-std, kind="stable")
+    return order[: min(k, len(order))]
+
+
+def channel_mosaic(fmap: np.ndarray, channels: np.ndarray, tile: int = TILE) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """Palette indices of a mosaic of ``channels`` (each block-averaged to ``tile`` px and scaled to its own finite
+    min/max; NaN/Inf cells get the invalid colour), ``_GAP`` px apart. Returns (indices, columns, tile shape)."""
+    tiles = [block_mean(np.asarray(fmap[int(c)]), tile) for c in channels]
+    th, tw = tiles[0].shape
+    cols = max(1, math.ceil(math.sqrt(len(tiles))))
+    rows = math.ceil(len(tiles) / cols)
+    mosaic = np.full((rows * (th + _GAP) - _GAP, cols * (tw + _GAP) - _GAP), GAP_INDEX, dtype=np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        finite = t[np.isfinite(t)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        mosaic[r * (th + _GAP): r * (th + _GAP) + th, c * (tw + _GAP): c * (tw + _GAP) + tw] = \
+            colormap_indices(t, lo, hi)
+    return mosaic, cols, (th, tw)
+
+
+def mosaic_figure(stack: np.ndarray, picks: np.ndarray, labels: list[str], scale_name: str, tile: int = TILE,
+                  height: int = 320) -> go.Figure:
+    """Small multiples as one palette PNG: ``stack[picks]`` tiled by :func:`channel_mosaic`, each tile labelled."""
+    indices, cols, (th, tw) = channel_mosaic(stack, picks, tile)
+    fig = image_figure(indices, palette=indexed_palette(scale_name), height=height)
+    fig.update_traces(hoverinfo="skip", selector={"type": "image"})
+    notes = []
+    for i, label in enumerate(labels):
+        r, c = divmod(i, cols)
+        notes.append({"x": c * (tw + _GAP) - 0.5, "y": r * (th + _GAP) - 0.5, "text": label, "showarrow": False,
+                      "xanchor": "left", "yanchor": "top", "font": {"size": 9, "color": "white"},
+                      "bgcolor": "rgba(0,0,0,0.45)", "borderpad": 1})
+    fig.update_layout(annotations=notes)  # one validation pass instead of one per annotation
+    return fig
+
+
+def pca_rgb(fmap: np.ndarray, max_side: int = PCA_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """The first three principal components over channels, per pixel, as an RGB uint8 image (computed on a strided
+    subsample of at most ``max_side`` px). Each component is stretched between its 1st and 99th percentile; its sign
+    is fixed by its largest loading so colours do not flip between redraws. Returns (rgb, explained variance ratios).
+    """
+    x = np.asarray(strided(fmap, max_side), dtype=np.float32)
+    c, h, w = x.shape
+    flat = x.reshape(c, -1).astype(np.float64)
+    finite = np.isfinite(flat)
+    counts = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    means = np.where(finite, flat, 0.0).sum(axis=1, keepdims=True) / counts
+    centred = np.where(finite, flat - means, 0.0)
+    cov = centred @ centred.T / max(centred.shape[1], 1)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    order = np.argsort(eigvals)[::-1][:3]
+    vecs = eigvecs[:, order]
+    vecs *= np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
+    comps = vecs.T @ centred
+    total = float(np.clip(eigvals, 0, None).sum())
+    ratios = np.clip(eigvals[order], 0, None) / total if total > 0 else np.zeros(len(order))
+    rgb = np.zeros((3, comps.shape[1]), dtype=np.float64)
+    for i, comp in enumerate(comps):
+        lo, hi = np.percentile(comp, [1, 99])
+        rgb[i] = np.clip((comp - lo) / (hi - lo), 0, 1) if hi > lo else 0.5
+    image = np.rint(rgb.T.reshape(h, w, 3) * 255).astype(np.uint8)
+    invalid = ~finite.all(axis=0).reshape(h, w)
+    image[invalid] = (255, 0, 255)
+    return image, ratios
+
+
+def _stats_figure(stats: Mapping[str, np.ndarray]) -> tuple[go.Figure, int]:
+    c = len(stats["mean"])
+    group = max(1, math.ceil(c / MAX_STAT_CHANNELS))
+    n = math.ceil(c / group)
+    pad = n * group - c
+
+    def binned(values: np.ndarray, how: str) -> np.ndarray:
+        v = np.concatenate([values.astype(np.float64), np.full(pad, np.nan)]).reshape(n, group)
+        with np.errstate(all="ignore"), _quiet():
+            return {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[how](v, axis=1).astype(np.float32)
+
+    x = (np.arange(n) * group).astype(np.int32)
+    mean, std = binned(stats["mean"], "mean"), binned(stats["std"], "mean")
+    fig = go.Figure([
+        go.Scatter(x=x, y=binned(stats["max"], "max"), name="max", mode="lines", line={"width": 1, "color": "#aaa"}),
+        go.Scatter(x=x, y=mean + std, mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False),
+        go.Scatter(x=x, y=mean - std, mode="lines", line={"width": 0}, fill="tonexty",
+                   fillcolor="rgba(31,119,180,0.25)", name="mean − std", hoverinfo="skip"),
+        go.Scatter(x=x, y=mean, name="mean", mode="lines", line={"width": 1.5, "color": "#1f77b4"},
+                   customdata=std, hovertemplate="mean %{y:.4g} ± %{customdata:.3g}<extra></extra>"),
+        go.Scatter(x=x, y=binned(stats["min"], "min"), name="min", mode="lines", line={"width": 1, "color": "#aaa"}),
+    ])
+    compact_layout(fig, height=200)
+    fig.update_layout(hovermode="x unified", xaxis_title="channel" + (f" (bins of {group})" if group > 1 else ""))
+    return fig, group
+
+
+def _top_table(stats: Mapping[str, np.ndarray], channels: np.ndarray) -> html.Details:
+    head = html.Tr([html.Th(h) for h in ("channel", "mean", "std", "min", "max", "NaN", "Inf")])
+    body = [html.Tr([html.Td(str(int(c)))] + [html.Td(fmt(float(stats[k][c]))) for k in ("mean", "std", "min", "max")]
+                    + [html.Td(str(int(stats["n_nan"][c]))), html.Td(str(int(stats["n_inf"][c])))])
+            for c in channels]
+    return html.Details([html.Summary(f"statistics of the {len(channels)} channels shown"),
+                         html.Table([html.Thead(head), html.Tbody(body)], className="ev-table")],
+                        className="ev-details")
+
+
+@register(Kind.FEATURE_MAP)
+def render_feature_map(value: Any, ctx: RenderContext) -> Component:
+    """Channel mosaic of the top-k channels by variance, PCA-to-RGB image, per-channel statistics chart and table."""
+    extras: dict[str, Any] = {}
+    if isinstance(value, Mapping):
+        mapping = value
+        key, value = first_array(mapping, ("features", "feature_map", "feats", "activation", "output"), min_ndim=2)
+        extras = scalar_extras(mapping, skip=(key,))
+    fmap, note = _as_chw(value)
+    stats = channel_stats(fmap)
+    channels = top_channels(stats)
+    mosaic = mosaic_figure(fmap, channels, [f"c{int(c)}" for c in channels], SCALES["feature"])
+    panels = [panel(f"top {len(channels)} of {fmap.shape[0]} channels by std", figure_to_graph(mosaic))]
+    pca_note = None
+    if fmap.shape[0] >= 2:
+        rgb, ratios = pca_rgb(fmap)
+        panels.append(panel("PCA → RGB", figure_to_graph(image_figure(rgb, scale=fmap.shape[2] / rgb.shape[1],
+                                                                      height=320))))
+        pca_note = "PCA explains " + "/".join(f"{100 * r:.0f}" for r in ratios) + " % of variance"
+    stats_fig, _ = _stats_figure(stats)
+    total_nan, total_inf = int(stats["n_nan"].sum()), int(stats["n_inf"].sum())
+    with _quiet():
+        lo, hi = float(np.nanmin(stats["min"])), float(np.nanmax(stats["max"]))
+    return html.Div([
+        row(panels),
+        figure_to_graph(stats_fig),
+        caption("×".join(map(str, fmap.shape)) + f" {fmap.dtype}",
+                f"range [{fmt(lo)}, {fmt(hi)}]",
+                note, pca_note,
+                f"{total_nan} NaN, {total_inf} Inf (magenta)" if total_nan or total_inf else None,
+                extras_caption(extras, ctx)),
+        _top_table(stats, channels),
+    ])

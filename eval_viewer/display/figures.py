@@ -1,0 +1,194 @@
+"""Figure building blocks: one compact look for every renderer, images as PNG traces, graphs, captions, layout rows.
+
+Every figure gets the same small template (10 px margins, 11 px font, no gridline clutter) instead of Plotly's
+default one, which would also add ~8 kB of template JSON to each graph. Images are ``go.Image`` traces whose source is
+a PNG data URL, placed in the *original* pixel coordinates (``x0``/``dx``) even when downsampled, so overlays,
+markers and click coordinates never need rescaling by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import dcc, html
+from dash.development.base_component import Component
+
+from eval_viewer.display.arrays import block_mean, strided
+from eval_viewer.display.encode import fit_rgb, png_data_url
+
+__all__ = [
+    "IMAGE_MAX_SIDE",
+    "FIGURE_HEIGHT",
+    "GRAPH_CONFIG",
+    "compact_layout",
+    "image_figure",
+    "add_image",
+    "add_colorbar",
+    "add_hover_layer",
+    "figure_to_graph",
+    "caption",
+    "row",
+    "panel",
+    "fmt",
+    "nonfinite_note",
+]
+
+IMAGE_MAX_SIDE = 512
+"""Longest side, in pixels, of an image sent to the browser."""
+FIGURE_HEIGHT = 300
+GRAPH_CONFIG: dict[str, Any] = {
+    "displaylogo": False,
+    "responsive": True,
+    "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+}
+
+_TEMPLATE = go.layout.Template(
+    layout=go.Layout(
+        font={"size": 11, "family": "system-ui, -apple-system, Segoe UI, sans-serif", "color": "#333"},
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="#fafafa",
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        hoverlabel={"font": {"size": 11}},
+        xaxis={"gridcolor": "#e6e6e6", "zeroline": False, "automargin": True},
+        yaxis={"gridcolor": "#e6e6e6", "zeroline": False, "automargin": True},
+        legend={"font": {"size": 10}},
+        colorway=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"],
+    )
+)
+
+
+def compact_layout(fig: go.Figure, height: int = FIGURE_HEIGHT, title: str | None = None) -> go.Figure:
+    """Apply the house look; a title, when given, gets just enough top margin."""
+    fig.update_layout(template=_TEMPLATE, height=height, showlegend=False)
+    if title:
+        fig.update_layout(title={"text": title, "font": {"size": 12}, "x": 0.01, "y": 0.98, "yanchor": "top"},
+                          margin={"t": 28})
+    return fig
+
+
+def add_image(fig: go.Figure, rgb: np.ndarray, *, scale: float = 1.0, name: str = "image",
+              palette: np.ndarray | None = None, **trace: Any) -> go.Figure:
+    """Add an RGB uint8 image (or palette indices with ``palette``) as a PNG ``go.Image``; ``scale`` = original
+    pixels per pixel of ``rgb``.
+
+    The trace is centred so pixel ``i`` of the original image sits at coordinate ``i`` (Plotly's own convention for
+    an un-scaled image), whatever the downsampling.
+    """
+    offset = (scale - 1.0) / 2.0
+    fig.add_trace(go.Image(source=png_data_url(rgb, palette), x0=offset, y0=offset, dx=scale, dy=scale, name=name,
+                           hoverinfo="x+y", **trace))
+    return fig
+
+
+def image_figure(rgb: np.ndarray, *, scale: float = 1.0, height: int = FIGURE_HEIGHT, title: str | None = None,
+                 max_side: int = IMAGE_MAX_SIDE, palette: np.ndarray | None = None) -> go.Figure:
+    """A figure showing one RGB uint8 image (or an (H, W) index image with ``palette``) with square pixels and no
+    axes.
+
+    ``scale`` says how many original pixels one pixel of ``rgb`` already stands for; the image is further
+    downsampled to ``max_side`` here if needed (nearest for index images).
+    """
+    if palette is None:
+        small, extra = fit_rgb(rgb, max_side)
+    else:
+        small = strided(rgb, max_side)
+        extra = rgb.shape[1] / small.shape[1]
+    fig = add_image(go.Figure(), small, scale=scale * extra, palette=palette)
+    compact_layout(fig, height=height, title=title)
+    fig.update_xaxes(visible=False, showgrid=False, constrain="domain")
+    fig.update_yaxes(visible=False, showgrid=False, scaleanchor="x", constrain="domain", autorange="reversed")
+    fig.update_layout(plot_bgcolor="rgba(0,0,0,0)", dragmode="pan")
+    return fig
+
+
+def add_colorbar(fig: go.Figure, colorscale: str, vmin: float, vmax: float, title: str = "") -> go.Figure:
+    """A colour bar for a colour-mapped PNG (``go.Image`` has none): an invisible marker carrying the scale."""
+    lo = vmin if np.isfinite(vmin) else 0.0
+    hi = vmax if np.isfinite(vmax) and vmax > lo else lo + 1.0
+    fig.add_trace(go.Scatter(
+        x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False,
+        marker={"colorscale": colorscale, "cmin": lo, "cmax": hi, "color": [lo], "showscale": True,
+                "colorbar": {"thickness": 10, "len": 0.9, "title": {"text": title, "side": "right"},
+                             "tickfont": {"size": 10}, "outlinewidth": 0}},
+    ))
+    return fig
+
+
+def add_hover_layer(fig: go.Figure, values: np.ndarray, label: str = "value", max_side: int = 64,
+                    nearest: bool = False, extent: tuple[int, int] | None = None) -> go.Figure:
+    """An invisible coarse heatmap over an image so hovering shows the map's value (a PNG carries none).
+
+    At most ``max_side``² cells, block-averaged (or sampled, ``nearest=True``, for class maps), so the payload stays
+    a few kilobytes. ``extent`` = (height, width) in figure coordinates that ``values`` covers (default: its shape),
+    for a map drawn over an image of another size.
+    """
+    h, w = extent if extent is not None else values.shape
+    coarse = strided(values, max_side) if nearest else block_mean(values, max_side)
+    if coarse.dtype.kind in "biu":
+        coarse = coarse.astype(np.int32)  # plotly.js typed arrays have no int64
+    ch, cw = coarse.shape
+    fy, fx = h / ch, w / cw
+    number = "%{z}" if nearest else "%{z:.4g}"
+    fig.add_trace(go.Heatmap(
+        z=coarse, x=(np.arange(cw) + 0.5) * fx - 0.5, y=(np.arange(ch) + 0.5) * fy - 0.5, opacity=0.0,
+        showscale=False, hoverongaps=False, colorscale="Greys",
+        hovertemplate=f"x %{{x:.0f}}, y %{{y:.0f}}<br>{label} {number}<extra></extra>",
+    ))
+    return fig
+
+
+def figure_to_graph(fig: go.Figure, *, graph_id: Any = None, class_name: str = "ev-figure",
+                    config: dict[str, Any] | None = None) -> dcc.Graph:
+    """Wrap a figure in a ``dcc.Graph`` with the house config; ``graph_id`` (e.g. ``ctx.graph_id("attention-image")``)
+    is set only when given, because an id is only needed where the app listens to the graph."""
+    kwargs: dict[str, Any] = {}
+    if graph_id is not None:
+        kwargs["id"] = graph_id
+    height = fig.layout.height or FIGURE_HEIGHT
+    return dcc.Graph(figure=fig, config={**GRAPH_CONFIG, **(config or {})}, className=class_name,
+                     style={"height": f"{int(height)}px"}, **kwargs)
+
+
+def fmt(value: Any) -> str:
+    """Short human form of a number (4 significant digits; NaN/Inf spelled out), anything else via ``str``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}".replace(",", " ") if abs(int(value)) >= 10_000 else str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if np.isnan(v):
+            return "NaN"
+        if np.isinf(v):
+            return "Inf" if v > 0 else "-Inf"
+        return f"{v:.4g}"
+    return str(value)
+
+
+def caption(*parts: str | None, class_name: str = "ev-caption") -> html.Div:
+    """One line of small print under a figure; empty parts are dropped, the rest joined with ' · '."""
+    return html.Div(" · ".join(p for p in parts if p), className=class_name)
+
+
+def row(children: Iterable[Component], class_name: str = "ev-row") -> html.Div:
+    """Figures side by side (the stylesheet makes ``ev-row`` a wrapping flex row)."""
+    return html.Div(list(children), className=class_name)
+
+
+def panel(title: str | None, children: Sequence[Component] | Component, class_name: str = "ev-panel") -> html.Div:
+    """One titled block of a row (``ev-panel`` / ``ev-panel-title``)."""
+    body = list(children) if isinstance(children, (list, tuple)) else [children]
+    head = [html.Div(title, className="ev-panel-title")] if title else []
+    return html.Div(head + body, className=class_name)
+
+
+def nonfinite_note(n_nan: int, n_inf: int, marked: bool = True) -> str | None:
+    """Caption part for NaN/Inf counts, or None when there are none."""
+    if not n_nan and not n_inf:
+        return None
+    text = f"{n_nan} NaN, {n_inf} Inf"
+    return text + (" (magenta)" if marked else "")
+

@@ -1,0 +1,191 @@
+"""Segmentation masks: a fixed class palette, overlays on the input image, legends with class names and areas.
+
+Masks are class maps; they are resized nearest-neighbour only (never interpolated: no class that is not in the map
+appears at a boundary). Class 0 is background and transparent in overlays. A stack of binary masks (SAM's multimask
+output, instance masks) is drawn as one small panel per mask rather than squashed into one map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import html
+from dash.development.base_component import Component
+
+from eval_viewer.display.arrays import first_array, scalar_extras, squeeze_leading, strided, to_numpy
+from eval_viewer.display.colors import PALETTE, class_color, class_colors, rgb_css
+from eval_viewer.display.encode import fit_rgb, resize_nearest
+from eval_viewer.display.figures import (
+    FIGURE_HEIGHT,
+    IMAGE_MAX_SIDE,
+    add_hover_layer,
+    caption,
+    figure_to_graph,
+    fmt,
+    image_figure,
+    panel,
+    row,
+)
+from eval_viewer.display.images import context_rgb, extras_caption, image_to_rgb
+from eval_viewer.display.registry import RenderContext, register
+from eval_viewer.log_format import Kind
+
+__all__ = ["overlay_mask", "mask_to_classes", "mask_figure", "render_mask", "MASK_KEYS"]
+
+Palette = Sequence[tuple[int, int, int]]
+MASK_KEYS = ("mask", "masks", "segmentation", "seg", "pred", "prediction", "label", "logits")
+_MAX_LEGEND = 20
+_MAX_STACK = 8
+
+
+def overlay_mask(image_rgb: np.ndarray, mask: np.ndarray, opacity: float = 0.5,
+                 palette: Palette = PALETTE) -> np.ndarray:
+    """``image_rgb`` (H, W, 3 uint8) with every non-zero class of ``mask`` blended in its palette colour at
+    ``opacity``; class 0 leaves the image untouched. A mask of another size is resized (nearest) to the image."""
+    image = np.asarray(image_rgb, dtype=np.uint8)
+    classes = np.asarray(mask)
+    if classes.shape != image.shape[:2]:
+        classes = resize_nearest(classes, image.shape[:2])
+    alpha = float(np.clip(opacity, 0.0, 1.0))
+    out = image.copy()
+    fg = classes != 0
+    if fg.any():
+        colors = class_colors(classes[fg], tuple(palette)).astype(np.float32)
+        blended = (1.0 - alpha) * image[fg].astype(np.float32) + alpha * colors
+        out[fg] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out
+
+
+def mask_to_classes(value: Any) -> np.ndarray:
+    """An (H, W) int64 class map from the forms a mask arrives in.
+
+    (H, W) integers as they are; bool as 0/1; float maps holding whole numbers as classes, other float (H, W) maps
+    (probabilities) thresholded at 0.5; (C, H, W) float logits/probabilities by argmax over C (NaN never wins);
+    (C, H, W) one-hot integers by argmax; (H, W, 1) and leading axes of 1 squeezed.
+    """
+    array = squeeze_leading(to_numpy(value), 2)
+    if array.ndim == 3 and array.shape[-1] == 1 and min(array.shape[:2]) > 1:
+        array = array[..., 0]  # (H, W, 1); a (C, H, 1) stack of logits stays one
+    if array.ndim == 3:
+        scores = np.nan_to_num(array.astype(np.float32), nan=-np.inf)
+        return np.argmax(scores, axis=0).astype(np.int64)
+    if array.ndim != 2:
+        raise ValueError(f"a mask needs shape (H, W) or (C, H, W), got {tuple(array.shape)}")
+    if array.dtype == bool:
+        return array.astype(np.int64)
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        whole = np.all(np.equal(np.mod(array[finite], 1), 0)) if finite.any() else True
+        if whole:
+            return np.where(finite, array, 0).astype(np.int64)
+        return (np.nan_to_num(array, nan=0.0) > 0.5).astype(np.int64)
+    return array.astype(np.int64)
+
+
+def _legend(fig: go.Figure, classes: np.ndarray, class_names: Sequence[str] | None, palette: Palette,
+            with_background: bool) -> None:
+    values, counts = np.unique(classes, return_counts=True)
+    order = np.argsort(-counts)
+    total = classes.size
+    shown = 0
+    for i in order:
+        cls = int(values[i])
+        if cls == 0 and not with_background:
+            continue
+        if shown >= _MAX_LEGEND:
+            break
+        name = class_names[cls] if class_names is not None and 0 <= cls < len(class_names) else None
+        label = f"{cls} {name}" if name else str(cls)
+        fig.add_trace(go.Scatter(
+            x=[None], y=[None], mode="markers", name=f"{label} · {100 * counts[i] / total:.1f}%",
+            marker={"symbol": "square", "size": 10, "color": rgb_css(class_color(cls, tuple(palette)))},
+            hoverinfo="skip", showlegend=True,
+        ))
+        shown += 1
+    fig.update_layout(showlegend=shown > 0,
+                      legend={"orientation": "h", "x": 0, "y": -0.01, "yanchor": "top", "itemclick": False,
+                              "itemdoubleclick": False})
+
+
+def mask_figure(mask: Any, image: Any | None = None, *, opacity: float = 0.5,
+                class_names: Sequence[str] | None = None, palette: Palette = PALETTE,
+                height: int = FIGURE_HEIGHT, title: str | None = None, max_side: int = IMAGE_MAX_SIDE) -> go.Figure:
+    """A mask as a figure: over ``image`` (any layout :func:`image_to_rgb` takes; the mask is resized to it) or
+    alone in palette colours, with a legend of the classes present (name and area) and class ids on hover.
+
+    Figure coordinates are the image's pixels (the mask's when there is no image).
+    """
+    classes = mask_to_classes(mask)
+    if image is not None:
+        full = image_to_rgb(image)
+        base, scale = fit_rgb(full, max_side)
+        rgb = overlay_mask(base, resize_nearest(classes, base.shape[:2]), opacity, palette)
+        extent = full.shape[:2]
+    else:
+        small = strided(classes, max_side)
+        rgb, scale, extent = class_colors(small, tuple(palette)), classes.shape[1] / small.shape[1], classes.shape
+    fig = image_figure(rgb, scale=scale, height=height, title=title, max_side=max_side)
+    add_hover_layer(fig, classes, "class", nearest=True, extent=extent)
+    _legend(fig, classes, class_names, palette, with_background=image is None)
+    return fig
+
+
+def _class_list(classes: np.ndarray, ctx: RenderContext) -> str:
+    present = [int(c) for c in np.unique(classes) if c != 0]
+    names = [f"{c} {ctx.class_name(c)}" if ctx.class_name(c) else str(c) for c in present[:12]]
+    more = f" +{len(present) - 12} more" if len(present) > 12 else ""
+    return f"{len(present)} foreground classes" + (f": {', '.join(names)}{more}" if present else "")
+
+
+def _is_binary_stack(array: np.ndarray) -> bool:
+    if array.ndim != 3 or array.shape[0] < 2 or array.shape[0] > 64:
+        return False
+    if array.dtype == bool:
+        return True
+    if array.dtype.kind in "iu":
+        return bool(np.isin(strided(array, 64), (0, 1)).all())
+    return False
+
+
+def _render_stack(stack: np.ndarray, scores: np.ndarray | None, ctx: RenderContext) -> Component:
+    base = context_rgb(ctx)
+    panels = []
+    for i in range(min(len(stack), _MAX_STACK)):
+        classes = stack[i].astype(np.int64) * (i + 1)
+        fig = mask_figure(classes, base, opacity=ctx.mask_opacity, height=220, max_side=256)
+        fig.update_layout(showlegend=False)
+        score = f" · score {fmt(float(scores[i]))}" if scores is not None and i < scores.size else ""
+        area = 100.0 * float(np.count_nonzero(stack[i])) / stack[i].size
+        panels.append(panel(f"mask {i}{score} · {area:.1f}%", figure_to_graph(fig)))
+    more = f"first {_MAX_STACK} of {len(stack)} masks" if len(stack) > _MAX_STACK else f"{len(stack)} masks"
+    return html.Div([row(panels, "ev-row ev-grid"), caption(more, "×".join(map(str, stack.shape[1:])))])
+
+
+@register(Kind.MASK)
+def render_mask(value: Any, ctx: RenderContext) -> Component:
+    """A class map, over the input image when the context has one (at ``ctx.mask_opacity``), with a legend.
+    A stack of binary masks (N, H, W) shows one panel per mask, with its score when a dict value carries
+    ``scores`` / ``iou_predictions``."""
+    extras: dict[str, Any] = {}
+    scores = None
+    if isinstance(value, Mapping):
+        key, array = first_array(value, MASK_KEYS, min_ndim=2)
+        extras = scalar_extras(value, skip=(key,))
+        for name in ("scores", "iou_predictions", "iou_scores", "score"):
+            if name in value and value[name] is not None:
+                scores = to_numpy(value[name]).astype(np.float64).ravel()
+                break
+    else:
+        array = to_numpy(value)
+    array = squeeze_leading(array, 3)
+    if _is_binary_stack(array):
+        return _render_stack(array, scores, ctx)
+    classes = mask_to_classes(array)
+    fig = mask_figure(classes, context_rgb(ctx), opacity=ctx.mask_opacity, class_names=ctx.class_names)
+    return html.Div([
+        figure_to_graph(fig),
+        caption("×".join(map(str, classes.shape)), _class_list(classes, ctx), extras_caption(extras, ctx)),
+    ])

@@ -1,0 +1,213 @@
+"""Attention: click -> query mapping, parsing the shapes other tools write, the overlay following the query."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from display_helpers import decode_png, figures, graphs, has_error, image_sources, payload_bytes, text_of
+from eval_viewer.backend.model import Item
+from eval_viewer.display import (
+    RenderContext,
+    attention_query_from_click,
+    bundle_attention_tokens,
+    parse_attention,
+    render_item,
+)
+from eval_viewer.display.attention import row_entropy
+from eval_viewer.log_format import Kind
+
+
+def test_click_maps_corners_and_centre() -> None:
+    shape, grid = (480, 640), (12, 16)  # 40 px cells
+    assert attention_query_from_click(0, 0, shape, grid) == 0
+    assert attention_query_from_click(639, 479, shape, grid) == 12 * 16 - 1
+    assert attention_query_from_click(639, 0, shape, grid) == 15
+    assert attention_query_from_click(0, 479, shape, grid) == 11 * 16
+    assert attention_query_from_click(320, 240, shape, grid) == 6 * 16 + 8
+    # pixel i spans [i - 0.5, i + 0.5): the last pixel of cell 0 is 39, the first of cell 1 is 40
+    assert attention_query_from_click(39, 0, shape, grid) == 0
+    assert attention_query_from_click(40, 0, shape, grid) == 1
+    # clicks just outside the image clamp to the border cells
+    assert attention_query_from_click(-3, 500, shape, grid) == 11 * 16
+
+
+def _local_attention(heads: int, side: int, prefix: int = 0, width: float = 1.5) -> np.ndarray:
+    """Self-attention where every spatial query attends around its own cell (prefix tokens attend uniformly)."""
+    n = side * side + prefix
+    cells = np.arange(side * side)
+    r, c = np.divmod(cells, side)
+    att = np.full((heads, n, n), 1e-3, dtype=np.float32)
+    for q in range(side * side):
+        d2 = (r - r[q]) ** 2 + (c - c[q]) ** 2
+        att[:, prefix + q, prefix:] += np.exp(-d2 / width)[None]
+    return att / att.sum(-1, keepdims=True)
+
+
+def _overlay_png(out: object) -> np.ndarray:
+    return decode_png(image_sources(out)[0])
+
+
+def test_overlay_follows_selected_query_and_marks_it() -> None:
+    image = np.zeros((80, 80, 3), dtype=np.uint8)
+    value = {"attention": _local_attention(4, 8), "grid": (8, 8), "layer_name": "blocks.2.attn"}
+    top_left = render_item(Item("attn", Kind.ATTENTION, value), RenderContext(image=image, attention_query=0,
+                                                                               mask_opacity=1.0))
+    bottom_right = render_item(Item("attn", Kind.ATTENTION, value), RenderContext(image=image, attention_query=63,
+                                                                                   mask_opacity=1.0))
+    a, b = _overlay_png(top_left).astype(int), _overlay_png(bottom_right).astype(int)
+    assert a.shape == (80, 80, 3)
+    assert a[5, 5].sum() > a[75, 75].sum() + 100  # bright where the query attends
+    assert b[75, 75].sum() > b[5, 5].sum() + 100
+    marker = [t for t in figures(top_left)[0].data if t.type == "scatter" and t.name == "query"][0]
+    assert (marker.x[0], marker.y[0]) == pytest.approx((4.5, 4.5))  # centre of cell (0, 0): 10 px cells
+    assert "blocks.2.attn" in text_of(top_left) and "query 0" in text_of(top_left)
+
+
+def test_click_result_selects_query_with_prefix_tokens() -> None:
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    att = _local_attention(2, 4, prefix=1)  # CLS + 4x4 grid, keys 17
+    cell = attention_query_from_click(60, 60, (64, 64), (4, 4))
+    assert cell == 15
+    out = render_item(Item("a", Kind.ATTENTION, {"attention": att, "grid": [4, 4]}),
+                      RenderContext(image=image, attention_query=cell, mask_opacity=1.0))
+    assert "query 16 (row 16)" in text_of(out)  # token = cell + 1 prefix token
+    png = _overlay_png(out).astype(int)
+    assert png[60, 60].sum() > png[4, 4].sum()
+
+
+def test_graph_id_on_the_clickable_image() -> None:
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    value = {"attention": _local_attention(2, 4), "grid": (4, 4)}
+    out = render_item(Item("a", Kind.ATTENTION, value),
+                      RenderContext(image=image, graph_id=lambda role: {"type": "ev-graph", "role": role}))
+    ids = [getattr(g, "id", None) for g in graphs(out)]
+    assert ids[0] == {"type": "ev-graph", "role": "attention-image"}
+
+
+def test_default_query_is_the_most_peaked_row() -> None:
+    att = np.full((2, 3, 5), 0.2, dtype=np.float32)
+    att[:, 1] = [0.96, 0.01, 0.01, 0.01, 0.01]
+    out = render_item(Item("a", Kind.ATTENTION, att))
+    assert "query 1 (row 1, most peaked)" in text_of(out)
+    ent = row_entropy(att)
+    assert ent[0, 0] == pytest.approx(np.log(5)) and ent[0, 1] < ent[0, 0]
+
+
+def test_query_index_maps_tokens_to_rows() -> None:
+    att = np.random.default_rng(0).random((1, 3, 16)).astype(np.float32)
+    value = {"attention": att, "query_index": np.array([2, 9, 14]), "grid": (4, 4)}
+    out = render_item(Item("a", Kind.ATTENTION, value), RenderContext(attention_query=10))
+    assert "query 9 (row 1)" in text_of(out)  # nearest kept query to token 10
+
+
+@pytest.mark.parametrize("form", ["lq_lk", "batch", "torch", "other_key"])
+def test_parse_attention_forms(form: str) -> None:
+    base = _local_attention(3, 4)
+    value = {
+        "lq_lk": base[0],
+        "batch": base[None],
+        "torch": torch.from_numpy(base),
+        "other_key": {"probs_of_layer": base, "grid": None, "query_index": np.arange(16)},
+    }[form]
+    att = parse_attention(value)
+    assert att.weights.shape == ((1, 16, 16) if form == "lq_lk" else (3, 16, 16))
+    assert att.grid is None
+
+
+def test_grid_is_inferred_only_with_an_image() -> None:
+    att = _local_attention(1, 14, prefix=1)  # 197 keys: CLS + 14x14
+    assert parse_attention(att).grid is None
+    inferred = parse_attention(att, image_shape=(480, 640))  # non-square image, square model input
+    assert inferred.grid == (14, 14) and inferred.n_prefix == 1 and inferred.grid_inferred
+    out = render_item(Item("a", Kind.ATTENTION, att), RenderContext(image=np.zeros((48, 64, 3), np.uint8)))
+    assert "grid 14×14 (inferred), 1 prefix tokens" in text_of(out)
+
+
+def test_nan_attention_and_mismatched_grid_do_not_crash() -> None:
+    att = _local_attention(2, 4)
+    att[0, 3, :] = np.nan
+    att[1, 5, 2] = np.inf
+    out = render_item(Item("a", Kind.ATTENTION, {"attention": att, "grid": (5, 5)}),
+                      RenderContext(image=np.zeros((20, 20, 3), np.uint8)))
+    assert not has_error(out)
+    text = text_of(out)
+    assert "17 NaN/Inf weights" in text and "does not fit 16 keys" in text
+
+
+def test_big_attention_is_downsampled() -> None:
+    rng = np.random.default_rng(0)
+    att = rng.random((16, 1024, 1025)).astype(np.float32)
+    att /= att.sum(-1, keepdims=True)
+    out = render_item(Item("a", Kind.ATTENTION, {"attention": att, "grid": (32, 32)}),
+                      RenderContext(image=(rng.random((512, 512, 3)) * 255).astype(np.uint8)))
+    assert not has_error(out)
+    matrix = [t for fig in figures(out) for t in fig.data if t.type == "heatmap" and t.opacity != 0.0][0]
+    assert max(np.asarray(matrix.z).shape) <= 128
+    assert payload_bytes(out) < 2_000_000
+
+
+def test_cross_attention_uses_rows_and_explicit_none_grid_is_respected() -> None:
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    att = np.random.default_rng(0).random((2, 5, 16)).astype(np.float32)  # 5 text tokens -> 4x4 image keys
+    parsed = parse_attention({"attention": att, "grid": (4, 4)})
+    assert parsed.query_cells is None
+    out = render_item(Item("x", Kind.ATTENTION, {"attention": att, "grid": (4, 4)}),
+                      RenderContext(image=image, attention_query=3))
+    assert "query 3 (row 3)" in text_of(out)
+    assert not [t for t in figures(out)[0].data if t.type == "scatter" and t.name == "query"]  # no place to mark
+    assert parse_attention({"attention": att[:, :, :16], "grid": None}, image_shape=(64, 64)).grid is None
+    assert parse_attention({"attention": att}, image_shape=(64, 64)).grid == (4, 4)
+
+
+def test_spatial_queries_against_prefixed_keys_have_cells() -> None:
+    att = _local_attention(2, 4, prefix=1)[:, 1:, :]  # 16 spatial queries, keys CLS + 4x4
+    parsed = parse_attention({"attention": att, "grid": (4, 4)})
+    assert parsed.n_prefix == 1 and parsed.query_cells.tolist() == list(range(16))
+    out = render_item(Item("a", Kind.ATTENTION, {"attention": att, "grid": (4, 4)}),
+                      RenderContext(image=np.zeros((40, 40, 3), np.uint8), attention_query=6))
+    assert "query 6 (row 6)" in text_of(out)
+    marker = [t for t in figures(out)[0].data if t.type == "scatter" and t.name == "query"][0]
+    assert (marker.x[0], marker.y[0]) == pytest.approx((24.5, 14.5))  # cell (1, 2) of 10 px cells
+
+
+def _debugger_output() -> tuple[np.ndarray, dict[str, object]]:
+    """What the built-in attention debugger keeps of a ViT block: CLS + 8x8 tokens, every 4th query kept, keys
+    pooled in 2x2 blocks onto a 4x4 grid (CLS kept apart)."""
+    full = _local_attention(3, 8, prefix=1)  # (3, 65, 65)
+    kept = list(range(0, 65, 4))
+    spatial = full[:, kept, 1:].reshape(3, len(kept), 4, 2, 4, 2).sum(axis=(3, 5)).reshape(3, len(kept), 16)
+    pooled = np.concatenate([full[:, kept, :1], spatial], axis=-1)
+    tokens = {"query_index": kept, "num_queries": 65, "num_keys": 65, "query_grid": [8, 8], "key_grid": [4, 4],
+              "num_prefix_tokens": 1, "key_pool": 2}
+    return pooled, tokens
+
+
+def test_bundle_attention_tokens_pairs_siblings() -> None:
+    pooled, tokens = _debugger_output()
+    items = (Item("attention", Kind.ATTENTION, pooled), Item("stats", Kind.STATS, {"entropy": 1.0}),
+             Item("tokens", Kind.UNKNOWN, tokens), Item("attention_1", Kind.ATTENTION, pooled),
+             Item("tokens_1", Kind.UNKNOWN, tokens), Item("other", Kind.ATTENTION, pooled))
+    out = bundle_attention_tokens(items)
+    assert [i.key for i in out] == ["attention", "stats", "attention_1", "other"]
+    assert out[0].value["tokens"] is tokens and out[2].value["attention"] is pooled
+    assert out[3] is items[5]
+
+
+def test_debugger_output_with_pooled_keys_and_subsampled_queries() -> None:
+    pooled, tokens = _debugger_output()
+    att = parse_attention({"attention": pooled, "tokens": tokens})
+    assert att.grid == (4, 4) and att.n_prefix == 1
+    assert att.query_cells[0] == -1  # the CLS query has no place
+    # kept tokens 4, 8, 12 sit at query cells 3, 7, 11 of the 8x8 grid: (0, 3), (0, 7), (1, 3) -> key cells on 4x4
+    assert att.query_cells[1:4].tolist() == [1, 3, 1]
+    image = np.zeros((80, 80, 3), dtype=np.uint8)
+    cell = attention_query_from_click(70, 70, (80, 80), att.grid)  # bottom-right key cell 15
+    out = render_item(Item("attention", Kind.ATTENTION, {"attention": pooled, "tokens": tokens}),
+                      RenderContext(image=image, attention_query=cell, mask_opacity=1.0))
+    assert not has_error(out)
+    # kept tokens 56 and 64 (query cells (6, 7) and (7, 7)) both lie in key cell (3, 3): the first kept one is shown
+    assert "query 56 (row 14)" in text_of(out)
+    png = _overlay_png(out).astype(int)
+    assert png[70, 50].sum() > png[5, 5].sum()
