@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["RunInfo", "EpochInfo", "Scores", "Item", "DatapointRecord"]
+__all__ = ["RunInfo", "EpochInfo", "Scores", "Item", "DatapointRecord", "rank_indices"]
 
 RunKind = Literal["trainer", "evaluator"]
 
@@ -61,14 +61,50 @@ class Scores:
     aggregated: Mapping[str, float]
     """metric -> float (NaN where the file has null); per-class lists expanded like ``per_datapoint``."""
     higher_is_better: Mapping[str, bool]
+    problems: tuple[str, ...] = ()
+    """User-facing notes on values that could not be read (kept as NaN) or counts that differ from other epochs."""
+    path: Path | None = None
+    """The scores file these came from."""
+    _rankings: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def metrics(self) -> tuple[str, ...]:
         return tuple(self.per_datapoint)
 
     def ranking(self, metric: str, worst_first: bool = True) -> np.ndarray:
-        """Datapoint indices ordered worst-first (or best-first); NaN counts as worst either way. Stable on ties."""
-        raise NotImplementedError  # implemented in eval_viewer.backend.scores (helper fills this in)
+        """Datapoint indices ordered worst-first (or best-first); NaN counts as worst either way. Stable on ties.
+
+        Computed once per (metric, direction) and kept: the table re-sorts on every click, so the second call is a
+        dictionary lookup. The returned array is read-only because it is shared.
+        """
+        key = (metric, bool(worst_first))
+        cached = self._rankings.get(key)
+        if cached is not None:
+            return cached
+        if metric not in self.per_datapoint:
+            from eval_viewer.errors import NotFoundError
+
+            known = ", ".join(self.per_datapoint) or "none"
+            raise NotFoundError(f"No metric {metric!r} in {self.path or 'these scores'} (metrics: {known})")
+        order = rank_indices(self.per_datapoint[metric], self.higher_is_better.get(metric, True), worst_first)
+        order.flags.writeable = False
+        self._rankings[key] = order
+        return order
+
+
+def rank_indices(values: np.ndarray, higher_is_better: bool, worst_first: bool = True) -> np.ndarray:
+    """Indices of ``values`` from worst to best (or best to worst), NaN always worst, stable on ties.
+
+    NaN means "no score" (a failed datapoint, a missing value): it must never look like a success, so it comes first
+    worst-first and last best-first. One ``lexsort`` (O(n log n), stable): a few ms for 100k datapoints.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(values)
+    goodness = values if higher_is_better else -values
+    if worst_first:
+        # Primary key: NaN first (False sorts before True, so sort on ~nan); secondary: goodness ascending.
+        return np.lexsort((np.where(nan, 0.0, goodness), ~nan)).astype(np.int64)
+    return np.lexsort((np.where(nan, 0.0, -goodness), nan)).astype(np.int64)
 
 
 @dataclass(frozen=True)

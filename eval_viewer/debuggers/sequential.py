@@ -184,6 +184,8 @@ class SequentialDebugger(BaseDebugger):
         if not self._writer.epoch_open:
             logger.warning("save_all(%s): nothing was captured since the last save_all", output_dir)
             return []
+        # Kinds can depend on the data seen (the recorder tags what it recorded): describe again for the final index.
+        self._writer.debuggers = {name: _describe(name, d) for name, d in self.debuggers.items()}
         return self._writer.finish(output_dir)
 
     @property

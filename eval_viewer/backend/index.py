@@ -1,0 +1,398 @@
+"""Which page of a ``debugger`` folder holds which datapoint, without opening every page on every click.
+
+Our writer leaves ``index.json`` (or ``index_rank{R}.json`` per process) beside its pages: reading it is the whole
+cost. Pages no index covers (other tools' logs, a broken index, a page written after the index) are scanned once in
+the background by a parse that skips array bytes (:func:`~eval_viewer.backend.pickles.parse_page`), and the result is
+cached *outside* the log dir (logs may be read-only or shared) in ``cache_dir``, keyed by each page's name, size and
+mtime, so the next start finds it at once. Rank-sharded pages are merged by datapoint index; when DDP padding wrote a
+datapoint twice, the lowest rank's copy is used.
+
+Everything that goes wrong is kept in :attr:`DebugIndex.problems` as a user-facing message; a broken page or index
+costs only its own datapoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval_viewer.backend.pickles import parse_page
+from eval_viewer.backend.records import scalar_meta
+from eval_viewer.backend.skeletons import SkeletonStore
+from eval_viewer.errors import PageError
+from eval_viewer.log_format import (
+    FORMAT_VERSION,
+    INDEX_DEBUGGERS,
+    INDEX_META,
+    INDEX_PAGES,
+    INDEX_VERSION,
+    atomic_write_text,
+    is_index_name,
+    parse_page_name,
+)
+
+__all__ = ["DebugIndex", "IndexStatus", "read_index_file"]
+
+logger = logging.getLogger(__name__)
+
+_CACHE_FORMAT = 1
+Meta = dict[int, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """How far the index of one debugger folder is: what the app shows while a big log is being scanned."""
+
+    ready: bool
+    pages: int
+    pages_indexed: int
+    datapoints: int
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _IndexFile:
+    pages: dict[str, list[int]]
+    meta: Meta
+    debuggers: dict[str, Any]
+
+
+def _page_order(name: str) -> tuple[int, int]:
+    parsed = parse_page_name(name)
+    rank, number = parsed if parsed else (None, 0)
+    return (-1 if rank is None else rank, number)
+
+
+def read_index_file(path: Path) -> _IndexFile:
+    """Parse one ``index*.json``; :class:`PageError` naming the file for anything unreadable or malformed."""
+    try:
+        payload = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise PageError(f"{path}: index file disappeared while reading") from None
+    except (OSError, ValueError) as exc:
+        raise PageError(f"{path}: unreadable index ({exc}); its pages will be scanned instead") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get(INDEX_PAGES), dict):
+        raise PageError(f"{path}: unreadable index (no '{INDEX_PAGES}' object); its pages will be scanned instead")
+    version = payload.get(INDEX_VERSION)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        logger.warning("%s: format version %s is newer than this viewer's (%s)", path, version, FORMAT_VERSION)
+    pages: dict[str, list[int]] = {}
+    for name, entry in payload[INDEX_PAGES].items():
+        indices = entry.get("indices") if isinstance(entry, dict) else None
+        if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+            raise PageError(f"{path}: unreadable index (page {name!r} has no list of integer 'indices')")
+        pages[str(name)] = indices
+    meta: Meta = {}
+    raw_meta = payload.get(INDEX_META)
+    if isinstance(raw_meta, dict):
+        for key, fields in raw_meta.items():
+            if isinstance(fields, dict):
+                try:
+                    meta[int(key)] = fields
+                except ValueError:
+                    continue
+    debuggers = payload.get(INDEX_DEBUGGERS)
+    return _IndexFile(pages, meta, debuggers if isinstance(debuggers, dict) else {})
+
+
+class DebugIndex:
+    """The datapoint -> page map of one ``debugger`` folder, kept current by :meth:`refresh` (cheap when unchanged)."""
+
+    def __init__(
+        self,
+        debug_dir: Path,
+        *,
+        trust: bool,
+        cache_dir: Path | None,
+        submit: Callable[..., Any],
+        skeletons: SkeletonStore | None = None,
+    ) -> None:
+        self.debug_dir = debug_dir
+        self._skeletons = skeletons
+        self._trust = trust
+        self._cache_path = cache_dir / f"{hashlib.sha1(str(debug_dir.resolve()).encode()).hexdigest()[:24]}.json" \
+            if cache_dir is not None else None
+        self._submit = submit
+        self._lock = threading.RLock()
+        self._ready = threading.Event()
+        self._ready.set()
+        self._generation = 0
+        self._listing: tuple[Any, ...] | None = None
+        self._sigs: dict[str, tuple[int, int]] = {}
+        self._page_indices: dict[str, list[int]] = {}
+        self._scanned_meta: dict[str, Meta] = {}
+        self._index_meta: Meta = {}
+        self._page_problems: dict[str, tuple[tuple[int, int] | None, str]] = {}
+        """page -> (its size and mtime when it failed, message): retried only once the file changes."""
+        self._index_problems: list[str] = []
+        self._map: dict[int, str] = {}
+        self._index_files: list[Path] = []
+        self.debuggers: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- reading state
+    def page_of(self, idx: int) -> str | None:
+        with self._lock:
+            return self._map.get(idx)
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._index_problems) + tuple(msg for _, msg in self._page_problems.values())
+
+    def meta(self) -> Meta:
+        """Scalar meta_info per datapoint: index files first, pages scanned by the viewer fill the rest."""
+        with self._lock:
+            merged: Meta = {}
+            for page_meta in self._scanned_meta.values():
+                merged.update(page_meta)
+            merged.update(self._index_meta)
+            return merged
+
+    def status(self) -> IndexStatus:
+        with self._lock:
+            return IndexStatus(
+                ready=self._ready.is_set(),
+                pages=len(self._sigs),
+                pages_indexed=sum(1 for name in self._sigs if name in self._page_indices or name in self._page_problems),
+                datapoints=len(self._map),
+                problems=self.problems,
+            )
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        """Abandon background work (the store is closing): waiters return at once, later results are dropped."""
+        with self._lock:
+            self._generation += 1
+            self._ready.set()
+
+    # ---------------------------------------------------------------- building
+    def _list(self) -> tuple[dict[str, tuple[int, int]], list[Path]]:
+        pages: dict[str, tuple[int, int]] = {}
+        index_files: list[Path] = []
+        try:
+            with os.scandir(self.debug_dir) as entries:
+                for entry in entries:
+                    if parse_page_name(entry.name) is not None:
+                        try:
+                            st = entry.stat()
+                        except FileNotFoundError:
+                            continue
+                        pages[entry.name] = (st.st_size, st.st_mtime_ns)
+                    elif is_index_name(entry.name):
+                        index_files.append(Path(entry.path))
+        except FileNotFoundError:
+            pass
+        return pages, sorted(index_files)
+
+    def _listing_key(self) -> tuple[Any, ...]:
+        """Changes when a page or index is added, replaced or removed (the folder's mtime), when an index is
+        rewritten in place, or when a page that failed to parse changes (a page still being written by a
+        non-atomic writer fails first, then must be read again once complete)."""
+        try:
+            key: list[Any] = [os.stat(self.debug_dir).st_mtime_ns]
+        except FileNotFoundError:
+            return ("missing",)
+        with self._lock:
+            watched = [p.name for p in self._index_files] + sorted(self._page_problems)
+        for name in watched:
+            try:
+                st = os.stat(self.debug_dir / name)
+                key.append((name, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                key.append((name, None))
+        return tuple(key)
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-list the folder if it changed; pages no index or cache covers are scanned in the background."""
+        listing = self._listing_key()
+        with self._lock:
+            if not force and listing == self._listing:
+                return
+            self._listing = listing
+            self._generation += 1
+            generation = self._generation
+        sigs, index_files = self._list()
+        indexed: dict[str, list[int]] = {}
+        index_meta: Meta = {}
+        debuggers: dict[str, Any] = {}
+        index_problems: list[str] = []
+        for path in index_files:
+            try:
+                parsed = read_index_file(path)
+            except PageError as exc:
+                index_problems.append(str(exc))
+                continue
+            for name, indices in parsed.pages.items():
+                if name in sigs:
+                    indexed[name] = indices
+                else:
+                    index_problems.append(f"{path}: lists page {name}, which is missing from {self.debug_dir}")
+            index_meta.update(parsed.meta)
+            debuggers.update(parsed.debuggers)
+        cached = self._load_cache()
+        page_problems: dict[str, tuple[tuple[int, int] | None, str]] = {}
+        with self._lock:  # what this process already scanned counts too (a refresh during a scan loses nothing)
+            old_problems = dict(self._page_problems)
+            for name, meta in self._scanned_meta.items():
+                if name in self._page_indices and self._sigs.get(name) == sigs.get(name):
+                    cached[name] = (*self._sigs[name], self._page_indices[name], meta)
+        page_indices: dict[str, list[int]] = {}
+        scanned_meta: dict[str, Meta] = {}
+        to_scan: list[str] = []
+        for name, sig in sigs.items():
+            if name in indexed:
+                page_indices[name] = indexed[name]
+            elif name in cached and (cached[name][0], cached[name][1]) == sig:
+                page_indices[name], scanned_meta[name] = cached[name][2], cached[name][3]
+            elif name in old_problems and old_problems[name][0] == sig:
+                page_problems[name] = old_problems[name]  # unchanged since it failed: no point retrying
+            else:
+                to_scan.append(name)
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._sigs = sigs
+            self._index_files = index_files
+            self._page_indices = page_indices
+            self._scanned_meta = scanned_meta
+            self._index_meta = index_meta
+            self.debuggers = debuggers
+            self._index_problems = index_problems
+            self._page_problems = page_problems
+            self._rebuild_map()
+            if to_scan:
+                self._ready.clear()
+            else:  # also when this refresh overtook a scan that had not finished
+                self._ready.set()
+        if to_scan:
+            to_scan.sort(key=_page_order)
+            logger.info("Indexing %d pages of %s in the background", len(to_scan), self.debug_dir)
+            self._submit(self._scan, generation, to_scan)
+        if self._skeletons is not None:
+            bare = sorted((n for n in page_indices if not self._skeletons.has(self.debug_dir / n, sigs[n])),
+                          key=_page_order)
+            if bare:  # pages of our writer's index: parse each once in the background, so cold reads stay cheap
+                self._submit(self._build_skeletons, generation, bare)
+
+    def _build_skeletons(self, generation: int, names: list[str]) -> None:
+        for name in names:
+            if generation != self._generation or self._skeletons is None:
+                return
+            path = self.debug_dir / name
+            try:
+                with open(path, "rb") as fobj:
+                    st = os.fstat(fobj.fileno())
+                    if self._skeletons.has(path, (st.st_size, st.st_mtime_ns)):
+                        continue
+                    page = parse_page(fobj, str(path), trust=self._trust)
+            except (OSError, PageError) as exc:
+                logger.info("No skeletons for %s: %s", path, exc)  # a read of it will report the problem
+                continue
+            self._skeletons.save(path, (st.st_size, st.st_mtime_ns), page.content)
+
+    def rescan_page(self, name: str) -> None:
+        """Forget what is known of one page (it did not hold what the index said) and scan it again."""
+        with self._lock:
+            self._page_indices.pop(name, None)
+            self._scanned_meta.pop(name, None)
+            self._rebuild_map()
+            self._ready.clear()
+            generation = self._generation
+        self._submit(self._scan, generation, [name])
+
+    def _rebuild_map(self) -> None:
+        mapping: dict[int, str] = {}
+        for name in sorted(self._page_indices, key=_page_order):
+            for idx in self._page_indices[name]:
+                mapping.setdefault(idx, name)
+        self._map = mapping
+
+    def _scan(self, generation: int, names: list[str]) -> None:
+        try:
+            for name in names:
+                if generation != self._generation:
+                    return
+                self._scan_one(generation, name)
+            with self._lock:
+                if generation != self._generation:
+                    return
+                self._rebuild_map()
+            self._save_cache()
+        finally:
+            with self._lock:
+                if generation == self._generation:
+                    self._ready.set()
+
+    def _scan_one(self, generation: int, name: str) -> None:
+        path = self.debug_dir / name
+        try:
+            with open(path, "rb") as fobj:
+                st = os.fstat(fobj.fileno())
+                page = parse_page(fobj, str(path), trust=self._trust)
+        except FileNotFoundError:
+            return
+        except PageError as exc:
+            with self._lock:
+                if generation == self._generation:
+                    self._page_problems[name] = ((st.st_size, st.st_mtime_ns), str(exc))
+            return
+        except OSError as exc:
+            with self._lock:
+                self._page_problems[name] = (None, f"{path}: cannot read ({exc.strerror or exc})")
+            return
+        meta = {idx: m for idx, value in page.content.items() if (m := scalar_meta(value))}
+        if self._skeletons is not None:
+            self._skeletons.save(path, (st.st_size, st.st_mtime_ns), page.content)
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._sigs[name] = (st.st_size, st.st_mtime_ns)
+            self._page_indices[name] = sorted(page.content)
+            self._scanned_meta[name] = meta
+            self._page_problems.pop(name, None)
+            for idx in self._page_indices[name]:  # usable at once; the final rebuild settles rank priority
+                self._map.setdefault(idx, name)
+
+    # ---------------------------------------------------------------- the cache outside the log dir
+    def _load_cache(self) -> dict[str, tuple[int, int, list[int], Meta]]:
+        if self._cache_path is None or not self._cache_path.is_file():
+            return {}
+        try:
+            payload = json.loads(self._cache_path.read_bytes())
+            if payload.get("format") != _CACHE_FORMAT or payload.get("debug_dir") != str(self.debug_dir.resolve()):
+                return {}
+            return {
+                name: (int(e["size"]), int(e["mtime_ns"]), [int(i) for i in e["indices"]],
+                       {int(k): v for k, v in e.get("meta", {}).items()})
+                for name, e in payload["pages"].items()
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.warning("Ignoring unreadable index cache %s (%s); it will be rebuilt", self._cache_path, exc)
+            return {}
+
+    def _save_cache(self) -> None:
+        if self._cache_path is None:
+            return
+        with self._lock:
+            pages = {
+                name: {"size": sig[0], "mtime_ns": sig[1], "indices": self._page_indices[name],
+                       "meta": {str(k): v for k, v in self._scanned_meta.get(name, {}).items()}}
+                for name, sig in self._sigs.items()
+                if name in self._page_indices and name in self._scanned_meta
+            }
+        payload = {"format": _CACHE_FORMAT, "debug_dir": str(self.debug_dir.resolve()), "pages": pages}
+        try:
+            atomic_write_text(self._cache_path, json.dumps(payload, default=str))
+        except OSError as exc:
+            logger.warning("Cannot write the index cache %s (%s); pages will be scanned again next time",
+                           self._cache_path, exc)
+

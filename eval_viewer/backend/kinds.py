@@ -1,0 +1,199 @@
+"""Semantic kind of a saved value: the writer's tag when there is one, else a guess from its key, dtype and shape.
+
+An ndarray is only storage; whether it is an image, a mask or a feature map decides how it is drawn (Spotlight's split
+between storage type and semantic kind). Our writer tags what a debugger declares in ``index.json``; pages of other
+tools carry no tags, so the reader guesses, first from the key name (``"gradcam"``, ``"depth"``...), checked against
+the shape so that a name alone never sends a (64, 32, 32) tensor to the image renderer, then from dtype and shape
+alone. Everything here is pure and cheap: attention detection looks at a few rows only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from eval_viewer.log_format import Kind
+
+__all__ = ["infer_kind", "items_of", "resolve_kind"]
+
+logger = logging.getLogger(__name__)
+
+_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_POINT_CLOUD_MIN_POINTS = 64
+_ATTENTION_ROWS_CHECKED = 16
+
+# Name rules, most specific first: "image_feats" is a feature map, "seg_logits" is not a mask unless integer.
+_NAME_RULES: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
+    (Kind.ATTENTION, frozenset({"attn", "attention", "attentions", "attns"}), ("attn", "attention")),
+    (Kind.HEATMAP, frozenset({"gradcam", "cam", "saliency", "heatmap", "gradcampp"}), ("gradcam", "saliency")),
+    (Kind.FEATURE_MAP, frozenset({"feature", "features", "feat", "feats", "fmap", "fmaps"}), ("feat",)),
+    (Kind.POINT_CLOUD, frozenset({"pointcloud", "pcd", "pc", "xyz", "cloud"}), ("pointcloud",)),
+    (Kind.PROMPTS, frozenset({"points", "point", "boxes", "box", "bbox", "bboxes", "prompt", "prompts", "clicks"}),
+     ("prompt",)),
+    (Kind.DEPTH, frozenset({"depth", "disparity", "disp"}), ("depth",)),
+    (Kind.MASK, frozenset({"mask", "masks", "seg", "segmentation", "label", "labels", "semantic"}), ("mask", "seg")),
+    (Kind.IMAGE, frozenset({"image", "images", "img", "imgs", "rgb", "photo"}), ("image",)),
+)
+
+
+def _tokens(key: str) -> list[str]:
+    return _TOKEN_RE.findall(key.lower())
+
+
+def _name_kinds(key: str) -> list[str]:
+    """Kinds the key name suggests, most specific first (a key may suggest several)."""
+    tokens = _tokens(key)
+    found = []
+    for kind, words, prefixes in _NAME_RULES:
+        if any(t in words or t.startswith(prefixes) for t in tokens):
+            found.append(kind)
+    return found
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (bool, int, float, np.number, np.bool_)) or (
+        isinstance(value, np.ndarray) and value.ndim == 0
+    )
+
+
+def _is_stat_value(value: Any) -> bool:
+    """A value a stats table can show in one cell: a scalar, a string, None, or a short tuple like a shape."""
+    if _is_scalar(value) or value is None or isinstance(value, str):
+        return True
+    return isinstance(value, (list, tuple)) and len(value) <= 8 and all(_is_scalar(v) for v in value)
+
+
+def _image_like(shape: tuple[int, ...]) -> bool:
+    if len(shape) == 2:
+        return min(shape) >= 2
+    if len(shape) == 3:
+        return (shape[0] in (1, 3, 4) and min(shape[1:]) >= 2) or (shape[2] in (1, 3, 4) and min(shape[:2]) >= 2)
+    return False
+
+
+def _map_like(shape: tuple[int, ...]) -> bool:
+    """A single-channel map: (H, W) or (1, H, W)."""
+    return (len(shape) == 2 and min(shape) >= 2) or (len(shape) == 3 and shape[0] == 1 and min(shape[1:]) >= 2)
+
+
+def _is_integer(arr: np.ndarray) -> bool:
+    return arr.dtype.kind in "iub"
+
+
+def _rows_sum_to_one(arr: np.ndarray) -> bool:
+    """Whether the last axis looks like softmax rows; only a few rows are checked, so this stays O(1) in size."""
+    if arr.dtype.kind != "f" or arr.shape[-1] < 2:
+        return False
+    rows = arr.reshape(-1, arr.shape[-1])[:_ATTENTION_ROWS_CHECKED].astype(np.float64)
+    if rows.size == 0 or not np.all(np.isfinite(rows)) or np.any(rows < 0):
+        return False
+    return bool(np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3))
+
+
+_SHAPE_CHECKS: dict[str, Callable[[np.ndarray], bool]] = {
+    Kind.IMAGE: lambda a: _image_like(a.shape),
+    Kind.MASK: lambda a: _map_like(a.shape) and _is_integer(a),
+    Kind.DEPTH: lambda a: _map_like(a.shape) and a.dtype.kind in "fiu",
+    Kind.HEATMAP: lambda a: _map_like(a.shape) or a.ndim == 3,
+    Kind.ATTENTION: lambda a: a.ndim in (2, 3, 4) and a.dtype.kind == "f",
+    Kind.FEATURE_MAP: lambda a: a.ndim == 3 and a.dtype.kind in "fiu",
+    Kind.POINT_CLOUD: lambda a: a.ndim == 2 and a.shape[1] >= 3,
+    Kind.PROMPTS: lambda a: a.ndim <= 2 and (a.ndim < 2 or a.shape[-1] in (2, 3, 4, 5)),
+}
+
+
+def _array_kind(key: str, arr: np.ndarray) -> str:
+    if arr.ndim == 0:
+        return Kind.SCALAR
+    if arr.dtype.kind in "OUSV":
+        return Kind.TEXT if arr.dtype.kind in "US" and arr.ndim <= 1 else Kind.UNKNOWN
+    for kind in _name_kinds(key):
+        if _SHAPE_CHECKS[kind](arr):
+            return kind
+    shape = arr.shape
+    if arr.ndim == 1:
+        return Kind.SERIES
+    if arr.ndim == 2:
+        if _is_integer(arr) and min(shape) >= 2 and shape[1] > 5:
+            return Kind.MASK
+        if shape[0] >= _POINT_CLOUD_MIN_POINTS and 3 <= shape[1] <= 6:
+            return Kind.POINT_CLOUD
+        if arr.dtype.kind == "f" and shape[0] >= 2 and shape[0] == shape[1] and _rows_sum_to_one(arr):
+            return Kind.ATTENTION
+        return Kind.IMAGE if min(shape) >= 8 else Kind.UNKNOWN
+    if arr.ndim == 3:
+        if (shape[0] in (1, 3) and min(shape[1:]) >= 2) or (shape[2] in (3, 4) and min(shape[:2]) >= 5):
+            return Kind.IMAGE
+        if _rows_sum_to_one(arr):
+            return Kind.ATTENTION
+        if arr.dtype.kind in "fiu" and shape[0] > 4:
+            return Kind.FEATURE_MAP
+    if arr.ndim == 4 and _rows_sum_to_one(arr):
+        return Kind.ATTENTION
+    return Kind.UNKNOWN
+
+
+def infer_kind(key: str, value: Any) -> str:
+    """Best guess of the semantic kind of ``value`` saved under ``key`` (a dotted path; its last part matters most).
+
+    Order: Python type (text, scalar, stats dict), then key-name rules confirmed by shape, then dtype and shape alone.
+    Unknown rather than wrong: the unknown renderer still shows a summary.
+    """
+    if value is None:
+        return Kind.UNKNOWN
+    if isinstance(value, str):
+        return Kind.TEXT
+    if _is_scalar(value):
+        return Kind.SCALAR
+    if isinstance(value, Mapping):
+        if value and all(_is_stat_value(v) for v in value.values()):
+            return Kind.STATS
+        return Kind.UNKNOWN
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return Kind.UNKNOWN
+        if all(isinstance(v, str) for v in value):
+            return Kind.TEXT
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError):
+            return Kind.UNKNOWN
+        if arr.dtype.kind not in "biuf":
+            return Kind.UNKNOWN
+        return _array_kind(key.rsplit(".", 1)[-1], arr)
+    if isinstance(value, np.ndarray):
+        return _array_kind(key.rsplit(".", 1)[-1], value)
+    return Kind.UNKNOWN
+
+
+def resolve_kind(path: str, value: Any, tags: Mapping[str, str], name_hint: str = "") -> str:
+    """The writer's tag for ``path`` when it is a known kind, else :func:`infer_kind`.
+
+    ``name_hint`` replaces an empty key for inference: a debugger named ``gradcam`` that returns a bare array is a
+    heatmap.
+    """
+    tag = tags.get(path)
+    if tag is not None:
+        if tag in Kind.ALL:
+            return tag
+        logger.warning("Ignoring unknown kind tag %r for %r; inferring it instead", tag, path)
+    key = path.rsplit(".", 1)[-1] if path else ""
+    return infer_kind(key or name_hint, value)
+
+
+def items_of(output: Any, tags: Mapping[str, str], prefix: str = "", name_hint: str = "") -> list[tuple[str, str, Any]]:
+    """``(key, kind, value)`` for one debugger output or one recorder section, flattened one level deep.
+
+    A dict gives one item per key (tags looked up as ``prefix + key``, e.g. ``"inputs.image"``); anything else gives
+    one item with key ``""`` (tag ``prefix`` without its dot, or ``""`` for a debugger's whole output).
+    """
+    if isinstance(output, Mapping):
+        return [
+            (str(key), resolve_kind(f"{prefix}{key}", value, tags, name_hint), value) for key, value in output.items()
+        ]
+    whole = prefix[:-1] if prefix.endswith(".") else prefix
+    return [("", resolve_kind(whole, output, tags, name_hint=name_hint or whole), output)]

@@ -1,0 +1,132 @@
+"""Per-datapoint skeletons of a page, cached outside the log dir, so a cold read does not parse the whole page.
+
+Parsing a page costs its pickle structure: about 0.1 s for a 100 MB page of 3000 small datapoints, every time a
+process first touches that page. A *skeleton* is one datapoint's value with its arrays left as
+:class:`~eval_viewer.backend.pickles.LazyArray` (offset, dtype, shape): a few hundred bytes. After a page has been
+parsed once (by the background indexer, or by a first read), the skeletons of all its datapoints are written to
+``cache_dir/skeletons/<hash of the page path>-<size>-<mtime>.skel``; a later read (this process after eviction, or the
+next start) reads the file's table of offsets, unpickles one skeleton, then reads only the datapoint's arrays.
+
+The file name carries the page's size and mtime, so a changed page never meets a stale skeleton, and checking for one
+is a single ``stat``. Skeleton files are unpickled through the same allow-list as pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval_viewer.backend.pickles import load_skeleton
+from eval_viewer.errors import PageError
+from eval_viewer.log_format import atomic_write_bytes
+
+__all__ = ["SkeletonStore", "Entries"]
+
+logger = logging.getLogger(__name__)
+
+Sig = tuple[int, int]
+
+
+_MAGIC = b"EVSKEL1\n"
+_HEAD = len(_MAGIC) + 8
+
+
+class Entries:
+    """Where each datapoint's skeleton is in a skeleton file: sorted ``(idx, offset, length)`` rows."""
+
+    def __init__(self, path: Path, table: np.ndarray) -> None:
+        self.path, self.table = path, table
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.nbytes) + 200
+
+    def blob(self, idx: int) -> bytes:
+        """The skeleton bytes of ``idx``; KeyError when the page does not hold it."""
+        row = int(np.searchsorted(self.table[:, 0], idx))
+        if row >= len(self.table) or self.table[row, 0] != idx:
+            raise KeyError(idx)
+        _, offset, length = (int(v) for v in self.table[row])
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length:
+            raise PageError(f"{self.path}: skeleton cache file is truncated")
+        return data
+
+
+class SkeletonStore:
+    """Reads and writes skeleton files in ``cache_dir/skeletons``; every failure only costs a page parse.
+
+    File layout (no pickle at the top level, so reading the table runs no unpickler): a magic line, the row count
+    (uint64), the rows ``(idx, offset, length)`` as little-endian int64, then the pickled skeletons.
+    """
+
+    def __init__(self, cache_dir: Path, *, trust: bool) -> None:
+        self.root = cache_dir / "skeletons"
+        self._trust = trust
+
+    def path_for(self, page: Path, sig: Sig) -> Path:
+        digest = hashlib.sha1(str(page.resolve()).encode()).hexdigest()[:24]
+        return self.root / f"{digest}-{sig[0]}-{sig[1]}.skel"
+
+    def has(self, page: Path, sig: Sig) -> bool:
+        return self.path_for(page, sig).is_file()
+
+    def load(self, page: Path, sig: Sig) -> Entries | None:
+        """The skeleton table of the page version ``sig``, or None when there is none (or it is unreadable)."""
+        path = self.path_for(page, sig)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(_HEAD)
+                if len(head) != _HEAD or head[: len(_MAGIC)] != _MAGIC:
+                    raise ValueError("not a skeleton file")
+                rows = int.from_bytes(head[len(_MAGIC):], "little")
+                raw = f.read(rows * 24)
+                if len(raw) != rows * 24:
+                    raise ValueError("truncated table")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # a damaged cache file is ignored and rebuilt, never fatal
+            logger.warning("Ignoring damaged skeleton cache %s (%s)", path, exc)
+            return None
+        return Entries(path, np.frombuffer(raw, dtype="<i8").reshape(rows, 3))
+
+    def value(self, entries: Entries, idx: int, page: Path) -> Any:
+        """One datapoint's skeleton (allow-listed like the page itself); KeyError when the page lacks ``idx``."""
+        return load_skeleton(entries.blob(idx), str(page), trust=self._trust)
+
+    def save(self, page: Path, sig: Sig, content: Mapping[int, Any]) -> None:
+        """Write the skeletons of a parsed page; a value that cannot be pickled just leaves the page without one."""
+        try:
+            order = sorted(int(i) for i in content)
+            blobs = [pickle.dumps(content[i], protocol=pickle.HIGHEST_PROTOCOL) for i in order]
+            table = np.empty((len(order), 3), dtype="<i8")
+            offset = _HEAD + table.nbytes
+            for row, (idx, blob) in enumerate(zip(order, blobs)):
+                table[row] = (idx, offset, len(blob))
+                offset += len(blob)
+            data = b"".join([_MAGIC, len(order).to_bytes(8, "little"), table.tobytes(), *blobs])
+            self.root.mkdir(parents=True, exist_ok=True)
+            path = self.path_for(page, sig)
+            atomic_write_bytes(path, data)
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs speed
+            logger.info("No skeleton cache for %s (%s)", page, exc)
+            return
+        self._remove_older(page, path)
+
+    def _remove_older(self, page: Path, keep: Path) -> None:
+        prefix = keep.name.split("-", 1)[0] + "-"
+        try:
+            for entry in os.scandir(self.root):
+                if entry.name.startswith(prefix) and entry.name != keep.name:
+                    Path(entry.path).unlink(missing_ok=True)
+        except OSError:
+            pass
