@@ -7,12 +7,23 @@ Public surface::
     SequentialDebugger                runs named debuggers on each batch and writes pages + index
     WriterStats                       what SequentialDebugger.stats reports
 
-Built-in debuggers live in :mod:`eval_viewer.debuggers.builtins`; their exports are added to the block below.
+Built-in debuggers (feature maps, activation stats, layer outputs, attention, GradCAM, gradients, a datapoint
+recorder) live in :mod:`eval_viewer.debuggers.builtins` and are re-exported here. Integration: :mod:`.loop` (plain
+PyTorch) and :mod:`.lightning` (optional PyTorch Lightning callback).
 """
 
 from __future__ import annotations
 
 from eval_viewer.debuggers.base import BaseDebugger, ForwardDebugger
+from eval_viewer.debuggers.builtins import (
+    ActivationStatsDebugger,
+    AttentionDebugger,
+    DatapointRecorder,
+    FeatureMapDebugger,
+    GradCAMDebugger,
+    GradientsDebugger,
+    LayerOutputDebugger,
+)
 from eval_viewer.debuggers.layers import get_layer_by_name
 from eval_viewer.debuggers.sequential import SequentialDebugger
 from eval_viewer.debuggers.writer import WriterStats
@@ -23,8 +34,11 @@ __all__ = [
     "get_layer_by_name",
     "SequentialDebugger",
     "WriterStats",
+    "ActivationStatsDebugger",
+    "AttentionDebugger",
+    "DatapointRecorder",
+    "FeatureMapDebugger",
+    "GradCAMDebugger",
+    "GradientsDebugger",
+    "LayerOutputDebugger",
 ]
-
-# Built-in debuggers: import them here and extend __all__, e.g.
-#   from eval_viewer.debuggers.builtins import FeatureMapDebugger
-#   __all__ += ["FeatureMapDebugger"]

@@ -163,7 +163,7 @@ class SequentialDebugger(BaseDebugger):
         if not self._writer.epoch_open:
             self._writer.begin(None)
         self._writer.check()
-        outputs = {name: debugger(datapoint, model) for name, debugger in self.debuggers.items()}
+        outputs = self._run_debuggers(datapoint, model)
         if not indices:
             return outputs
         snapshots: dict[str, Any] = {}
@@ -174,6 +174,18 @@ class SequentialDebugger(BaseDebugger):
         rows = split_meta(meta, len(indices))
         self._writer.submit(partial(_records, snapshots, indices, rows), total)
         return outputs
+
+    def _run_debuggers(self, datapoint: Mapping[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+        """Every debugger's output, in config order. Forward debuggers hand over their captures first: a whole-datapoint
+        debugger such as GradCAM runs the model again, which fires the hooks again; those re-captures are discarded."""
+        captured = {name: d(datapoint, model) for name, d in self.debuggers.items() if isinstance(d, ForwardDebugger)}
+        for name, debugger in self.debuggers.items():
+            if not isinstance(debugger, ForwardDebugger):
+                captured[name] = debugger(datapoint, model)
+        if len(captured) > len(self._layers):
+            for debugger, _ in self._layers:
+                debugger.last_capture = None
+        return {name: captured[name] for name in self.debuggers}
 
     def save_all(self, output_dir: str | os.PathLike[str] | None = None) -> list[Path]:
         """Write everything captured this epoch into ``output_dir`` and its index; the page paths, in order.

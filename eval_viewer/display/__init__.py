@@ -22,7 +22,7 @@ from __future__ import annotations
 
 # Importing the renderer modules registers the built-in renderers.
 from eval_viewer.display import attention, compare, features, images, masks, points, tables, unknown  # noqa: F401
-from eval_viewer.display.attention import attention_query_from_click, bundle_attention_tokens, parse_attention
+from eval_viewer.display.attention import attention_query_from_click, parse_attention
 from eval_viewer.display.colors import INVALID_RGB, PALETTE, SCALES
 from eval_viewer.display.compare import pair_items, render_comparison
 from eval_viewer.display.figures import figure_to_graph, image_figure
@@ -50,7 +50,6 @@ __all__ = [
     "image_to_rgb",
     "attention_query_from_click",
     "parse_attention",
-    "bundle_attention_tokens",
     "overlay_mask",
     "mask_to_classes",
     "mask_figure",

@@ -8,9 +8,9 @@ Accepted values (documented here because other tools write attention in many sha
   optionally ``grid`` / ``key_grid`` ((h, w) of the spatial keys, or None), ``query_grid``, ``query_index`` ((Lq,)
   token index of each kept query row), ``key_index`` ((Lk,) token index of each kept key), ``n_prefix`` /
   ``num_prefix_tokens`` (tokens before the grid, e.g. CLS and registers), ``layer_name``. The token description
-  may also sit in a nested ``tokens`` dict: ``{"attention": ..., "tokens": {...}}`` is what
-  :func:`bundle_attention_tokens` builds from the built-in attention debugger's sibling ``attention``/``tokens``
-  items (its keys may be pooled onto a coarser ``key_grid``; queries are then mapped from ``query_grid`` onto it).
+  may also sit in a nested ``tokens`` dict. The built-in attention debugger writes ``{"weights": ..., "query_index":
+  ..., "query_grid": ..., "key_grid": ..., "num_prefix_tokens": ..., "key_pool": ...}``; its keys may be pooled onto
+  a coarser ``key_grid``, and queries are then mapped from ``query_grid`` onto it.
 
 Keys form a spatial grid when ``grid`` says so: the last ``h*w`` keys are the grid in row-major order, the ones before
 are prefix tokens (or, with ``key_index``, key ``j`` sits at cell ``key_index[j] - n_prefix``). When no grid key is
@@ -59,7 +59,7 @@ from eval_viewer.display.images import context_rgb, extras_caption, heatmap_over
 from eval_viewer.display.registry import RenderContext, register
 from eval_viewer.log_format import Kind
 
-__all__ = ["Attention", "parse_attention", "bundle_attention_tokens", "attention_query_from_click", "select_row",
+__all__ = ["Attention", "parse_attention", "attention_query_from_click", "select_row",
            "row_entropy", "query_grid_map", "render_attention", "MAX_HEADS"]
 
 MAX_HEADS = 16
@@ -201,30 +201,6 @@ def _to_key_cells(cells: np.ndarray, query_grid: tuple[int, int], key_grid: tupl
     valid = (cells >= 0) & (cells < qh * qw)
     qr, qc = np.divmod(np.where(valid, cells, 0), qw)
     return np.where(valid, (qr * kh // qh) * kw + (qc * kw // qw), -1).astype(np.int64)
-
-
-def bundle_attention_tokens(items: Sequence[Item]) -> tuple[Item, ...]:
-    """Give each bare attention item its sibling token description, so the renderer knows the grid.
-
-    The built-in attention debugger writes ``attention`` (the weights) beside ``tokens`` (query index, grids, prefix
-    tokens), and ``attention_1`` beside ``tokens_1`` for a module's later calls; the backend reads them as separate
-    items. This returns the items with each such pair merged into one attention item whose value is
-    ``{"attention": weights, "tokens": {...}}`` (the ``tokens`` items dropped: their content is in the caption).
-    Items of other debuggers pass through unchanged. Pure: nothing is read or copied.
-    """
-    by_key = {item.key: item for item in items}
-    merged: dict[str, Item] = {}
-    consumed: set[str] = set()
-    for item in items:
-        head, _, last = item.key.rpartition(".")
-        if item.kind != Kind.ATTENTION or isinstance(item.value, Mapping) or not last.startswith("attention"):
-            continue
-        tokens_key = (head + "." if head else "") + "tokens" + last[len("attention"):]
-        tokens = by_key.get(tokens_key)
-        if tokens is not None and isinstance(tokens.value, Mapping):
-            merged[item.key] = Item(item.key, item.kind, {"attention": item.value, "tokens": tokens.value})
-            consumed.add(tokens_key)
-    return tuple(merged.get(item.key, item) for item in items if item.key not in consumed)
 
 
 def attention_query_from_click(x: float, y: float, image_shape: tuple[int, int], grid: tuple[int, int]) -> int:

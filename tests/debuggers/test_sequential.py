@@ -250,3 +250,24 @@ def test_bad_datapoints_and_outputs_get_clear_errors(debugger: SequentialDebugge
         dbg.enabled = True
         with pytest.raises(CaptureError, match=r"debugger 'bad' returned a .*TinyNet at model"):
             dbg(next(batches(1, 1)), model)
+
+
+class Rerun(BaseDebugger):
+    """Like GradCAM: runs the model again (here on other inputs), which fires every forward hook again."""
+
+    def __call__(self, datapoint: Mapping[str, Any], model: torch.nn.Module) -> Any:
+        return {"rerun": model(datapoint["inputs"] * -3.0)}
+
+
+def test_a_debugger_that_reruns_the_model_does_not_change_forward_captures(model: TinyNet) -> None:
+    cfg = config(("rerun", Rerun, {}), ("conv1", FeatureMap, {"layer_name": "backbone.0"}))
+    with SequentialDebugger(cfg, model) as debugger:
+        debugger.enabled = True
+        for batch in batches(4, 2):
+            batch["outputs"] = model(batch["inputs"])
+            out = debugger(batch, model)
+            assert debugger.debuggers["conv1"].last_capture is None  # the re-capture is not handed out later
+            assert list(out) == ["rerun", "conv1"]  # config order kept
+            expected = model.backbone[0](batch["inputs"])
+            torch.testing.assert_close(out["conv1"]["feature_map"], expected)
+        debugger.enabled = False

@@ -11,7 +11,6 @@ from eval_viewer.backend.model import Item
 from eval_viewer.display import (
     RenderContext,
     attention_query_from_click,
-    bundle_attention_tokens,
     parse_attention,
     render_item,
 )
@@ -184,27 +183,16 @@ def _debugger_output() -> tuple[np.ndarray, dict[str, object]]:
     return pooled, tokens
 
 
-def test_bundle_attention_tokens_pairs_siblings() -> None:
-    pooled, tokens = _debugger_output()
-    items = (Item("attention", Kind.ATTENTION, pooled), Item("stats", Kind.STATS, {"entropy": 1.0}),
-             Item("tokens", Kind.UNKNOWN, tokens), Item("attention_1", Kind.ATTENTION, pooled),
-             Item("tokens_1", Kind.UNKNOWN, tokens), Item("other", Kind.ATTENTION, pooled))
-    out = bundle_attention_tokens(items)
-    assert [i.key for i in out] == ["attention", "stats", "attention_1", "other"]
-    assert out[0].value["tokens"] is tokens and out[2].value["attention"] is pooled
-    assert out[3] is items[5]
-
-
 def test_debugger_output_with_pooled_keys_and_subsampled_queries() -> None:
     pooled, tokens = _debugger_output()
-    att = parse_attention({"attention": pooled, "tokens": tokens})
+    att = parse_attention({"weights": pooled, **tokens})  # the attention debugger's item
     assert att.grid == (4, 4) and att.n_prefix == 1
     assert att.query_cells[0] == -1  # the CLS query has no place
     # kept tokens 4, 8, 12 sit at query cells 3, 7, 11 of the 8x8 grid: (0, 3), (0, 7), (1, 3) -> key cells on 4x4
     assert att.query_cells[1:4].tolist() == [1, 3, 1]
     image = np.zeros((80, 80, 3), dtype=np.uint8)
     cell = attention_query_from_click(70, 70, (80, 80), att.grid)  # bottom-right key cell 15
-    out = render_item(Item("attention", Kind.ATTENTION, {"attention": pooled, "tokens": tokens}),
+    out = render_item(Item("attention", Kind.ATTENTION, {"weights": pooled, **tokens}),
                       RenderContext(image=image, attention_query=cell, mask_opacity=1.0))
     assert not has_error(out)
     # kept tokens 56 and 64 (query cells (6, 7) and (7, 7)) both lie in key cell (3, 3): the first kept one is shown

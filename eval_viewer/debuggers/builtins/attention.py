@@ -1,0 +1,297 @@
+"""Attention maps of models that never materialise them: recomputed from the model's own q and k, per head.
+
+Fused attention (``torch.nn.functional.scaled_dot_product_attention``, and ``nn.MultiheadAttention`` called with
+``need_weights=False``, which uses it) returns only the attended values, so there is nothing for a forward hook to
+read. While the chosen module runs, :class:`AttentionDebugger` watches the calls made inside it through a
+:class:`torch.overrides.TorchFunctionMode` (entered by a forward pre-hook, left by a forward hook), recomputes
+``softmax(q kᵀ · scale + mask)`` from each call's own arguments and then runs the real kernel, so the model's output
+is exactly what it would have been. Nothing in the model is edited and nothing runs while capture is off.
+
+Output (one item per attention call, the weights together with what locates them on the image; the first call
+inside the module has the plain keys, later calls the same keys with ``_1``, ``_2``... appended)::
+
+    {"attention": {"weights": (B, heads, Lq', Lk'),         # rows sum to 1
+                   "query_index": [int],                    # which of the Lq queries were kept
+                   "num_queries": Lq, "num_keys": Lk,
+                   "query_grid": [h, w] | None, "key_grid": [h', w'] | None,
+                   "num_prefix_tokens": int,                # class/register tokens before the grid
+                   "key_pool": int},                        # keys summed in key_pool (x key_pool) blocks
+     "stats": {"entropy": (B,), "max": (B,)},               # mean row entropy (nats), largest weight
+     "attention_1": ..., "stats_1": ...}
+
+``max_tokens`` bounds memory: at most that many evenly spaced queries are kept (their indices are recorded), and
+when there are more keys than that, probability mass is summed over blocks of neighbouring keys (2-D blocks on a
+grid, prefix tokens kept apart), so rows still sum to 1 and the map still lies on the image. ``nn.MultiheadAttention``
+calls with ``need_weights=True`` compute their weights themselves; those are recorded per head too. Dropout on the
+attention probabilities (training mode) is not applied to the recorded maps.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
+
+from eval_viewer.debuggers.base import ForwardDebugger
+from eval_viewer.debuggers.builtins._tensors import cast_float, square_grid
+from eval_viewer.errors import CaptureError
+from eval_viewer.log_format import Kind
+
+__all__ = ["AttentionDebugger", "attention_probabilities", "limit_tokens"]
+
+logger = logging.getLogger(__name__)
+
+_SDPA = F.scaled_dot_product_attention
+_MHA_FORWARD = F.multi_head_attention_forward
+_MHA_SIGNATURE = inspect.signature(_MHA_FORWARD)
+
+
+def attention_probabilities(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    query_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``softmax(q kᵀ · scale + mask)`` with the semantics of ``scaled_dot_product_attention``, for the kept queries.
+
+    ``query`` ``(..., Lq, E)``, ``key`` ``(..., Lk, E)``; a boolean mask marks the pairs that take part, a float mask
+    is added; causal masking is top-left aligned like the fused kernel. Only the rows in ``query_index`` are computed,
+    so memory grows with the kept queries, not with ``Lq²``. Computed in float32.
+    """
+    q, k = query.float(), key.float()
+    if enable_gqa and k.dim() >= 3 and q.shape[-3] != k.shape[-3]:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+    num_q, num_k = q.shape[-2], k.shape[-2]
+    if query_index is not None:
+        q = q.index_select(-2, query_index)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    logits = (q @ k.transpose(-2, -1)) * scale
+    rows = query_index if query_index is not None else torch.arange(num_q, device=q.device)
+    if is_causal:
+        allowed = torch.ones(num_q, num_k, dtype=torch.bool, device=q.device).tril().index_select(0, rows)
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    if attn_mask is not None:
+        mask = attn_mask
+        if mask.dim() >= 2 and mask.shape[-2] == num_q and query_index is not None:
+            mask = mask.index_select(-2, query_index)
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask.float()
+    return torch.softmax(logits, dim=-1).nan_to_num(0.0)  # a fully masked row attends nowhere
+
+
+def limit_tokens(num_tokens: int, max_tokens: int | None) -> list[int]:
+    """Evenly spaced token indices, at most ``max_tokens`` of them, first and last included."""
+    if max_tokens is None or num_tokens <= max_tokens:
+        return list(range(num_tokens))
+    if max_tokens <= 1:
+        return [0]
+    return sorted({round(i * (num_tokens - 1) / (max_tokens - 1)) for i in range(max_tokens)})
+
+
+def _pool_keys(
+    attn: torch.Tensor, grid: tuple[int, int] | None, prefix: int, max_tokens: int | None
+) -> tuple[torch.Tensor, tuple[int, int] | None, int]:
+    """Sum probability mass over blocks of neighbouring keys until at most ``max_tokens`` remain (rows keep sum 1)."""
+    num_k = attn.shape[-1]
+    if max_tokens is None or num_k <= max_tokens:
+        return attn, grid, 1
+    lead = attn.shape[:-1]
+    if grid is not None:
+        h, w = grid
+        room = max(1, max_tokens - prefix)
+        block = max(2, math.ceil(math.sqrt(h * w / room)))
+        spatial = attn[..., prefix:].reshape(-1, 1, h, w)
+        spatial = F.pad(spatial, (0, (-w) % block, 0, (-h) % block))
+        pooled = F.avg_pool2d(spatial, block) * (block * block)
+        new_grid = (pooled.shape[-2], pooled.shape[-1])
+        pooled = pooled.reshape(*lead, -1)
+        return torch.cat([attn[..., :prefix], pooled], dim=-1), new_grid, block
+    block = math.ceil(num_k / max_tokens)
+    padded = F.pad(attn, (0, (-num_k) % block))
+    return padded.reshape(*lead, -1, block).sum(dim=-1), None, block
+
+
+class _AttentionMode(TorchFunctionMode):
+    """Sees every torch call made while the watched module runs; records SDPA calls and lets everything else pass."""
+
+    def __init__(self, record: Callable[..., None]) -> None:
+        super().__init__()
+        self._record = record
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is _SDPA:
+            self._record_sdpa(*args, **kwargs)
+            return func(*args, **kwargs)
+        if func is _MHA_FORWARD:
+            return self._multi_head_attention(func, args, kwargs)
+        return func(*args, **kwargs)
+
+    def _record_sdpa(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> None:
+        self._record(
+            lambda index: attention_probabilities(query, key, attn_mask, is_causal, scale, enable_gqa, index),
+            query.shape,
+            key.shape[-2],
+        )
+
+    def _multi_head_attention(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """``F.multi_head_attention_forward`` runs its body without this mode, so watch its SDPA call directly."""
+        names = list(_MHA_SIGNATURE.parameters)
+        bound = dict(zip(names, args), **kwargs)
+        if bound.get("need_weights", True):
+            average = bound.get("average_attn_weights", True)
+            bound["average_attn_weights"] = False
+            out, weights = func(**bound)
+            per_head = weights if weights.dim() == 4 else weights.unsqueeze(0)
+            self._record(lambda index: per_head if index is None else per_head.index_select(-2, index),
+                         per_head.shape, per_head.shape[-1])
+            return out, (weights.mean(dim=-3) if average else weights)
+        original = F.scaled_dot_product_attention
+
+        def watched(*sdpa_args: Any, **sdpa_kwargs: Any) -> torch.Tensor:
+            self._record_sdpa(*sdpa_args, **sdpa_kwargs)
+            return original(*sdpa_args, **sdpa_kwargs)
+
+        F.scaled_dot_product_attention = watched  # the name multi_head_attention_forward looks up
+        try:
+            return func(*args, **kwargs)
+        finally:
+            F.scaled_dot_product_attention = original
+
+
+class AttentionDebugger(ForwardDebugger):
+    """Per-head attention maps of every attention call inside the module ``layer_name`` (see the module docstring).
+
+    ``grid=(h, w)`` names the key/query token grid when it is not a square (plus class tokens) that can be inferred;
+    ``infer_grid=False`` turns inference off for sequences that are not images. ``dtype=torch.float16`` halves the
+    page size.
+    """
+
+    def __init__(
+        self,
+        layer_name: str,
+        max_tokens: int | None = 256,
+        grid: tuple[int, int] | None = None,
+        infer_grid: bool = True,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(layer_name)
+        if max_tokens is not None and max_tokens < 1:
+            raise CaptureError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+        self.max_tokens = max_tokens
+        self.grid = grid
+        self.infer_grid = infer_grid
+        self.dtype = dtype
+        self._calls: list[dict[str, Any]] = []
+        self._mode: _AttentionMode | None = None
+        self._fastpath: bool | None = None
+        self._max_calls_seen = 1
+
+    # -- hooks -------------------------------------------------------------------------------------------------------
+    def attach(self, module: torch.nn.Module) -> list[RemovableHandle]:
+        """Watch ``module`` from its pre-hook to its forward hook (run even when the forward raises)."""
+        return [
+            module.register_forward_pre_hook(self._enter),
+            module.register_forward_hook(self._leave, always_call=True),
+        ]
+
+    def _enter(self, module: torch.nn.Module, args: Any) -> None:
+        self._calls = []
+        # nn.MultiheadAttention's eval fast path calls a fused kernel that bypasses SDPA; the slow path is exact.
+        self._fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        self._mode = _AttentionMode(self._record)
+        self._mode.__enter__()
+
+    def _leave(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+        if self._fastpath is not None:
+            torch.backends.mha.set_fastpath_enabled(self._fastpath)
+            self._fastpath = None
+        if output is None:  # the forward raised: keep nothing half-made
+            self._calls = []
+            return
+        self.forward_hook_fn(module, args, output)
+
+    # -- recording ---------------------------------------------------------------------------------------------------
+    def _record(self, probabilities: Callable[[torch.Tensor | None], torch.Tensor], q_shape: torch.Size,
+                num_keys: int) -> None:
+        num_queries = q_shape[-2]
+        kept = limit_tokens(num_queries, self.max_tokens)
+        index = None if len(kept) == num_queries else torch.tensor(kept)
+        with torch.no_grad():
+            attn = probabilities(index).detach()
+        while attn.dim() < 4:  # (Lq, Lk) or (B, Lq, Lk): one head, one datapoint
+            attn = attn.unsqueeze(0 if attn.dim() == 2 else 1)
+        if attn.dim() > 4:  # extra leading dims are folded into the head axis
+            attn = attn.reshape(attn.shape[0], -1, *attn.shape[-2:])
+        key_grid, prefix = self._grid(num_keys)
+        query_grid, _ = self._grid(num_queries)
+        attn, pooled_grid, block = _pool_keys(attn.float(), key_grid, prefix, self.max_tokens)
+        row_entropy = -(attn * attn.clamp_min(1e-12).log()).sum(dim=-1)
+        self._calls.append({
+            "attention": {
+                "weights": cast_float(attn, self.dtype),
+                "query_index": kept,
+                "num_queries": int(num_queries),
+                "num_keys": int(num_keys),
+                "query_grid": list(query_grid) if query_grid else None,
+                "key_grid": list(pooled_grid) if pooled_grid else None,
+                "num_prefix_tokens": int(prefix),
+                "key_pool": int(block),
+            },
+            "stats": {"entropy": row_entropy.flatten(1).mean(dim=1), "max": attn.flatten(1).amax(dim=1)},
+        })
+
+    def _grid(self, num_tokens: int) -> tuple[tuple[int, int] | None, int]:
+        if self.grid is not None:
+            h, w = self.grid
+            return ((h, w), num_tokens - h * w) if 0 <= num_tokens - h * w else (None, 0)
+        if self.infer_grid:
+            found = square_grid(num_tokens)
+            if found is not None:
+                return found
+        return None, 0
+
+    def process_forward(self, module: torch.nn.Module, input: Any, output: Any) -> dict[str, Any]:
+        calls, self._calls = self._calls, []
+        if not calls:
+            logger.warning(
+                "AttentionDebugger on %r saw no scaled_dot_product_attention or MultiheadAttention call; "
+                "attach it to the module that computes attention", self.layer_name,
+            )
+        self._max_calls_seen = max(self._max_calls_seen, len(calls))
+        return {f"{key}{_suffix(i)}": value for i, call in enumerate(calls) for key, value in call.items()}
+
+    def kinds(self) -> dict[str, str]:
+        kinds: dict[str, str] = {}
+        for i in range(self._max_calls_seen):
+            kinds[f"attention{_suffix(i)}"] = Kind.ATTENTION
+            kinds[f"stats{_suffix(i)}"] = Kind.STATS
+        return kinds
+
+
+def _suffix(call: int) -> str:
+    """Key suffix of the ``call``-th attention call in a module: none for the first, ``_1``, ``_2``... after."""
+    return f"_{call}" if call else ""

@@ -1,0 +1,247 @@
+"""The example run: a tiny real model, trained on the CPU in seconds, captured with the built-in debuggers.
+
+``python -m eval_viewer.demo --out DIR`` writes::
+
+    DIR/trainer_run/epoch_N/validation_scores.json      every epoch
+    DIR/trainer_run/epoch_N/debugger/                   the capture epochs (checkpoint_method)
+    DIR/evaluator_run/evaluation_scores.json            the final model on a noisier test set
+    DIR/evaluator_run/debugger/
+
+The task is segmenting synthetic shapes (background, circle, square, triangle) on noisy 48x48 images; the model is a
+small conv encoder, one self-attention block over the 6x6 feature grid (``F.scaled_dot_product_attention``, so the
+attention debugger has to recover the maps from q and k) and a decoder with skip connections. Everything is
+deterministic by ``--seed``: regenerating gives the same scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from eval_viewer.debuggers.builtins import (
+    ActivationStatsDebugger,
+    AttentionDebugger,
+    DatapointRecorder,
+    FeatureMapDebugger,
+    GradCAMDebugger,
+    LayerOutputDebugger,
+)
+from eval_viewer.debuggers.loop import evaluate_run, train
+
+__all__ = ["CLASSES", "make_shapes", "ShapesDataset", "TinySegNet", "segmentation_metrics", "debuggers_config",
+           "generate", "main"]
+
+logger = logging.getLogger(__name__)
+
+CLASSES = ("background", "circle", "square", "triangle")
+_HUES = {1: np.array([0.85, 0.3, 0.3]), 2: np.array([0.3, 0.8, 0.35]), 3: np.array([0.3, 0.4, 0.85])}
+"""Class-dependent but widely overlapping shape colours: a cue, not an answer, so a tiny model learns in seconds and
+still fails on shapes of the "wrong" colour (the failures the viewer is for)."""
+SIZE = 48
+
+
+def make_shapes(count: int, seed: int, noise: tuple[float, float] = (0.02, 0.12), size: int = SIZE) -> tuple[
+        np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """``count`` images ``(N, 3, size, size)`` in [0, 1], masks ``(N, size, size)`` and scalar meta_info per image.
+
+    One to three shapes of random type, size and colour (see ``_HUES``) on a noisy random background; later shapes
+    occlude earlier ones. Deterministic by ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    images = np.empty((count, 3, size, size), np.float32)
+    masks = np.zeros((count, size, size), np.int64)
+    meta: list[dict[str, Any]] = []
+    for n in range(count):
+        background = rng.uniform(0.1, 0.9, 3).astype(np.float32)
+        sigma = float(rng.uniform(*noise))
+        image = background[:, None, None] + rng.normal(0, sigma, (3, size, size)).astype(np.float32)
+        kinds = rng.integers(1, 4, int(rng.integers(1, 4)))
+        painted = 0
+        for kind in kinds:
+            r = rng.uniform(5, 11)
+            cx, cy = rng.uniform(r, size - r, 2)
+            if kind == 1:
+                inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+            elif kind == 2:
+                inside = (np.abs(xx - cx) <= 0.85 * r) & (np.abs(yy - cy) <= 0.85 * r)
+            else:  # apex up: below the two slanted edges and above the base
+                inside = (yy <= cy + 0.8 * r) & (np.abs(xx - cx) <= (yy - (cy - r)) * r / (1.8 * r))
+            colour = np.clip(_HUES[kind] + rng.uniform(-0.4, 0.4, 3), 0, 1).astype(np.float32)
+            if np.abs(colour - background).max() < 0.35:  # keep every shape visible
+                colour = np.where(background > 0.5, background - 0.45, background + 0.45).astype(np.float32)
+            image[:, inside] = colour[:, None] + rng.normal(0, sigma, (3, int(inside.sum()))).astype(np.float32)
+            masks[n][inside] = kind
+            painted += int(inside.sum())
+        images[n] = np.clip(image, 0, 1)
+        areas = [int((masks[n] == k).sum()) for k in sorted(set(kinds.tolist()))]
+        meta.append({
+            "num_shapes": int(len(kinds)),
+            "shapes": ",".join(CLASSES[k] for k in kinds),
+            "noise": round(sigma, 4),
+            "background": round(float(background.mean()), 4),
+            "smallest_area": int(min(areas)),
+            "occluded": bool(int((masks[n] > 0).sum()) < painted),
+        })
+    return images, masks, meta
+
+
+class ShapesDataset(Dataset):
+    """Datapoints in the eval loop's format: ``{"inputs": {"image"}, "labels": {"mask"}, "meta_info": {"idx", ...}}``."""
+
+    def __init__(self, count: int, seed: int, noise: tuple[float, float] = (0.02, 0.12)) -> None:
+        images, masks, self.meta = make_shapes(count, seed, noise)
+        self.images, self.masks = torch.from_numpy(images), torch.from_numpy(masks)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return {"inputs": {"image": self.images[idx]}, "labels": {"mask": self.masks[idx]},
+                "meta_info": {"idx": idx, **self.meta[idx]}}
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GroupNorm(4, c_out), nn.ReLU())
+
+
+class AttentionBlock(nn.Module):
+    """Pre-norm multi-head self-attention over the feature grid, via the fused kernel (no weights materialised)."""
+
+    def __init__(self, dim: int, heads: int, grid: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.pos = nn.Parameter(torch.zeros(1, grid * grid, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2) + self.pos
+        q, k, v = self.qkv(self.norm(tokens)).reshape(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        return (tokens + self.proj(attended)).transpose(1, 2).reshape(b, c, h, w)
+
+
+class TinySegNet(nn.Module):
+    """Conv encoder (48 -> 6 px) -> attention block -> decoder with skips -> per-pixel class logits."""
+
+    def __init__(self, num_classes: int = len(CLASSES)) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(_conv(3, 16), _conv(16, 24, 2), _conv(24, 32, 2), _conv(32, 48, 2))
+        self.attention = AttentionBlock(48, heads=2, grid=SIZE // 8)
+        self.decoder = nn.ModuleList([_conv(48 + 32, 32), _conv(32 + 24, 24), _conv(24 + 16, 16)])
+        self.head = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, inputs: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        x = inputs["image"] if isinstance(inputs, dict) else inputs
+        x = (x - 0.5) / 0.25
+        skips = []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+        x = self.attention(x)
+        for block, skip in zip(self.decoder, reversed(skips[:-1])):
+            x = block(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
+        return self.head(x)
+
+
+def segmentation_metrics(logits: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per datapoint: mIoU, pixel accuracy, per-class IoU (NaN where a class is in neither mask) and the loss."""
+    target = labels["mask"]
+    predicted = logits.argmax(dim=1)
+    classes = torch.arange(logits.shape[1]).view(1, -1, 1, 1)
+    pred_c, true_c = predicted.unsqueeze(1) == classes, target.unsqueeze(1) == classes
+    inter = (pred_c & true_c).flatten(2).sum(-1).float()
+    union = (pred_c | true_c).flatten(2).sum(-1).float()
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(union, float("nan")))
+    return {
+        "miou": iou.nanmean(dim=1),
+        "pixel_accuracy": (predicted == target).flatten(1).float().mean(dim=1),
+        "iou": iou,
+        "loss": F.cross_entropy(logits, target, reduction="none").flatten(1).mean(dim=1),
+    }
+
+
+def debuggers_config() -> list[dict[str, Any]]:
+    """The demo's SequentialDebugger config: one of each built-in kind, sized to keep the example a few MB."""
+    half = torch.float16
+
+    def entry(name: str, cls: type, **args: Any) -> dict[str, Any]:
+        return {"name": name, "debugger_config": {"class": cls, "args": args}}
+
+    return [
+        entry("record", DatapointRecorder, max_side=SIZE),
+        entry("encoder_features", FeatureMapDebugger, layer_name="encoder.2", max_channels=8, max_side=16, dtype=half),
+        entry("bottleneck_stats", ActivationStatsDebugger, layer_name="encoder.3"),
+        entry("attention_output", LayerOutputDebugger, layer_name="attention", downsample_factor=2, dtype=half),
+        entry("attention", AttentionDebugger, layer_name="attention", max_tokens=64, dtype=half),
+        entry("gradcam", GradCAMDebugger, target_layer="decoder.0", dtype=half),
+    ]
+
+
+def generate(
+    out: str | Path, epochs: int = 10, seed: int = 0, train_size: int = 320, val_size: int = 48,
+    checkpoint_method: str | int = 5, batch_size: int = 8,
+) -> dict[str, Path]:
+    """Train, validate every epoch (capturing on the checkpoint epochs) and write an evaluator run under ``out``."""
+    from eval_viewer.debuggers.sequential import SequentialDebugger  # noqa: PLC0415 - heavy, only for capture
+
+    out = Path(out)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.manual_seed(seed)
+        model = TinySegNet()
+        train_set, val_set = ShapesDataset(train_size, seed + 1), ShapesDataset(val_size, seed + 2)
+        test_set = ShapesDataset(val_size, seed + 3, noise=(0.1, 0.25))
+        generator = torch.Generator().manual_seed(seed)
+        train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+
+        def loss_fn(logits: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+            return F.cross_entropy(logits, labels["mask"])
+
+        with SequentialDebugger(debuggers_config(), model, page_size_mb=4) as debugger:
+            train(model, train_loader, DataLoader(val_set, batch_size=16), loss_fn=loss_fn,
+                  optimizer=optimizer, metrics_fn=segmentation_metrics, run_dir=out / "trainer_run", epochs=epochs,
+                  debugger=debugger, checkpoint_method=checkpoint_method, scheduler=scheduler)
+            evaluate_run(model, DataLoader(test_set, batch_size=16), segmentation_metrics,
+                         out / "evaluator_run", debugger=debugger)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    return {"trainer_run": out / "trainer_run", "evaluator_run": out / "evaluator_run"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval_viewer.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="folder to write trainer_run/ and evaluator_run/ into")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=int, default=320)
+    parser.add_argument("--val-size", type=int, default=48, help="validation and test datapoints")
+    parser.add_argument("--checkpoint-method", default="5", help="'all', 'latest' or N (every N-th epoch)")
+    args = parser.parse_args(argv)
+    method: str | int = int(args.checkpoint_method) if args.checkpoint_method.isdigit() else args.checkpoint_method
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    start = time.perf_counter()
+    paths = generate(args.out, args.epochs, args.seed, args.train_size, args.val_size, method)
+    print(f"wrote {paths['trainer_run']} and {paths['evaluator_run']} in {time.perf_counter() - start:.1f} s")
+    print(f"view it: python -m eval_viewer --log-dir {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
