@@ -172,6 +172,10 @@ def series_figures(value: Any, class_names: Any = None) -> list[tuple[str, go.Fi
     return figures
 
 
+SHORT_SERIES = 8
+"""Integer series up to this long (shapes, channel indices) are written out as numbers, not drawn."""
+
+
 @register(Kind.SERIES)
 def render_series(value: Any, ctx: RenderContext) -> Component:
     """A 1-D series (or up to ten of them, as rows of a 2-D array); other shapes get a summary card."""
@@ -180,11 +184,18 @@ def render_series(value: Any, ctx: RenderContext) -> Component:
         mapping = value
         key, value = first_array(mapping, ("values", "series", "y", "data"), min_ndim=1)
         extras = scalar_extras(mapping, skip=(key,))
+    array = to_numpy(value)
+    if array.ndim == 1 and array.size <= SHORT_SERIES and array.dtype.kind in "biu":
+        # A shape or a handful of indices: a chart of three bars says less than the numbers themselves. (Short float
+        # vectors, class scores say, stay charts.)
+        text = "[" + ", ".join(fmt(v) for v in array.tolist()) + "]"
+        return html.Div([html.Span(text, className="ev-scalar-value"), extras_caption(extras, ctx)],
+                        className="ev-scalar")
     try:
         figures = series_figures(value, ctx.class_names)
     except TypeError:
         return summary_card(value)
-    stats = finite_stats(to_numpy(value))
+    stats = finite_stats(array)
     bad = f"{stats['n_nan']} NaN, {stats['n_inf']} Inf (gaps)" if stats["n_nan"] or stats["n_inf"] else None
     return html.Div([
         row([panel(title if len(figures) > 1 else None, figure_to_graph(fig)) for title, fig in figures]),

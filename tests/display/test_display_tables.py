@@ -62,6 +62,11 @@ def test_short_series_is_a_bar_chart_with_class_names() -> None:
     assert bar.marker.color[1] != bar.marker.color[0]  # arg-max highlighted
 
 
+def test_short_integer_series_is_written_out_not_drawn() -> None:
+    out = render_item(Item("original_shape", Kind.SERIES, np.array([4, 16, 24, 24])))
+    assert not figures(out) and "[4, 16, 24, 24]" in text_of(out)
+
+
 def test_series_of_wrong_shape_gets_a_summary() -> None:
     out = render_item(Item("s", Kind.SERIES, np.zeros((50, 50, 50))))
     assert not has_error(out) and "ev-summary" in str(out.to_plotly_json())
