@@ -1,0 +1,185 @@
+"""App benchmark: server time and response size of opening one datapoint view, on the example and on a large log.
+
+Run from the repository root::
+
+    python benchmarks/bench_app.py                      # data/example + a 0.5 GB, 20k-datapoint log, about a minute
+    python benchmarks/bench_app.py --large-gb 0.1       # a quick look
+
+Opening a datapoint is what the browser does when the URL gains ``idx=``: three callbacks fire (``sync``, which keeps
+the selectors in step, ``show``, which switches views and ranks the datapoint, and ``render``, which draws it). Each is
+POSTed to ``/_dash-update-component`` through Flask's test client, exactly the request the browser sends, so the time
+is the server's whole work (backend read, rendering, JSON encoding) without the network, and the size is the response
+body the browser would download. Every datapoint is opened for the first time in its process (the store's memory cache
+has not seen it; the OS page cache may have) with prefetching off. A user stepping with → is measured apart: the app
+then drew the neighbour while the previous datapoint was on screen. The very first open after start-up is reported apart: on a log without
+an index the backend is still building its page caches then. The overview's table, the largest other response, is
+measured as well.
+
+The large log is written by ``benchmarks/bench_backend.py``'s ``build`` (plain ``joblib.dump`` pages of a recorder
+record, a feature map and a GradCAM map per datapoint), into a temporary folder deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from eval_viewer.app import create_app, ids
+from eval_viewer.app.state import ViewState, to_query
+from eval_viewer.backend import LogStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_backend import build  # noqa: E402  (a sibling script, not a package)
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_MS_TARGET = 200
+BYTES_TARGET = 3 * 2**20
+STEP_PAUSE_S = 1.0
+
+
+def _payload(outputs: list[tuple[str, str]], inputs: list[tuple[str, str, Any]],
+             state: list[tuple[str, str, Any]] = ()) -> dict[str, Any]:
+    """The JSON body Dash's renderer POSTs for one callback (several outputs joined with ``..``)."""
+    out = [{"id": i, "property": p} for i, p in outputs]
+    return {
+        "output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".." if len(outputs) > 1
+        else f"{outputs[0][0]}.{outputs[0][1]}",
+        "outputs": out if len(outputs) > 1 else out[0],
+        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+        "state": [{"id": i, "property": p, "value": v} for i, p, v in state],
+        "changedPropIds": [f"{inputs[0][0]}.{inputs[0][1]}"],
+    }
+
+
+def _opening_requests(search: str, selection: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    sync_out = [(ids.URL, "search"), (ids.RUN, "options"), (ids.RUN, "value"), (ids.EPOCH, "options"),
+                (ids.EPOCH, "value"), (ids.EPOCH, "disabled"), (ids.EPOCH, "placeholder"), (ids.METRIC, "options"),
+                (ids.METRIC, "value"), (ids.SELECTION, "data"), (ids.NOTICE, "children")]
+    sync_in = [(ids.URL, "search", search), (ids.RUN, "value", selection["run"]),
+               (ids.EPOCH, "value", selection["epoch"]), (ids.METRIC, "value", selection["metric"])]
+    show_out = [(ids.OVERVIEW_VIEW, "hidden"), (ids.DATAPOINT_VIEW, "hidden"), (ids.POSITION, "children"),
+                (ids.PREV, "disabled"), (ids.NEXT, "disabled")]
+    return {
+        "sync": _payload(sync_out, sync_in, [(ids.SELECTION, "data", selection)]),
+        "show": _payload(show_out, [(ids.URL, "search", search)]),
+        "render": _payload([(ids.DATAPOINT_BODY, "children")], [(ids.URL, "search", search)]),
+    }
+
+
+def _post(client: Any, body: dict[str, Any]) -> tuple[float, int]:
+    started = time.perf_counter()
+    response = client.post("/_dash-update-component", json=body)
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code not in (200, 204):
+        raise RuntimeError(f"callback failed with {response.status_code}: {response.get_data(as_text=True)[:500]}")
+    data = response.get_data()
+    if b"ev-error" in data:
+        raise RuntimeError(f"the view shows an error: {data[:800]!r}")
+    return elapsed, len(data)
+
+
+def measure(log_dir: Path, cache: Path, opens: int, seed: int) -> dict[str, Any]:
+    """Open ``opens`` random datapoints of the first trainer run's last epoch with debug outputs (else any run)."""
+    store = LogStore([log_dir], cache_dir=cache)
+    try:
+        runs = store.runs()
+        run = next((r for r in runs if r.kind == "trainer" and any(e.has_debug for e in r.epochs)), runs[0])
+        epoch = next(e.epoch for e in reversed(run.epochs) if e.has_debug)
+        store.wait_for_index(run.name, epoch, timeout=600)
+        scores = store.scores(run.name, epoch)
+        metric = scores.metrics[0]
+        app = create_app(store, prefetch=False)  # cold opens: nothing drawn ahead
+        client = app.server.test_client()
+        selection = {"run": run.name, "epoch": epoch, "metric": metric}
+        table = _payload([(ids.TABLE, "rowData"), (ids.TABLE, "columnDefs"), (ids.TABLE, "style"),
+                          (ids.TABLE_CAPTION, "children")], [(ids.SELECTION, "data", selection)])
+        table_ms, table_bytes = _post(client, table)
+        rng = random.Random(seed)
+        picks = rng.sample(range(scores.num_datapoints), min(opens + 1, scores.num_datapoints))
+
+        def open_one(idx: int) -> dict[str, Any]:
+            search = to_query(ViewState(run=run.name, epoch=epoch, metric=metric, idx=idx))
+            timings = {name: _post(client, body) for name, body in _opening_requests(search, selection).items()}
+            return {"idx": idx, "ms": sum(t for t, _ in timings.values()), "render_ms": timings["render"][0],
+                    "bytes": sum(b for _, b in timings.values())}
+
+        first = open_one(picks[0])  # right after start-up: the backend may still be building its page caches
+        store.wait_background()
+        rows = [open_one(idx) for idx in picks[1:]]
+        client = create_app(store, prefetch=True).server.test_client()  # a user stepping with → instead
+        ranking = [int(i) for i in scores.ranking(metric)]
+        steps = []
+        for idx in [i for i in picks[1:] if ranking.index(i) > 0][:5]:
+            open_one(ranking[ranking.index(idx) - 1])
+            time.sleep(STEP_PAUSE_S)  # the user looks at the datapoint; its neighbours are drawn meanwhile
+            steps.append(open_one(idx))
+        return {"run": run.name, "epoch": epoch, "datapoints": scores.num_datapoints, "first": first, "opens": rows,
+                "steps": steps, "table_ms": table_ms, "table_bytes": table_bytes}
+    finally:
+        store.close()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def report(name: str, result: dict[str, Any]) -> bool:
+    ms = [r["ms"] for r in result["opens"]]
+    sizes = [r["bytes"] for r in result["opens"]]
+    first = result["first"]
+    ok = _pct(ms, 0.95) < SERVER_MS_TARGET and max(sizes + [first["bytes"]]) < BYTES_TARGET
+    print(f"{name}: {result['run']} epoch {result['epoch']}, {result['datapoints']:,} datapoints")
+    print(f"  first open after start-up: {first['ms']:.0f} ms, {first['bytes'] / 2**10:.0f} KiB")
+    print(f"  open one datapoint (sync + show + render), server time: "
+          f"p50 {statistics.median(ms):.0f} ms, p95 {_pct(ms, 0.95):.0f} ms, max {max(ms):.0f} ms (n={len(ms)})")
+    print(f"    of which render: p50 {statistics.median(r['render_ms'] for r in result['opens']):.0f} ms")
+    steps = [r["ms"] for r in result["steps"]]
+    print(f"  step with → to a neighbour drawn ahead ({STEP_PAUSE_S:.0f} s after the previous open): "
+          f"p50 {statistics.median(steps):.0f} ms, max {max(steps):.0f} ms (n={len(steps)})")
+    print(f"  response size: p50 {statistics.median(sizes) / 2**10:.0f} KiB, max {max(sizes) / 2**10:.0f} KiB")
+    print(f"  overview table ({result['datapoints']:,} rows): {result['table_ms']:.0f} ms, "
+          f"{result['table_bytes'] / 2**20:.2f} MiB")
+    print(f"  target p95 < {SERVER_MS_TARGET} ms and < {BYTES_TARGET // 2**20} MB: {'met' if ok else 'MISSED'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--example-dir", type=Path, default=REPO / "data" / "example")
+    parser.add_argument("--large-gb", type=float, default=0.5, help="bytes of pages of the large log")
+    parser.add_argument("--large-datapoints", type=int, default=20_000)
+    parser.add_argument("--opens", type=int, default=30, help="datapoints opened per log")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the raw measurements as JSON too")
+    args = parser.parse_args(argv)
+    if not args.example_dir.is_dir():
+        print(f"{args.example_dir} is missing: python -m eval_viewer.demo --out {args.example_dir}", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="eval_viewer_bench_app_", dir="/tmp"))
+    try:
+        results = {"example": measure(args.example_dir, work / "cache-example", args.opens, args.seed)}
+        info = build(work / "large", args.large_gb, args.large_datapoints, 1, 100)
+        print(f"large log: {info['bytes'] / 1e9:.2f} GB of pages, {args.large_datapoints:,} datapoints, "
+              f"{info['pages']} pages, {info['datapoint_bytes'] / 2**10:.1f} KiB per datapoint")
+        results["large"] = measure(work / "large", work / "cache-large", args.opens, args.seed)
+        ok = all([report(name, result) for name, result in results.items()])
+        if args.json:
+            print(json.dumps(results))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The URL and everything that moves it: the run/epoch/metric selectors, ← → and "Overview", which view is shown.
+
+The query string is the single source of truth. One callback keeps the selectors and the URL in step (Dash allows a
+component to be input and output of the *same* callback, not of two); it publishes run/epoch/metric to the
+``SELECTION`` store only when they change, so stepping through datapoints never re-draws the overview or resets the
+table's filters. Clicks elsewhere (table, score map, ← →) write the URL with ``allow_duplicate`` and this callback
+brings the selectors along.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dash
+from dash import Input, Output, State, ctx, html, no_update
+from dash.exceptions import PreventUpdate
+
+from eval_viewer.app import ids
+from eval_viewer.app.boundary import error_box, guarded
+from eval_viewer.app.state import Resolved, ViewState, parse_query, position, resolve, to_query, with_idx
+from eval_viewer.backend import LogStore, RunInfo, Scores
+from eval_viewer.errors import ViewerError
+
+__all__ = ["register", "selection_of", "run_options", "epoch_options", "metric_options"]
+
+log = logging.getLogger(__name__)
+
+
+def selection_of(state: ViewState) -> dict[str, Any]:
+    """The overview's part of a state: what the ``SELECTION`` store holds."""
+    return {"run": state.run, "epoch": state.epoch, "metric": state.metric}
+
+
+def run_options(runs: tuple[RunInfo, ...]) -> list[dict[str, Any]]:
+    return [{"label": run.name, "value": run.name} for run in runs]
+
+
+def epoch_options(run: RunInfo) -> list[dict[str, Any]]:
+    """One option per scored epoch; epochs without debug pages say so (their datapoint view has scores only)."""
+    return [
+        {"label": f"epoch {info.epoch}" + ("" if info.has_debug else "  · scores only"), "value": info.epoch}
+        for info in run.epochs
+        if info.epoch is not None
+    ]
+
+
+def metric_options(scores: Scores) -> list[dict[str, Any]]:
+    return [
+        {"label": f"{m}  {'↑' if scores.higher_is_better.get(m, True) else '↓'}", "value": m}
+        for m in scores.metrics
+    ]
+
+
+def register(app: dash.Dash, store: LogStore) -> None:
+    @app.callback(
+        Output(ids.URL, "search"),
+        Output(ids.RUN, "options"),
+        Output(ids.RUN, "value"),
+        Output(ids.EPOCH, "options"),
+        Output(ids.EPOCH, "value"),
+        Output(ids.EPOCH, "disabled"),
+        Output(ids.EPOCH, "placeholder"),
+        Output(ids.METRIC, "options"),
+        Output(ids.METRIC, "value"),
+        Output(ids.SELECTION, "data"),
+        Output(ids.NOTICE, "children"),
+        Input(ids.URL, "search"),
+        Input(ids.RUN, "value"),
+        Input(ids.EPOCH, "value"),
+        Input(ids.METRIC, "value"),
+        State(ids.SELECTION, "data"),
+    )
+    @guarded(lambda box: (no_update,) * 10 + (box,))
+    def sync(
+        search: str | None, run: str | None, epoch: int | None, metric: str | None, selection: dict[str, Any] | None
+    ) -> tuple[Any, ...]:
+        """URL -> selectors on load/back/links; selector -> URL when the user picks something."""
+        notice: Any = None
+        new_search: Any = no_update
+        trigger = ctx.triggered_id
+        try:
+            current = parse_query(search)
+        except ViewerError as err:
+            notice, current = error_box(str(err), title="This link does not name a view"), ViewState()
+        if trigger in (ids.RUN, ids.EPOCH, ids.METRIC):
+            wanted = ViewState(run=run, epoch=None if trigger == ids.RUN else epoch, metric=metric, idx=current.idx)
+            resolved = resolve(store, wanted, strict=False)
+            new_search = to_query(resolved.state) if to_query(resolved.state) != (search or "") else no_update
+        else:
+            try:
+                resolved = resolve(store, current, strict=True)
+            except ViewerError as err:
+                notice = error_box(str(err), title="This link does not name a view")
+                resolved = resolve(store, current, strict=False)
+        state = resolved.state
+        evaluator = resolved.run.kind == "evaluator"
+        new_selection = selection_of(state)
+        return (
+            new_search,
+            run_options(store.runs()),
+            state.run,
+            epoch_options(resolved.run),
+            state.epoch,
+            evaluator,
+            "evaluator run" if evaluator else "epoch",
+            metric_options(resolved.scores),
+            state.metric,
+            new_selection if new_selection != selection else no_update,
+            notice,
+        )
+
+    @app.callback(
+        Output(ids.URL, "search", allow_duplicate=True),
+        Input(ids.PREV, "n_clicks"),
+        Input(ids.NEXT, "n_clicks"),
+        Input(ids.BACK, "n_clicks"),
+        State(ids.URL, "search"),
+        prevent_initial_call=True,
+    )
+    def step(_prev: int | None, _next: int | None, _back: int | None, search: str | None) -> str:
+        """← / → move along the worst-first ranking of the chosen metric; "Overview" drops the datapoint."""
+        resolved = _lenient(store, search)
+        if resolved is None or resolved.state.idx is None:
+            raise PreventUpdate
+        state = resolved.state
+        if ctx.triggered_id == ids.BACK:
+            return to_query(with_idx(state, None))
+        where = position(resolved.scores, state.metric, state.idx)
+        target = where.prev_idx if ctx.triggered_id == ids.PREV else where.next_idx
+        if target is None:
+            raise PreventUpdate
+        return to_query(with_idx(state, target))
+
+    @app.callback(
+        Output(ids.OVERVIEW_VIEW, "hidden"),
+        Output(ids.DATAPOINT_VIEW, "hidden"),
+        Output(ids.POSITION, "children"),
+        Output(ids.PREV, "disabled"),
+        Output(ids.NEXT, "disabled"),
+        Input(ids.URL, "search"),
+    )
+    @guarded(lambda box: (False, True, box, True, True))
+    def show(search: str | None) -> tuple[Any, ...]:
+        """The datapoint view when the URL names a datapoint that exists, else the overview."""
+        resolved = _lenient(store, search)
+        if resolved is None or resolved.state.idx is None:
+            return False, True, None, True, True
+        state = resolved.state
+        where = position(resolved.scores, state.metric, state.idx)
+        label = [
+            html.Span(f"#{state.idx}", className="ev-position-idx"),
+            html.Span(f"rank {where.rank} of {where.total}", className="ev-position-rank"),
+            html.Span(f"by {state.metric}, worst first" if state.metric else "in index order",
+                      className="ev-position-by"),
+        ]
+        return True, False, label, where.prev_idx is None, where.next_idx is None
+
+
+def _lenient(store: LogStore, search: str | None) -> Resolved | None:
+    """The state the URL names, falling back to defaults where it names something that is not there."""
+    try:
+        return resolve(store, parse_query(search), strict=False)
+    except ViewerError as err:
+        log.info("cannot resolve %r: %s", search, err)
+        return None

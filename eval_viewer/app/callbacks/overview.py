@@ -1,0 +1,122 @@
+"""The overview's run-level panels: the runs, the metric over epochs, the score distribution and the score map.
+
+They re-draw when the selection (run, epoch, metric) changes, never when the user steps through datapoints. A click
+on a score-map cell opens that datapoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import dash
+from dash import Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from eval_viewer.app import ids
+from eval_viewer.app.boundary import guarded
+from eval_viewer.app.figures import distribution_figure, history_figure, score_map_figure
+from eval_viewer.app.state import ViewState, parse_query, resolve, to_query, with_idx
+from eval_viewer.backend import LogStore
+from eval_viewer.errors import ViewerError
+
+__all__ = ["register", "runs_table"]
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.4g}"
+
+
+def runs_table(
+    store: LogStore, metric: str | None, selected: str | None
+) -> tuple[html.Table, dict[str, list[tuple[int | None, float]]]]:
+    """A table of every run (name links to it) and the metric history of each, read once for both panels."""
+    histories: dict[str, list[tuple[int | None, float]]] = {}
+    rows = []
+    for run in store.runs():
+        history: list[tuple[int | None, float]] = []
+        if metric is not None:
+            try:
+                history = list(store.metric_history(run.name, metric))
+            except ViewerError as err:  # this run lacks the metric: still listed, without a value
+                log.debug("no %s history for %s: %s", metric, run.name, err)
+        if history:
+            histories[run.name] = history
+        latest = history[-1][1] if history else None
+        debug_epochs = sum(info.has_debug for info in run.epochs)
+        epochs = "—" if run.kind == "evaluator" else f"{len(run.epochs)}"
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(dcc.Link(run.name, className="ev-run-link",  # keep the metric where the run has it
+                                     href=to_query(ViewState(run=run.name, metric=metric if history else None)))),
+                    html.Td(run.kind, className="ev-muted"),
+                    html.Td(epochs, className="ev-num"),
+                    html.Td(f"{debug_epochs}", className="ev-num"),
+                    html.Td(_fmt(latest), className="ev-num"),
+                ],
+                className="ev-selected" if run.name == selected else None,
+            )
+        )
+    head = html.Thead(html.Tr([html.Th("run"), html.Th("kind"), html.Th("epochs", className="ev-num"),
+                               html.Th("with debug", className="ev-num"),
+                               html.Th(f"latest {metric or ''}".strip(), className="ev-num")]))
+    return html.Table([head, html.Tbody(rows)], className="ev-runs-table"), histories
+
+
+def register(app: dash.Dash, store: LogStore) -> None:
+    @app.callback(
+        Output(ids.RUNS_TABLE, "children"),
+        Output(ids.HISTORY, "figure"),
+        Input(ids.SELECTION, "data"),
+    )
+    @guarded(lambda box: (box, no_update))
+    def runs_and_history(selection: dict[str, Any] | None) -> tuple[Any, Any]:
+        if not selection:
+            raise PreventUpdate
+        table, histories = runs_table(store, selection["metric"], selection["run"])
+        figure = history_figure(histories, selection["metric"] or "", selected_run=selection["run"],
+                                selected_epoch=selection["epoch"])
+        return table, figure
+
+    @app.callback(
+        Output(ids.DISTRIBUTION, "figure"),
+        Output(ids.SCORE_MAP, "figure"),
+        Input(ids.SELECTION, "data"),
+    )
+    def distribution_and_map(selection: dict[str, Any] | None) -> tuple[Any, Any]:
+        if not selection or selection["metric"] is None:
+            raise PreventUpdate
+        try:
+            scores = store.scores(selection["run"], selection["epoch"])
+        except ViewerError as err:  # the selector already shows the message in the notice; keep the old figures
+            log.info("no scores for %s: %s", selection, err)
+            raise PreventUpdate from err
+        metric = selection["metric"]
+        values = scores.per_datapoint[metric]
+        return (
+            distribution_figure(values, metric, aggregated=scores.aggregated.get(metric)),
+            score_map_figure(values, metric, higher_is_better=scores.higher_is_better.get(metric, True)),
+        )
+
+    @app.callback(
+        Output(ids.URL, "search", allow_duplicate=True),
+        Input(ids.SCORE_MAP, "clickData"),
+        State(ids.URL, "search"),
+        prevent_initial_call=True,
+    )
+    def open_from_map(click: dict[str, Any] | None, search: str | None) -> str:
+        """A click on a cell opens that datapoint (the cell's customdata is its index)."""
+        points = (click or {}).get("points") or []
+        if not points or points[0].get("customdata") is None:
+            raise PreventUpdate
+        idx = int(points[0]["customdata"])
+        resolved = resolve(store, parse_query(search), strict=False)
+        if not 0 <= idx < resolved.scores.num_datapoints:  # a padding cell after the last datapoint
+            raise PreventUpdate
+        return to_query(with_idx(resolved.state, idx))

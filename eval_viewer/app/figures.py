@@ -1,0 +1,160 @@
+"""The overview's figures: metric over epochs, score distribution and the score map.
+
+These draw scores (whole runs), not saved values of one datapoint, so they live with the app rather than in the
+display registry. Each takes plain numbers and returns a ``go.Figure``; arrays are reduced on the server (a histogram,
+not 100,000 raw values) so a large run stays quick to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+__all__ = ["history_figure", "distribution_figure", "score_map_figure", "empty_figure", "SCORE_MAP_MAX_COLS"]
+
+FONT = "Inter, system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
+GOOD_TO_BAD = "RdYlGn"  # low values red; reversed when lower is better
+SELECTED = "#1f4fd1"
+OTHERS = ("#8a94a6", "#e07b39", "#3aa57a", "#b05cc6", "#c9a227", "#3f8fd2", "#d2515b")
+SCORE_MAP_MAX_COLS = 400
+OVERVIEW_HEIGHT = 260
+
+
+def _layout(fig: go.Figure, *, height: int, xtitle: str = "", ytitle: str = "", top: int = 8) -> go.Figure:
+    fig.update_layout(
+        template="plotly_white",
+        height=height,
+        margin={"l": 48, "r": 12, "t": top, "b": 36},
+        font={"family": FONT, "size": 12, "color": "#1d2433"},
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        hoverlabel={"font": {"family": FONT}},
+        xaxis_title=xtitle,
+        yaxis_title=ytitle,
+    )
+    return fig
+
+
+def empty_figure(message: str, height: int = 220) -> go.Figure:
+    """A blank figure that says why it is blank."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, font={"color": "#6b7385"}, x=0.5, y=0.5, xref="paper",
+                       yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, height=height)
+
+
+def history_figure(
+    histories: Mapping[str, Sequence[tuple[int | None, float]]],
+    metric: str,
+    *,
+    selected_run: str | None = None,
+    selected_epoch: int | None = None,
+) -> go.Figure:
+    """One line per trainer run over its epochs; an evaluator run (no epochs) is a dashed level across the plot."""
+    fig = go.Figure()
+    colours = iter(OTHERS * (len(histories) // len(OTHERS) + 1))
+    levels: list[tuple[str, float]] = []
+    for run, points in histories.items():
+        colour = SELECTED if run == selected_run else next(colours)
+        width = 3 if run == selected_run else 1.5
+        trained = [(e, v) for e, v in points if e is not None]
+        if not trained:
+            levels.extend((run, v) for e, v in points if e is None)
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[e for e, _ in trained], y=[v for _, v in trained], name=run, mode="lines+markers",
+                line={"color": colour, "width": width}, marker={"size": 5 if run != selected_run else 7},
+                hovertemplate=f"{run}<br>epoch %{{x}}<br>{metric} %{{y:.4g}}<extra></extra>",
+            )
+        )
+    for run, value in levels:
+        if math.isfinite(value):
+            colour = SELECTED if run == selected_run else next(colours)
+            fig.add_hline(y=value, line={"dash": "dash", "color": colour, "width": 2},
+                          annotation_text=run, annotation_position="top left")
+    if selected_epoch is not None and len(fig.data):
+        fig.add_vline(x=selected_epoch, line={"color": "#c4cad6", "width": 1})
+    if not len(fig.data) and not levels:
+        return empty_figure(f"No aggregated {metric!r} in any run")
+    fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0}, showlegend=len(fig.data) > 1)
+    fig.update_xaxes(dtick=1 if len(fig.data) and max(len(t.x) for t in fig.data) <= 12 else None)
+    return _layout(fig, height=OVERVIEW_HEIGHT, xtitle="epoch" if len(fig.data) else "", ytitle=metric)
+
+
+def distribution_figure(values: np.ndarray, metric: str, *, aggregated: float | None = None) -> go.Figure:
+    """Histogram of the per-datapoint scores (binned here); NaN datapoints are counted in the title, not dropped."""
+    finite = values[np.isfinite(values)]
+    n_nan = int(values.size - finite.size)
+    if finite.size == 0:
+        return empty_figure(f"No finite {metric} scores ({n_nan} NaN)")
+    lo, hi = float(finite.min()), float(finite.max())
+    bins = int(min(40, max(5, math.sqrt(finite.size))))
+    counts, edges = np.histogram(finite, bins=bins, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure(
+        go.Bar(
+            x=centres, y=counts, width=np.diff(edges), marker={"color": "#7f9cf5", "line": {"width": 0}},
+            customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+            hovertemplate="%{customdata[0]:.4g} – %{customdata[1]:.4g}<br>%{y} datapoints<extra></extra>",
+        )
+    )
+    if aggregated is not None and math.isfinite(aggregated):
+        fig.add_vline(x=aggregated, line={"color": "#1d2433", "dash": "dot"}, annotation_text="aggregated",
+                      annotation_position="top")
+    if n_nan:
+        fig.add_annotation(text=f"+ {n_nan} NaN (not binned)", x=0, y=1.0, xref="paper", yref="paper",
+                           showarrow=False, xanchor="left", yanchor="bottom", font={"color": "#c0392b"})
+    fig.update_layout(bargap=0.05)
+    return _layout(fig, height=OVERVIEW_HEIGHT, xtitle=metric, ytitle="datapoints", top=24)
+
+
+def score_map_figure(values: np.ndarray, metric: str, *, higher_is_better: bool = True) -> go.Figure:
+    """Every datapoint as one cell, in index order row by row; red is bad whichever way the metric points.
+
+    The cell's ``customdata`` is the datapoint index, so a click opens it. NaN scores (failures that produced no
+    number) are drawn dark and stay clickable; padding after the last datapoint is blank.
+    """
+    n = int(values.size)
+    if n == 0:
+        return empty_figure("No datapoints")
+    cols = max(1, min(SCORE_MAP_MAX_COLS, math.ceil(math.sqrt(n * 4))))
+    rows = math.ceil(n / cols)
+    padded = np.full(rows * cols, np.nan)
+    padded[:n] = values
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    grid = padded.reshape(rows, cols)
+    real = idx < n
+    finite = np.where(real & np.isfinite(grid), grid, np.nan)
+    nan_cells = np.where(real & ~np.isfinite(grid), 0.0, np.nan)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Heatmap(
+            z=_nulls(finite), customdata=idx, colorscale=GOOD_TO_BAD, reversescale=not higher_is_better,
+            hoverongaps=False, xgap=1, ygap=1, colorbar={"thickness": 10, "len": 0.9, "outlinewidth": 0},
+            hovertemplate=f"datapoint %{{customdata}}<br>{metric} %{{z:.4g}}<extra></extra>",
+        )
+    )
+    if np.isfinite(nan_cells).any():
+        fig.add_trace(
+            go.Heatmap(
+                z=_nulls(nan_cells), customdata=idx, colorscale=[[0, "#2b2f3a"], [1, "#2b2f3a"]], showscale=False,
+                hoverongaps=False, xgap=1, ygap=1,
+                hovertemplate=f"datapoint %{{customdata}}<br>{metric} NaN<extra></extra>",
+            )
+        )
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")
+    _layout(fig, height=OVERVIEW_HEIGHT)
+    fig.update_layout(margin={"l": 8, "r": 8, "t": 8, "b": 8})
+    return fig
+
+
+def _nulls(grid: np.ndarray) -> list[list[float | None]]:
+    """A 2-D list with ``None`` for NaN: plotly leaves those cells out (JSON has no NaN)."""
+    return [[None if not math.isfinite(v) else float(v) for v in row] for row in grid.tolist()]

@@ -1,0 +1,163 @@
+"""The page: a header of selectors, the overview, and the datapoint view (one of the two shown at a time).
+
+Everything here is static; callbacks fill the panels in. Slow panels sit inside ``dcc.Loading`` so a user sees that
+something is coming. Layout knows ids (from :mod:`eval_viewer.app.ids`) and CSS class names (``assets/style.css``),
+nothing about the store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_ag_grid as dag
+from dash import dcc, html
+
+from eval_viewer.app import ids
+
+__all__ = ["make_layout", "panel", "GRID_THEME"]
+
+GRID_THEME = (
+    "themeQuartz.withParams({fontFamily: 'inherit', fontSize: 12, headerFontSize: 12, spacing: 4, "
+    "rowHeight: 28, headerHeight: 32, accentColor: '#1f4fd1', headerFontWeight: 600, "
+    "headerBackgroundColor: '#f4f6fa', borderColor: '#e3e7ef', wrapperBorderRadius: 6})"
+)
+_GRAPH_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True,
+                                 "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"]}
+
+
+_HELP = html.Div(
+    [
+        html.Div("How to look", className="ev-help-title"),
+        html.Ul([
+            html.Li(["Open a datapoint from the table or the score map; ", html.Kbd("←"), " ", html.Kbd("→"),
+                     " step through the ranking, ", html.Kbd("Esc"), " comes back here."]),
+            html.Li("The table sorts and filters on any score or meta field; the ranking (and the arrows) follow the "
+                    "metric chosen above, failures (NaN) first."),
+            html.Li("The address bar holds the view: reload it or share it."),
+        ]),
+    ],
+    className="ev-help",
+)
+
+
+def panel(title: str, body: Any, *, hint: str | None = None, class_name: str = "") -> html.Section:
+    """A titled box; ``hint`` is a one-line explanation shown beside the title."""
+    head = [html.H2(title, className="ev-box-title")]
+    if hint:
+        head.append(html.Span(hint, className="ev-box-hint"))
+    return html.Section([html.Div(head, className="ev-box-head"), body], className=f"ev-box {class_name}".strip())
+
+
+def _selector(label: str, component: Any) -> html.Label:
+    return html.Label([html.Span(label, className="ev-selector-label"), component], className="ev-selector")
+
+
+def _header() -> html.Header:
+    return html.Header(
+        [
+            html.Div([html.Span("eval", className="ev-brand-a"), html.Span("viewer", className="ev-brand-b")],
+                     className="ev-brand"),
+            html.Div(
+                [
+                    _selector("Run", dcc.Dropdown(id=ids.RUN, clearable=False, className="ev-dropdown ev-run")),
+                    _selector("Epoch", dcc.Dropdown(id=ids.EPOCH, clearable=False, className="ev-dropdown ev-epoch")),
+                    _selector("Metric", dcc.Dropdown(id=ids.METRIC, clearable=False,
+                                                     className="ev-dropdown ev-metric")),
+                ],
+                className="ev-selectors",
+            ),
+        ],
+        className="ev-header",
+    )
+
+
+def _graph(graph_id: str) -> dcc.Loading:
+    return dcc.Loading(dcc.Graph(id=graph_id, config=_GRAPH_CONFIG, className="ev-graph"), type="dot",
+                       delay_show=150)
+
+
+def _table() -> dag.AgGrid:
+    return dag.AgGrid(
+        id=ids.TABLE,
+        rowData=[],
+        columnDefs=[],
+        getRowId="'' + params.data.idx",
+        defaultColDef={"sortable": True, "filter": True, "floatingFilter": True, "resizable": True,
+                       "minWidth": 80, "suppressHeaderMenuButton": True},
+        dashGridOptions={
+            "theme": {"function": GRID_THEME},
+            "suppressFieldDotNotation": True,
+            "animateRows": False,
+            "tooltipShowDelay": 300,
+            "rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": True},
+        },
+        columnSize="responsiveSizeToFit",
+        style={"height": "460px", "width": "100%"},
+        className="ev-failure-table",
+    )
+
+
+def _overview() -> html.Div:
+    return html.Div(
+        id=ids.OVERVIEW_VIEW,
+        className="ev-view",
+        children=[
+            html.Div(
+                [
+                    panel("Runs", html.Div([dcc.Loading(html.Div(id=ids.RUNS_TABLE), type="dot", delay_show=150),
+                                            _HELP]), class_name="ev-runs-box"),
+                    panel("Metric over epochs", _graph(ids.HISTORY), hint="aggregated, one line per run"),
+                ],
+                className="ev-layout-row ev-layout-row-runs",
+            ),
+            html.Div(
+                [
+                    panel("Score distribution", _graph(ids.DISTRIBUTION), hint="per datapoint"),
+                    panel("Score map", _graph(ids.SCORE_MAP), hint="one cell per datapoint, click to open"),
+                ],
+                className="ev-layout-row",
+            ),
+            panel(
+                "Datapoints",
+                html.Div([html.Div(id=ids.TABLE_CAPTION, className="ev-table-caption"), _table()]),
+                hint="worst first · click a row to open it · sort and filter any column",
+            ),
+        ],
+    )
+
+
+def _datapoint() -> html.Div:
+    nav = html.Div(
+        [
+            html.Button("Overview", id=ids.BACK, className="ev-button ev-back", title="Back to the overview (Esc)",
+                        **{"data-hotkey": "Escape"}),
+            html.Div(
+                [
+                    html.Button("←", id=ids.PREV, className="ev-button ev-step", title="Previous: worse (←)",
+                                **{"data-hotkey": "ArrowLeft"}),
+                    html.Button("→", id=ids.NEXT, className="ev-button ev-step", title="Next: less bad (→)",
+                                **{"data-hotkey": "ArrowRight"}),
+                ],
+                className="ev-steps",
+            ),
+            html.Div(id=ids.POSITION, className="ev-position"),
+        ],
+        className="ev-nav",
+    )
+    body = dcc.Loading(html.Div(id=ids.DATAPOINT_BODY, className="ev-datapoint-body"), type="dot", delay_show=150,
+                       parent_className="ev-loading-body")
+    return html.Div([nav, body], id=ids.DATAPOINT_VIEW, className="ev-view", hidden=True)
+
+
+def make_layout() -> html.Div:
+    """The whole page; the URL (``dcc.Location``) drives everything else."""
+    return html.Div(
+        [
+            dcc.Location(id=ids.URL, refresh="callback-nav"),
+            dcc.Store(id=ids.SELECTION),
+            _header(),
+            html.Div(id=ids.NOTICE, className="ev-notice"),
+            html.Main([_overview(), _datapoint()], className="ev-main"),
+        ],
+        className="ev-app",
+    )

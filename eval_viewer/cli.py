@@ -1,0 +1,120 @@
+"""``python -m eval_viewer --log-dir PATH``: index the logs, serve the viewer, print where.
+
+A mistake on the command line (a path that does not exist, a folder with no runs, a port in use) is one line on
+stderr and exit code 2, the argparse convention, never a traceback. The server binds 127.0.0.1 unless told otherwise:
+the viewer shows model internals and, with ``--trust-pickles``, unpickles them, so it should not face a network by
+accident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import socket
+import sys
+import threading
+import webbrowser
+from collections.abc import Sequence
+from pathlib import Path
+
+from eval_viewer.errors import ViewerError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("eval_viewer")
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eval-viewer",
+        description="Rank datapoints by any metric and inspect the saved inputs, predictions and internal states of "
+        "the worst ones in the browser.",
+    )
+    parser.add_argument("--log-dir", action="append", required=True, metavar="PATH", type=Path,
+                        help="a run folder or a folder of runs; repeat to compare runs from several places")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the viewer "
+                        "to the network)")
+    parser.add_argument("--port", type=int, default=8050, help="port to serve on (default 8050)")
+    parser.add_argument("--trust-pickles", action="store_true",
+                        help="unpickle debug pages without the allow-list of safe types; only for logs you wrote")
+    parser.add_argument("--cache-dir", type=Path, default=None, metavar="PATH",
+                        help="where to keep indexes built for pages that came without one "
+                        "(default: ~/.cache/eval-viewer)")
+    parser.add_argument("--cache-mb", type=int, default=256, metavar="MB",
+                        help="memory for decoded debug pages (default 256)")
+    parser.add_argument("--open", action="store_true", help="open the viewer in the default web browser")
+    parser.add_argument("--debug", action="store_true",
+                        help="Dash dev tools (callback graph, errors in the page) and debug logging")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"eval-viewer: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served, checked before start-up so the user gets one line, not a server trace."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except socket.gaierror:
+            return f"cannot resolve host {host!r}"
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use; pick another with --port"
+            return f"cannot listen on {host}:{port}: {err.strerror or err}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, open the logs, serve until interrupted; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    if not 0 < args.port < 65536:
+        return _fail(f"--port must be between 1 and 65535, got {args.port}")
+
+    from eval_viewer.app import create_app  # imported here so --help stays fast
+    from eval_viewer.backend import LogStore
+
+    try:
+        store = LogStore(args.log_dir, trust_pickles=args.trust_pickles, cache_dir=args.cache_dir,
+                         cache_bytes=args.cache_mb * 2**20)
+    except ViewerError as err:
+        return _fail(str(err))
+    problem = _port_problem(args.host, args.port)
+    if problem:
+        store.close()
+        return _fail(problem)
+
+    runs = store.runs()
+    if args.host not in LOOPBACK:
+        log.warning("Serving on %s: anyone who can reach this machine can read these logs", args.host)
+    if args.trust_pickles:
+        log.warning("--trust-pickles: debug pages are unpickled without the allow-list; open only logs you trust")
+    shown_host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown_host}:{args.port}/"
+    print(f"eval-viewer serving {len(runs)} run{'s' if len(runs) != 1 else ''} at {url}", flush=True)
+    if args.open:
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    app = create_app(store)
+    try:
+        app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

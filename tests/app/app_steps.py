@@ -1,0 +1,79 @@
+"""Small steps the browser tests share: open the app, click a table row, read what the datapoint view shows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from selenium.webdriver.support.ui import WebDriverWait
+
+from eval_viewer.app import create_app, ids
+from eval_viewer.app.views import SECTION_TITLES
+from eval_viewer.backend import LogStore
+
+__all__ = ["start", "click_table_row", "wait_for_datapoint", "assert_sections_and_cards", "url_state"]
+
+DRAWN = "img, .js-plotly-plot, svg, canvas"
+"""What counts as a drawn figure inside a card (a PNG, a Plotly graph, an SVG or a canvas), as opposed to text."""
+
+
+def start(dash_duo, log_dirs: Sequence[Path], *, cache_dir: Path, query: str = "") -> LogStore:  # noqa: ANN001
+    """Serve the logs with the real app and open ``/`` + ``query``; returns the store the app reads."""
+    store = LogStore([str(d) for d in log_dirs], cache_dir=cache_dir)
+    app = create_app(store)
+    dash_duo.start_server(app)
+    if query:
+        dash_duo.driver.get(dash_duo.server_url + "/" + query)
+    dash_duo.wait_for_element(f"#{ids.RUN}")
+    return store
+
+
+def url_state(dash_duo) -> dict[str, str]:  # noqa: ANN001
+    query = parse_qs(urlparse(dash_duo.driver.current_url).query)
+    return {k: v[-1] for k, v in query.items()}
+
+
+def click_table_row(dash_duo, row_index: int) -> str:  # noqa: ANN001
+    """Click a cell of the table's ``row_index``-th displayed row; returns the idx shown in that row."""
+    selector = f"#{ids.TABLE} .ag-center-cols-container .ag-row[row-index='{row_index}'] .ag-cell"
+    cell = dash_duo.wait_for_element(selector, timeout=15)
+    idx_cell = dash_duo.find_element(
+        f"#{ids.TABLE} .ag-pinned-left-cols-container .ag-row[row-index='{row_index}'] .ag-cell[col-id='idx']"
+    )
+    idx = idx_cell.text.strip()
+    cell.click()
+    return idx
+
+
+_LOADING = "return document.querySelectorAll(\"[data-dash-is-loading='true']\").length"
+_CARDS = """
+return Array.from(document.querySelectorAll(arguments[0])).map(card => ({
+  title: card.querySelector('.ev-card-title').textContent,
+  drawn: card.querySelectorAll(arguments[1]).length,
+  errors: Array.from(card.querySelectorAll('.ev-error')).map(e => e.textContent),
+}));
+"""
+
+
+def wait_for_datapoint(dash_duo, idx: int | str) -> None:  # noqa: ANN001
+    """Wait until the datapoint view shows ``idx`` and its body has been drawn.
+
+    Absence is checked with one script call, not ``find_elements``: an empty ``find_elements`` waits out the
+    driver's implicit wait every time."""
+    dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"#{idx}", timeout=15)
+    dash_duo.wait_for_element(f"#{ids.DATAPOINT_BODY} .ev-section", timeout=15)
+    WebDriverWait(dash_duo.driver, 15, poll_frequency=0.1).until(
+        lambda d: d.execute_script(_LOADING) == 0, "the datapoint view is still loading"
+    )
+
+
+def assert_sections_and_cards(dash_duo, debuggers: Sequence[str]) -> None:  # noqa: ANN001
+    """All four section headings, and one card per debugger, titled with its name, holding a drawn figure."""
+    titles = [el.text.strip() for el in dash_duo.find_elements(f"#{ids.DATAPOINT_BODY} .ev-section-title")]
+    assert [t.lower() for t in titles] == [t.lower() for t in SECTION_TITLES]
+    cards = dash_duo.driver.execute_script(_CARDS, f"#{ids.DATAPOINT_BODY} .ev-card", DRAWN)
+    assert [card["title"] for card in cards] == list(debuggers)
+    for card in cards:
+        assert card["drawn"] > 0, f"the card of {card['title']!r} has no drawn figure"
+        assert not card["errors"], f"the card of {card['title']!r} shows an error: {card['errors']}"

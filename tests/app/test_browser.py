@@ -1,0 +1,137 @@
+"""The app as a user drives it, in headless Chromium: overview -> worst datapoint -> next -> shared link.
+
+Expected values come from the scores files themselves (the reference log's JSON) or from the store's documented
+contract, never from the app's own code, so a wrong ranking, a wrong row or a missing card fails here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from app_logs import REFERENCE_DEBUGGERS, REFERENCE_EPOCHS, REFERENCE_N, reference_scores
+from app_steps import assert_sections_and_cards, click_table_row, url_state, wait_for_datapoint
+from eval_viewer.app import ids
+
+pytestmark = pytest.mark.browser
+
+
+def _worst_first(values: list[float | None], higher_is_better: bool) -> list[int]:
+    """Independent oracle: missing/NaN first, then worst to best; ties by index."""
+    def key(i: int) -> tuple[int, float, int]:
+        v = values[i]
+        if v is None or math.isnan(v):
+            return (0, 0.0, i)
+        return (1, v if higher_is_better else -v, i)
+
+    return sorted(range(len(values)), key=key)
+
+
+def test_reference_layout_worst_row_next_and_metric_switch(dash_duo, serve, reference_log: Path) -> None:
+    serve([reference_log])
+    dash_duo.wait_for_contains_text(f"#{ids.RUNS_TABLE}", "ref_run", timeout=15)
+    epoch = REFERENCE_EPOCHS[-1]
+    scores = reference_scores(reference_log, epoch)
+    by_iou = _worst_first(scores["iou"], higher_is_better=True)
+    assert by_iou[0] == 5  # the datapoint without an iou
+
+    shown = click_table_row(dash_duo, 0)
+    assert int(shown) == by_iou[0]
+    wait_for_datapoint(dash_duo, by_iou[0])
+    assert url_state(dash_duo) == {"run": "ref_run", "epoch": str(epoch), "metric": "iou", "idx": str(by_iou[0])}
+    assert_sections_and_cards(dash_duo, REFERENCE_DEBUGGERS)
+    dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"rank 1 of {REFERENCE_N}")
+    meta = dash_duo.find_element(".ev-meta-table").text
+    assert "shard_2" in meta and "difficulty" in meta  # idx 5 -> shard_5 % 3
+
+    dash_duo.find_element("body").send_keys(Keys.ARROW_RIGHT)  # the keyboard, as a user steps through
+    wait_for_datapoint(dash_duo, by_iou[1])
+    dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"rank 2 of {REFERENCE_N}")
+
+    dash_duo.select_dcc_dropdown(f"#{ids.METRIC}", index=1)  # loss: lower is better
+    by_loss = _worst_first(scores["loss"], higher_is_better=False)
+    dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"rank {by_loss.index(by_iou[1]) + 1} of {REFERENCE_N}")
+    assert url_state(dash_duo)["metric"] == "loss"
+
+    dash_duo.find_element(f"#{ids.BACK}").click()
+    dash_duo.wait_for_element(f"#{ids.TABLE}", timeout=10)
+    assert int(click_table_row(dash_duo, 0)) == by_loss[0]
+    wait_for_datapoint(dash_duo, by_loss[0])
+
+    first = REFERENCE_EPOCHS[0]  # a shared link to another epoch opens that epoch's datapoint, selectors follow
+    dash_duo.driver.get(f"{dash_duo.server_url}/?run=ref_run&epoch={first}&idx=3")
+    wait_for_datapoint(dash_duo, 3)
+    dash_duo.wait_for_contains_text(f"#{ids.EPOCH}", f"epoch {first}")
+    by_iou_first = _worst_first(reference_scores(reference_log, first)["iou"], higher_is_better=True)
+    dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"rank {by_iou_first.index(3) + 1} of {REFERENCE_N}")
+    assert_sections_and_cards(dash_duo, REFERENCE_DEBUGGERS)
+    assert dash_duo.get_logs() == []
+
+
+def test_example_overview_worst_row_and_next(dash_duo, serve, example_dir: Path) -> None:
+    store = serve([example_dir])
+    runs = store.runs()
+    for run in runs:
+        dash_duo.wait_for_contains_text(f"#{ids.RUNS_TABLE}", run.name, timeout=15)
+    assert len(dash_duo.find_elements(f"#{ids.HISTORY} .scatterlayer .trace")) >= 1
+
+    trainer = next(r for r in runs if r.kind == "trainer")
+    epoch = next(e.epoch for e in reversed(trainer.epochs) if e.has_debug)
+    scores = store.scores(trainer.name, epoch)
+    metric = scores.metrics[0]
+    dash_duo.driver.get(f"{dash_duo.server_url}/?run={trainer.name}&epoch={epoch}&metric={metric}")
+    ranking = [int(i) for i in scores.ranking(metric)]
+    dash_duo.wait_for_contains_text(f"#{ids.TABLE_CAPTION}", f"{scores.num_datapoints:,} datapoints", timeout=15)
+
+    assert int(click_table_row(dash_duo, 0)) == ranking[0]
+    wait_for_datapoint(dash_duo, ranking[0])
+    record = store.datapoint(trainer.name, epoch, ranking[0])
+    assert len(record.debug) >= 3
+    assert_sections_and_cards(dash_duo, list(record.debug))
+
+    dash_duo.find_element(f"#{ids.NEXT}").click()
+    wait_for_datapoint(dash_duo, ranking[1])
+    assert url_state(dash_duo)["idx"] == str(ranking[1])
+
+    dash_duo.find_element("body").send_keys(Keys.ESCAPE)  # back to the overview
+    dash_duo.wait_for_element(f"#{ids.OVERVIEW_VIEW}:not([hidden]) #{ids.SCORE_MAP} .nsewdrag").click()
+    dash_duo._wait_for(lambda _: "idx" in url_state(dash_duo), timeout=10, msg="a score-map click opened nothing")
+    opened = int(url_state(dash_duo)["idx"])
+    wait_for_datapoint(dash_duo, opened)
+    assert 0 <= opened < scores.num_datapoints
+    assert dash_duo.get_logs() == []
+
+
+def test_example_shared_links_open_the_datapoint(dash_duo, serve, example_dir: Path) -> None:
+    store = serve([example_dir])
+    trainer = next(r for r in store.runs() if r.kind == "trainer")
+    epoch = next(e.epoch for e in reversed(trainer.epochs) if e.has_debug)
+    idx = store.scores(trainer.name, epoch).num_datapoints - 1
+    dash_duo.driver.get(f"{dash_duo.server_url}/?run={trainer.name}&epoch={epoch}&idx={idx}")
+    wait_for_datapoint(dash_duo, idx)
+    dash_duo.wait_for_contains_text(f"#{ids.EPOCH}", f"epoch {epoch}")
+    assert_sections_and_cards(dash_duo, list(store.datapoint(trainer.name, epoch, idx).debug))
+
+    # The example's attention debugger: a click on the overlay picks the query under it and re-draws that card.
+    overlay = dash_duo.wait_for_element(f"[id*='{ids.ATTENTION_ROLE}'] .nsewdrag", timeout=10)
+    body = overlay.find_element(By.XPATH, "./ancestor::*[contains(@class, 'ev-item-body')]")
+    assert "most peaked" in body.text  # no query chosen yet
+    overlay.click()
+    dash_duo._wait_for(lambda _: "most peaked" not in body.text, timeout=10, msg="the attention card did not re-draw")
+    assert "query " in body.text
+
+    evaluator = next((r for r in store.runs() if r.kind == "evaluator"), None)
+    if evaluator is not None:
+        dash_duo.driver.get(f"{dash_duo.server_url}/?run={evaluator.name}&idx=2")
+        wait_for_datapoint(dash_duo, 2)
+        assert dash_duo.find_element(f"#{ids.EPOCH}").get_attribute("disabled") is not None  # no epochs to pick
+        assert "epoch" not in url_state(dash_duo)
+        assert_sections_and_cards(dash_duo, list(store.datapoint(evaluator.name, None, 2).debug))
+
+    dash_duo.driver.get(f"{dash_duo.server_url}/?run=no_such_run&idx=1")
+    dash_duo.wait_for_contains_text(f"#{ids.NOTICE}", "no_such_run", timeout=10)
+    assert dash_duo.get_logs() == []
