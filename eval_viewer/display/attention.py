@@ -48,7 +48,8 @@ from eval_viewer.display.figures import (
     add_colorbar,
     add_hover_layer,
     caption,
-    compact_layout,
+    hline,
+    new_figure,
     figure_to_graph,
     fmt,
     image_figure,
@@ -273,29 +274,29 @@ def _matrix_figure(mean: np.ndarray, r: int) -> go.Figure:
     n_q, n_k = mean.shape
     small = block_mean(mean, _MATRIX_SIDE)
     fy, fx = n_q / small.shape[0], n_k / small.shape[1]
-    fig = go.Figure(go.Heatmap(
+    heatmap = go.Heatmap(
         z=small, x=((np.arange(small.shape[1]) + 0.5) * fx - 0.5).astype(np.float32),
         y=((np.arange(small.shape[0]) + 0.5) * fy - 0.5).astype(np.float32), colorscale=SCALES["attention"],
         zmin=0.0, colorbar={"thickness": 10, "len": 0.9}, hoverongaps=False,
         hovertemplate="query row %{y:.0f}<br>key %{x:.0f}<br>%{z:.4g}<extra></extra>",
-    ))
-    compact_layout(fig, height=300)
-    fig.add_hline(y=r, line={"color": "#00e5ff", "width": 1, "dash": "dot"})
-    fig.update_xaxes(title_text="key", showgrid=False)
-    fig.update_yaxes(title_text="query", autorange="reversed", showgrid=False)
-    return fig
+    )
+    return new_figure(heatmap, height=300, shapes=[hline(r, color="#00e5ff", width=1, dash="dot")],
+                      xaxis={"title": {"text": "key"}, "showgrid": False},
+                      yaxis={"title": {"text": "query"}, "autorange": "reversed", "showgrid": False})
 
 
 def _entropy_figure(weights: np.ndarray) -> go.Figure:
     per_head = finite_mean(row_entropy(weights), axis=1)
-    fig = go.Figure(go.Bar(x=np.arange(len(per_head)).astype(np.int32), y=per_head.astype(np.float32),
-                           marker_color="#8c564b", hovertemplate="head %{x}<br>entropy %{y:.3f} nats<extra></extra>"))
-    compact_layout(fig, height=180)
-    fig.add_hline(y=math.log(max(weights.shape[2], 1)), line={"dash": "dash", "color": "#999", "width": 1},
-                  annotation_text="uniform", annotation_font_size=9)
-    fig.update_xaxes(title_text="head", dtick=1 if len(per_head) <= 32 else None)
-    fig.update_yaxes(title_text="mean entropy")
-    return fig
+    bars = go.Bar(x=np.arange(len(per_head)).astype(np.int32), y=per_head.astype(np.float32),
+                  marker_color="#8c564b", hovertemplate="head %{x}<br>entropy %{y:.3f} nats<extra></extra>")
+    uniform = math.log(max(weights.shape[2], 1))
+    return new_figure(
+        bars, height=180, shapes=[hline(uniform, dash="dash", color="#999", width=1)],
+        annotations=[{"x": 1, "xref": "paper", "xanchor": "right", "y": uniform, "yanchor": "bottom",
+                      "text": "uniform", "showarrow": False, "font": {"size": 9}}],
+        xaxis={"title": {"text": "head"}, "dtick": 1 if len(per_head) <= 32 else None},
+        yaxis={"title": {"text": "mean entropy"}},
+    )
 
 
 @register(Kind.ATTENTION)

@@ -21,7 +21,7 @@ from dash.development.base_component import Component
 
 from eval_viewer.display.arrays import block_mean, first_array, scalar_extras, squeeze_leading, strided, to_numpy
 from eval_viewer.display.colors import GAP_INDEX, SCALES, colormap_indices, indexed_palette
-from eval_viewer.display.figures import caption, compact_layout, figure_to_graph, fmt, image_figure, panel, row
+from eval_viewer.display.figures import caption, figure_to_graph, fmt, image_figure, new_figure, panel, row
 from eval_viewer.display.images import extras_caption
 from eval_viewer.display.registry import RenderContext, register
 from eval_viewer.log_format import Kind
@@ -119,16 +119,14 @@ def mosaic_figure(stack: np.ndarray, picks: np.ndarray, labels: list[str], scale
                   height: int = 320) -> go.Figure:
     """Small multiples as one palette PNG: ``stack[picks]`` tiled by :func:`channel_mosaic`, each tile labelled."""
     indices, cols, (th, tw) = channel_mosaic(stack, picks, tile)
-    fig = image_figure(indices, palette=indexed_palette(scale_name), height=height)
-    fig.update_traces(hoverinfo="skip", selector={"type": "image"})
     notes = []
     for i, label in enumerate(labels):
         r, c = divmod(i, cols)
         notes.append({"x": c * (tw + _GAP) - 0.5, "y": r * (th + _GAP) - 0.5, "text": label, "showarrow": False,
                       "xanchor": "left", "yanchor": "top", "font": {"size": 9, "color": "white"},
                       "bgcolor": "rgba(0,0,0,0.45)", "borderpad": 1})
-    fig.update_layout(annotations=notes)  # one validation pass instead of one per annotation
-    return fig
+    return image_figure(indices, palette=indexed_palette(scale_name), height=height, trace={"hoverinfo": "skip"},
+                        annotations=notes)
 
 
 def pca_rgb(fmap: np.ndarray, max_side: int = PCA_SIDE) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +172,7 @@ def _stats_figure(stats: Mapping[str, np.ndarray]) -> tuple[go.Figure, int]:
 
     x = (np.arange(n) * group).astype(np.int32)
     mean, std = binned(stats["mean"], "mean"), binned(stats["std"], "mean")
-    fig = go.Figure([
+    return new_figure([
         go.Scatter(x=x, y=binned(stats["max"], "max"), name="max", mode="lines", line={"width": 1, "color": "#aaa"}),
         go.Scatter(x=x, y=mean + std, mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False),
         go.Scatter(x=x, y=mean - std, mode="lines", line={"width": 0}, fill="tonexty",
@@ -182,10 +180,8 @@ def _stats_figure(stats: Mapping[str, np.ndarray]) -> tuple[go.Figure, int]:
         go.Scatter(x=x, y=mean, name="mean", mode="lines", line={"width": 1.5, "color": "#1f77b4"},
                    customdata=std, hovertemplate="mean %{y:.4g} ± %{customdata:.3g}<extra></extra>"),
         go.Scatter(x=x, y=binned(stats["min"], "min"), name="min", mode="lines", line={"width": 1, "color": "#aaa"}),
-    ])
-    compact_layout(fig, height=200)
-    fig.update_layout(hovermode="x unified", xaxis_title="channel" + (f" (bins of {group})" if group > 1 else ""))
-    return fig, group
+    ], height=200, hovermode="x unified",
+        xaxis={"title": {"text": "channel" + (f" (bins of {group})" if group > 1 else "")}}), group
 
 
 def _top_table(stats: Mapping[str, np.ndarray], channels: np.ndarray) -> html.Details:

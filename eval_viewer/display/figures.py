@@ -23,7 +23,8 @@ __all__ = [
     "IMAGE_MAX_SIDE",
     "FIGURE_HEIGHT",
     "GRAPH_CONFIG",
-    "compact_layout",
+    "new_figure",
+    "hline",
     "image_figure",
     "add_image",
     "add_colorbar",
@@ -45,28 +46,39 @@ GRAPH_CONFIG: dict[str, Any] = {
     "modeBarButtonsToRemove": ["lasso2d", "select2d"],
 }
 
-_TEMPLATE = go.layout.Template(
-    layout=go.Layout(
-        font={"size": 11, "family": "system-ui, -apple-system, Segoe UI, sans-serif", "color": "#333"},
-        paper_bgcolor="rgba(0,0,0,0)",
-        plot_bgcolor="#fafafa",
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        hoverlabel={"font": {"size": 11}},
-        xaxis={"gridcolor": "#e6e6e6", "zeroline": False, "automargin": True},
-        yaxis={"gridcolor": "#e6e6e6", "zeroline": False, "automargin": True},
-        legend={"font": {"size": 10}},
-        colorway=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"],
-    )
-)
+_TEMPLATE: dict[str, Any] = {
+    "layout": {
+        "font": {"size": 11, "family": "system-ui, -apple-system, Segoe UI, sans-serif", "color": "#333"},
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "#fafafa",
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+        "hoverlabel": {"font": {"size": 11}},
+        "xaxis": {"gridcolor": "#e6e6e6", "zeroline": False, "automargin": True},
+        "yaxis": {"gridcolor": "#e6e6e6", "zeroline": False, "automargin": True},
+        "legend": {"font": {"size": 10}},
+        "colorway": ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"],
+    }
+}
+"""The house look, as a plain dict: a ``go.layout.Template`` object is deep-copied on every use."""
 
 
-def compact_layout(fig: go.Figure, height: int = FIGURE_HEIGHT, title: str | None = None) -> go.Figure:
-    """Apply the house look; a title, when given, gets just enough top margin."""
-    fig.update_layout(template=_TEMPLATE, height=height, showlegend=False)
+def new_figure(data: Any = None, *, height: int = FIGURE_HEIGHT, title: str | None = None, **layout: Any) -> go.Figure:
+    """A figure in the house look, its whole layout given at once; a title gets just enough top margin.
+
+    Plotly validates a layout given to the constructor in one pass (about 1 ms), while every later ``update_layout``
+    / ``update_xaxes`` re-checks the layout built so far (several ms each); a datapoint view draws dozens of figures,
+    so renderers pass everything here (nested dicts, e.g. ``xaxis={"title": {"text": "key"}}``, and lines as
+    ``shapes``) rather than updating afterwards.
+    """
     if title:
-        fig.update_layout(title={"text": title, "font": {"size": 12}, "x": 0.01, "y": 0.98, "yanchor": "top"},
-                          margin={"t": 28})
-    return fig
+        layout.setdefault("title", {"text": title, "font": {"size": 12}, "x": 0.01, "y": 0.98, "yanchor": "top"})
+        layout.setdefault("margin", {"t": 28})
+    return go.Figure(data=data, layout={"template": _TEMPLATE, "height": height, "showlegend": False, **layout})
+
+
+def hline(y: float, **line: Any) -> dict[str, Any]:
+    """A horizontal line across the plot at ``y``, as a layout shape for :func:`new_figure`."""
+    return {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y, "line": line}
 
 
 def add_image(fig: go.Figure, rgb: np.ndarray, *, scale: float = 1.0, name: str = "image",
@@ -78,30 +90,34 @@ def add_image(fig: go.Figure, rgb: np.ndarray, *, scale: float = 1.0, name: str 
     an un-scaled image), whatever the downsampling.
     """
     offset = (scale - 1.0) / 2.0
+    trace.setdefault("hoverinfo", "x+y")
     fig.add_trace(go.Image(source=png_data_url(rgb, palette), x0=offset, y0=offset, dx=scale, dy=scale, name=name,
-                           hoverinfo="x+y", **trace))
+                           **trace))
     return fig
 
 
 def image_figure(rgb: np.ndarray, *, scale: float = 1.0, height: int = FIGURE_HEIGHT, title: str | None = None,
-                 max_side: int = IMAGE_MAX_SIDE, palette: np.ndarray | None = None) -> go.Figure:
+                 max_side: int = IMAGE_MAX_SIDE, palette: np.ndarray | None = None,
+                 trace: dict[str, Any] | None = None, **layout: Any) -> go.Figure:
     """A figure showing one RGB uint8 image (or an (H, W) index image with ``palette``) with square pixels and no
     axes.
 
     ``scale`` says how many original pixels one pixel of ``rgb`` already stands for; the image is further
-    downsampled to ``max_side`` here if needed (nearest for index images).
+    downsampled to ``max_side`` here if needed (nearest for index images). ``trace`` adds properties to the image
+    trace, ``layout`` to the layout (annotations, say).
     """
     if palette is None:
         small, extra = fit_rgb(rgb, max_side)
     else:
         small = strided(rgb, max_side)
         extra = rgb.shape[1] / small.shape[1]
-    fig = add_image(go.Figure(), small, scale=scale * extra, palette=palette)
-    compact_layout(fig, height=height, title=title)
-    fig.update_xaxes(visible=False, showgrid=False, constrain="domain")
-    fig.update_yaxes(visible=False, showgrid=False, scaleanchor="x", constrain="domain", autorange="reversed")
-    fig.update_layout(plot_bgcolor="rgba(0,0,0,0)", dragmode="pan")
-    return fig
+    fig = new_figure(
+        height=height, title=title, plot_bgcolor="rgba(0,0,0,0)", dragmode="pan",
+        xaxis={"visible": False, "showgrid": False, "constrain": "domain"},
+        yaxis={"visible": False, "showgrid": False, "scaleanchor": "x", "constrain": "domain", "autorange": "reversed"},
+        **layout,
+    )
+    return add_image(fig, small, scale=scale * extra, palette=palette, **(trace or {}))
 
 
 def add_colorbar(fig: go.Figure, colorscale: str, vmin: float, vmax: float, title: str = "") -> go.Figure:

@@ -18,7 +18,7 @@ from dash.development.base_component import Component
 
 from eval_viewer.display.arrays import first_array, scalar_extras, squeeze_leading, to_numpy
 from eval_viewer.display.colors import PALETTE, SCALES, class_color, rgb_css
-from eval_viewer.display.figures import caption, compact_layout, figure_to_graph, image_figure
+from eval_viewer.display.figures import caption, figure_to_graph, image_figure, new_figure
 from eval_viewer.display.images import context_rgb, extras_caption
 from eval_viewer.display.masks import mask_to_classes, overlay_mask
 from eval_viewer.display.registry import RenderContext, register
@@ -221,11 +221,10 @@ def point_cloud_figure(points: np.ndarray, colors: np.ndarray | None = None, max
         column = array[keep, 3] if array.shape[1] >= 4 else xyz[:, 2]
         marker.update(color=np.nan_to_num(column.astype(np.float32)), colorscale=SCALES["feature"], showscale=True,
                       colorbar={"thickness": 10, "len": 0.8, "title": {"text": "c3" if array.shape[1] >= 4 else "z"}})
-    fig = go.Figure(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", marker=marker,
-                                 hovertemplate="x %{x:.3g}<br>y %{y:.3g}<br>z %{z:.3g}<extra></extra>"))
-    compact_layout(fig, height=height)
     axis = {"title": {"text": ""}, "showbackground": False, "tickfont": {"size": 9}}
-    fig.update_layout(scene={"aspectmode": "data", "xaxis": axis, "yaxis": axis, "zaxis": axis})
+    fig = new_figure(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", marker=marker,
+                                  hovertemplate="x %{x:.3g}<br>y %{y:.3g}<br>z %{z:.3g}<extra></extra>"),
+                     height=height, scene={"aspectmode": "data", "xaxis": axis, "yaxis": axis, "zaxis": axis})
     return fig, {"total": int(len(array)), "shown": int(len(keep)), "dropped": int(np.count_nonzero(~finite))}
 
 

@@ -16,7 +16,7 @@ from dash import html
 from dash.development.base_component import Component
 
 from eval_viewer.display.arrays import finite_stats, first_array, is_arraylike, scalar_extras, to_numpy
-from eval_viewer.display.figures import caption, compact_layout, figure_to_graph, fmt, panel, row
+from eval_viewer.display.figures import caption, figure_to_graph, fmt, new_figure, panel, row
 from eval_viewer.display.images import extras_caption
 from eval_viewer.display.registry import RenderContext, register
 from eval_viewer.display.unknown import summary_card
@@ -147,28 +147,23 @@ def series_figures(value: Any, class_names: Any = None) -> list[tuple[str, go.Fi
         colors = ["#1f77b4"] * n
         if np.isfinite(y).any():
             colors[int(np.nanargmax(y))] = "#d62728"
-        fig = go.Figure(go.Bar(x=labels or np.arange(n).astype(np.int32), y=y, marker_color=colors,
-                               hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
-        compact_layout(fig, height=220)
-        fig.update_xaxes(type="category")
-        return [("values", fig)]
-    fig = go.Figure()
+        bars = go.Bar(x=labels or np.arange(n).astype(np.int32), y=y, marker_color=colors,
+                      hovertemplate="%{x}: %{y:.4g}<extra></extra>")
+        return [("values", new_figure(bars, height=220, xaxis={"type": "category"}))]
+    traces = []
     for i, y in enumerate(clean):
         x, yd = decimate(y)
-        fig.add_trace(go.Scatter(x=x.astype(np.int32), y=yd, mode="lines" if n > 1 else "markers",
+        traces.append(go.Scatter(x=x.astype(np.int32), y=yd, mode="lines" if n > 1 else "markers",
                                  name=f"row {i}", line={"width": 1.2}))
-    compact_layout(fig, height=220)
-    fig.update_layout(showlegend=lines.shape[0] > 1, hovermode="x")
-    figures = [("line", fig)]
+    figures = [("line", new_figure(traces, height=220, showlegend=lines.shape[0] > 1, hovermode="x"))]
     if lines.shape[0] == 1 and n > HISTOGRAM_FROM and not looks_ordered(lines[0]):
         finite = lines[0][np.isfinite(lines[0])]
         if finite.size:
             counts, edges = np.histogram(finite, bins=int(min(50, max(10, np.sqrt(finite.size)))))
-            hist = go.Figure(go.Bar(x=((edges[:-1] + edges[1:]) / 2).astype(np.float32), y=counts.astype(np.int32),
-                                    width=float(edges[1] - edges[0]), marker_color="#2ca02c",
-                                    hovertemplate="%{x:.4g}: %{y}<extra></extra>"))
-            compact_layout(hist, height=220)
-            figures.append(("histogram", hist))
+            bars = go.Bar(x=((edges[:-1] + edges[1:]) / 2).astype(np.float32), y=counts.astype(np.int32),
+                          width=float(edges[1] - edges[0]), marker_color="#2ca02c",
+                          hovertemplate="%{x:.4g}: %{y}<extra></extra>")
+            figures.append(("histogram", new_figure(bars, height=220)))
     return figures
 
 
