@@ -215,14 +215,17 @@ def render_heatmap(value: Any, ctx: RenderContext) -> Component:
     colour bar and hover values. Dict values (``{"cam": ..., "target_class": 3}``) show their scalars as a caption."""
     heat, extras, note = _scalar_map(value, ("cam", "heatmap", "saliency", "gradcam", "grad_cam", "attribution", "map"))
     stats = finite_stats(heat)
+    # Colours start at 0 when the map is non-negative (GradCAM is ReLU'd): a map of 0.6..1 everywhere is a flat
+    # map, and stretching it over the whole colour scale would invent a contrast the model does not have.
+    shown = {**stats, "min": min(0.0, stats["min"])} if np.isfinite(stats["min"]) else stats
     scale_name = SCALES["heatmap"]
-    alone = _map_figure(heat, scale_name, "value", stats)
+    alone = _map_figure(heat, scale_name, "value", shown)
     base = context_rgb(ctx)
     panels = []
     if base is not None:
         small, scale = fit_rgb(base, IMAGE_MAX_SIDE)
         over = image_figure(heatmap_overlay(small, block_mean(heat, IMAGE_MAX_SIDE), ctx.mask_opacity, scale_name,
-                                            stats["min"], stats["max"]), scale=scale)
+                                            shown["min"], shown["max"], weighted=True), scale=scale)
         panels.append(panel("over input", figure_to_graph(over)))
     panels.append(panel("map" if base is not None else None, figure_to_graph(alone)))
     return html.Div([

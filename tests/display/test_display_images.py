@@ -137,8 +137,17 @@ def test_heatmap_dict_over_image_with_caption() -> None:
     overlay = decode_png(image_sources(out)[0])
     assert overlay.shape == (120, 160, 3)  # same aspect as the input image
     centre, corner = overlay[60, 80].astype(int), overlay[0, 0].astype(int)
-    assert centre.sum() > corner.sum()  # hot centre (dark red) is brighter than the cold corner (dark blue) on black
-    assert corner[2] > corner[0]  # cold = blue in Jet
+    assert centre.sum() > 0 and centre[0] > centre[2]  # the hot centre is drawn warm over the black image
+    assert corner.sum() == 0  # zero heat leaves the image as it is (the overlay is weighted by the map)
+
+
+def test_heatmap_colours_start_at_zero_for_a_non_negative_map() -> None:
+    flat = np.full((8, 8), 0.6, dtype=np.float32)
+    flat[0, 0] = 1.0
+    out = render_item(Item("gradcam", Kind.HEATMAP, flat))
+    colorbar = next(t for t in figures(out)[0].data if t.type == "scatter")
+    assert colorbar.marker.cmin == 0.0 and colorbar.marker.cmax == 1.0
+    assert "range [0.6, 1]" in text_of(out)
 
 
 def test_heatmap_without_image_renders_alone() -> None:
