@@ -217,7 +217,9 @@ def render_heatmap(value: Any, ctx: RenderContext) -> Component:
     stats = finite_stats(heat)
     # Colours start at 0 when the map is non-negative (GradCAM is ReLU'd): a map of 0.6..1 everywhere is a flat
     # map, and stretching it over the whole colour scale would invent a contrast the model does not have.
-    shown = {**stats, "min": min(0.0, stats["min"])} if np.isfinite(stats["min"]) else stats
+    shown = {**stats, "min": min(0.0, stats["min"])} if np.isfinite(stats["min"]) else dict(stats)
+    if not shown["max"] > shown["min"]:  # a constant map (an all-zero GradCAM) is drawn at the bottom of the scale
+        shown["max"] = shown["min"] + 1.0
     scale_name = SCALES["heatmap"]
     alone = _map_figure(heat, scale_name, "value", shown)
     base = context_rgb(ctx)

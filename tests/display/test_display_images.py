@@ -150,6 +150,14 @@ def test_heatmap_colours_start_at_zero_for_a_non_negative_map() -> None:
     assert "range [0.6, 1]" in text_of(out)
 
 
+def test_an_all_zero_heatmap_is_cold_and_leaves_the_image_visible() -> None:
+    image = np.full((16, 16, 3), 100, dtype=np.uint8)
+    out = render_item(Item("gradcam", Kind.HEATMAP, np.zeros((16, 16), np.float32)), RenderContext(image=image))
+    overlay, alone = (decode_png(src) for src in image_sources(out)[:2])
+    assert (overlay == 100).all()
+    assert alone[8, 8, 2] > alone[8, 8, 0]  # the bottom (blue) of the Jet scale, not its middle
+
+
 def test_heatmap_without_image_renders_alone() -> None:
     out = render_item(Item("saliency", Kind.HEATMAP, np.random.default_rng(0).random((1, 3, 64, 64))))
     assert not has_error(out)
