@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: ~/.cache/eval-viewer)")
     parser.add_argument("--cache-mb", type=int, default=256, metavar="MB",
                         help="memory for decoded debug pages (default 256)")
+    parser.add_argument("--rescan", type=float, default=10.0, metavar="SECONDS",
+                        help="look for new runs and epochs this often while the page is open (default 10; 0: never)")
     parser.add_argument("--open", action="store_true", help="open the viewer in the default web browser")
     parser.add_argument("--debug", action="store_true",
                         help="Dash dev tools (callback graph, errors in the page) and debug logging")
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"eval-viewer serving {len(runs)} run{'s' if len(runs) != 1 else ''} at {url}", flush=True)
     if args.open:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    app = create_app(store)
+    app = create_app(store, rescan_s=args.rescan)
     try:
         app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
     except KeyboardInterrupt:

@@ -38,12 +38,16 @@ def assets_dir() -> Path:
     return package_root / "assets"
 
 
-def create_app(store: LogStore, *, title: str = "eval-viewer", prefetch: bool = True) -> dash.Dash:
+def create_app(
+    store: LogStore, *, title: str = "eval-viewer", prefetch: bool = True, rescan_s: float = 10.0
+) -> dash.Dash:
     """A Dash app serving the runs of ``store``; call ``.run(host=..., port=...)`` on it or use its ``.server``.
 
     The store is the only thing the app reads: the browser picks runs by the names the store gave them, never by a
     path, so it can only see what was named on the command line. ``prefetch`` draws the ranking neighbours of an
-    opened datapoint in the background so ← / → are immediate (off in benchmarks that time cold opens).
+    opened datapoint in the background so ← / → are immediate (off in benchmarks that time cold opens). Every
+    ``rescan_s`` seconds (0: never) the page asks the store for new runs and epochs, so a run still training shows
+    its new epochs without a reload.
     """
     app = dash.Dash(
         __name__,
@@ -52,6 +56,6 @@ def create_app(store: LogStore, *, title: str = "eval-viewer", prefetch: bool = 
         assets_folder=str(assets_dir()),
         serve_locally=True,
     )
-    app.layout = make_layout()
+    app.layout = make_layout(rescan_s)
     register_all(app, store, prefetch=prefetch)
     return app

@@ -13,6 +13,8 @@ from typing import Any
 __all__ = [
     "URL",
     "SELECTION",
+    "RESCAN",
+    "LOG_VERSION",
     "NOTICE",
     "RUN",
     "EPOCH",
@@ -42,6 +44,9 @@ __all__ = [
 URL = "ev-url"
 SELECTION = "ev-selection"
 NOTICE = "ev-notice"
+# Live logs: RESCAN ticks; LOG_VERSION changes only when a run or an epoch appears (or gains debug pages).
+RESCAN = "ev-rescan"
+LOG_VERSION = "ev-log-version"
 
 # Selectors in the header.
 RUN = "ev-run"

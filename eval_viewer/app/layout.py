@@ -149,12 +149,15 @@ def _datapoint() -> html.Div:
     return html.Div([nav, body], id=ids.DATAPOINT_VIEW, className="ev-view", hidden=True)
 
 
-def make_layout() -> html.Div:
-    """The whole page; the URL (``dcc.Location``) drives everything else."""
+def make_layout(rescan_s: float = 10.0) -> html.Div:
+    """The whole page; the URL (``dcc.Location``) drives everything else. ``rescan_s``: how often to look for new
+    runs and epochs (0: never)."""
     return html.Div(
         [
             dcc.Location(id=ids.URL, refresh="callback-nav"),
             dcc.Store(id=ids.SELECTION),
+            dcc.Store(id=ids.LOG_VERSION),
+            dcc.Interval(id=ids.RESCAN, interval=max(rescan_s, 1.0) * 1000, disabled=rescan_s <= 0),
             _header(),
             html.Div(id=ids.NOTICE, className="ev-notice"),
             html.Main([_overview(), _datapoint()], className="ev-main"),

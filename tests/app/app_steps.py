@@ -18,10 +18,12 @@ DRAWN = "img, .js-plotly-plot, svg, canvas"
 """What counts as a drawn figure inside a card (a PNG, a Plotly graph, an SVG or a canvas), as opposed to text."""
 
 
-def start(dash_duo, log_dirs: Sequence[Path], *, cache_dir: Path, query: str = "") -> LogStore:  # noqa: ANN001
+def start(  # noqa: ANN001
+    dash_duo, log_dirs: Sequence[Path], *, cache_dir: Path, query: str = "", rescan_s: float = 10.0
+) -> LogStore:
     """Serve the logs with the real app and open ``/`` + ``query``; returns the store the app reads."""
     store = LogStore([str(d) for d in log_dirs], cache_dir=cache_dir)
-    app = create_app(store)
+    app = create_app(store, rescan_s=rescan_s)
     dash_duo.start_server(app)
     if query:
         dash_duo.driver.get(dash_duo.server_url + "/" + query)

@@ -84,8 +84,8 @@ def serve(dash_duo, cache_dir: Path) -> Iterator[Callable[..., LogStore]]:  # no
     """``serve(log_dirs, query="")``: the real app on those logs in the test's browser; stores are closed after."""
     stores: list[LogStore] = []
 
-    def _serve(log_dirs: Sequence[Path], query: str = "") -> LogStore:
-        store = start(dash_duo, log_dirs, cache_dir=cache_dir, query=query)
+    def _serve(log_dirs: Sequence[Path], query: str = "", rescan_s: float = 10.0) -> LogStore:
+        store = start(dash_duo, log_dirs, cache_dir=cache_dir, query=query, rescan_s=rescan_s)
         stores.append(store)
         return store
 

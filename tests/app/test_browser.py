@@ -16,6 +16,7 @@ from selenium.webdriver.common.keys import Keys
 from app_logs import REFERENCE_DEBUGGERS, REFERENCE_EPOCHS, REFERENCE_N, reference_scores
 from app_steps import assert_sections_and_cards, click_table_row, url_state, wait_for_datapoint
 from eval_viewer.app import ids
+from eval_viewer.log_format import VALIDATION_SCORES, atomic_write_text, epoch_dir_name
 
 pytestmark = pytest.mark.browser
 
@@ -134,4 +135,25 @@ def test_example_shared_links_open_the_datapoint(dash_duo, serve, example_dir: P
 
     dash_duo.driver.get(f"{dash_duo.server_url}/?run=no_such_run&idx=1")
     dash_duo.wait_for_contains_text(f"#{ids.NOTICE}", "no_such_run", timeout=10)
+    assert dash_duo.get_logs() == []
+
+
+def test_an_epoch_written_while_the_page_is_open_appears(dash_duo, serve, reference_log: Path) -> None:
+    """A run still training: its next validation lands on disk and the open page shows it without a reload."""
+    serve([reference_log], query="?run=ref_run&metric=iou", rescan_s=1)
+    dash_duo.wait_for_contains_text(f"#{ids.RUNS_TABLE}", "ref_run", timeout=15)
+    runs_row = f"#{ids.RUNS_TABLE} tbody tr"
+    assert dash_duo.find_element(runs_row).text.split()[2] == str(len(REFERENCE_EPOCHS))
+
+    new_epoch = REFERENCE_EPOCHS[-1] + 3
+    source = reference_log / "ref_run" / epoch_dir_name(REFERENCE_EPOCHS[-1]) / VALIDATION_SCORES
+    atomic_write_text(reference_log / "ref_run" / epoch_dir_name(new_epoch) / VALIDATION_SCORES, source.read_text())
+
+    dash_duo.wait_for_text_to_equal(f"{runs_row} td:nth-child(3)", str(len(REFERENCE_EPOCHS) + 1), timeout=15)
+    dash_duo.find_element(f"#{ids.EPOCH}").click()
+    dash_duo.wait_for_contains_text(f"#{ids.EPOCH}", f"epoch {new_epoch}", timeout=5)
+    history_x = dash_duo.driver.execute_script(
+        f"return document.getElementById('{ids.HISTORY}').querySelector('.js-plotly-plot').data[0].x"
+    )
+    assert list(history_x) == [*REFERENCE_EPOCHS, new_epoch]
     assert dash_duo.get_logs() == []

@@ -22,7 +22,7 @@ from eval_viewer.app.state import Resolved, ViewState, parse_query, position, re
 from eval_viewer.backend import LogStore, RunInfo, Scores
 from eval_viewer.errors import ViewerError
 
-__all__ = ["register", "selection_of", "run_options", "epoch_options", "metric_options"]
+__all__ = ["register", "selection_of", "run_options", "epoch_options", "metric_options", "log_version"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,24 @@ def metric_options(scores: Scores) -> list[dict[str, Any]]:
     ]
 
 
+def log_version(runs: tuple[RunInfo, ...]) -> list[Any]:
+    """What the page must redraw for: every run with its epochs and whether they have debug pages."""
+    return [[run.name, [[info.epoch, info.has_debug] for info in run.epochs]] for run in runs]
+
+
 def register(app: dash.Dash, store: LogStore) -> None:
+    @app.callback(
+        Output(ids.LOG_VERSION, "data"),
+        Input(ids.RESCAN, "n_intervals"),
+        State(ids.LOG_VERSION, "data"),
+    )
+    def rescan(_: int | None, known: list[Any] | None) -> list[Any]:
+        """Publish the log's shape when it changed (the store's ``runs()`` rescans); nothing otherwise."""
+        version = log_version(store.runs())
+        if version == known:
+            raise PreventUpdate
+        return version
+
     @app.callback(
         Output(ids.URL, "search"),
         Output(ids.RUN, "options"),
@@ -69,13 +86,16 @@ def register(app: dash.Dash, store: LogStore) -> None:
         Input(ids.RUN, "value"),
         Input(ids.EPOCH, "value"),
         Input(ids.METRIC, "value"),
+        Input(ids.LOG_VERSION, "data"),
         State(ids.SELECTION, "data"),
     )
     @guarded(lambda box: (no_update,) * 10 + (box,))
     def sync(
-        search: str | None, run: str | None, epoch: int | None, metric: str | None, selection: dict[str, Any] | None
+        search: str | None, run: str | None, epoch: int | None, metric: str | None, _version: Any,
+        selection: dict[str, Any] | None,
     ) -> tuple[Any, ...]:
-        """URL -> selectors on load/back/links; selector -> URL when the user picks something."""
+        """URL -> selectors on load/back/links; selector -> URL when the user picks something; new epochs -> the
+        selectors' options."""
         notice: Any = None
         new_search: Any = no_update
         trigger = ctx.triggered_id

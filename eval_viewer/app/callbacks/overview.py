@@ -74,9 +74,11 @@ def register(app: dash.Dash, store: LogStore) -> None:
         Output(ids.RUNS_TABLE, "children"),
         Output(ids.HISTORY, "figure"),
         Input(ids.SELECTION, "data"),
+        Input(ids.LOG_VERSION, "data"),
     )
     @guarded(lambda box: (box, no_update))
-    def runs_and_history(selection: dict[str, Any] | None) -> tuple[Any, Any]:
+    def runs_and_history(selection: dict[str, Any] | None, _version: Any) -> tuple[Any, Any]:
+        """The runs table and the metric over epochs; redrawn when the selection changes or new epochs appear."""
         if not selection:
             raise PreventUpdate
         table, histories = runs_table(store, selection["metric"], selection["run"])
