@@ -58,6 +58,7 @@ __all__ = [
     "write_scores",
     "atomic_write_bytes",
     "atomic_write_text",
+    "FILE_MODE",
     "checkpoint_epochs",
 ]
 
@@ -195,8 +196,9 @@ def _read_umask() -> int:
     return mask
 
 
-_FILE_MODE = 0o666 & ~_read_umask()
-"""Mode of the files we write: what ``open()`` would give (mkstemp alone would make them owner-only)."""
+FILE_MODE = 0o666 & ~_read_umask()
+"""Mode of the files we write: what ``open()`` would give (mkstemp alone would make them owner-only). Read once at
+import: the umask can only be read by setting it, which must not happen while other threads create files."""
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -205,7 +207,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _FILE_MODE)
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -17,6 +17,8 @@ from typing import Any
 
 import joblib
 
+from eval_viewer.log_format import FILE_MODE
+
 __all__ = ["atomic_dump", "move_atomic"]
 
 _WRITEBACK_STEP = 8 * 1024 * 1024
@@ -63,23 +65,17 @@ def atomic_dump(path: Path, obj: Any) -> int:
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb", buffering=0) as raw, io.BufferedWriter(_EarlyWriteback(fd), 1 << 20) as f:
+        with os.fdopen(fd, "wb", buffering=0) as _owner, io.BufferedWriter(_EarlyWriteback(fd), 1 << 20) as f:
             joblib.dump(obj, f)
             f.flush()
             os.fsync(fd)
             size = os.fstat(fd).st_size
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a page should read like any file the user writes
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; a page should read like any file the user writes
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return size
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def move_atomic(src: Path, dst: Path) -> None:
@@ -96,7 +92,7 @@ def move_atomic(src: Path, dst: Path) -> None:
             shutil.copyfileobj(inp, out, 1 << 22)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

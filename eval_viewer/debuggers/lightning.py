@@ -24,7 +24,7 @@ from typing import Any
 from eval_viewer import log_format as lf
 from eval_viewer.debuggers.loop import AggregateFn, MetricsFn, ScoreCollector, mean_aggregate
 
-__all__ = ["EvalViewerHooks", "EvalViewerCallback", "lightning_callback_class"]
+__all__ = ["EvalViewerHooks", "EvalViewerCallback", "lightning_callback_class"]  # noqa: F822 (module __getattr__)
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ head-averaged attention is the most peaked (lowest entropy): usually the most in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,6 @@ import plotly.graph_objects as go
 from dash import html
 from dash.development.base_component import Component
 
-from eval_viewer.backend.model import Item
 from eval_viewer.display.arrays import block_mean, finite_mean, first_array, scalar_extras, squeeze_leading, to_numpy
 from eval_viewer.display.colors import SCALES
 from eval_viewer.display.encode import fit_rgb

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import joblib
 import pytest
@@ -14,7 +13,6 @@ from torch.utils.data import DataLoader
 
 from eval_viewer import demo
 from eval_viewer import log_format as lf
-from eval_viewer.debuggers.lightning import EvalViewerHooks
 from eval_viewer.debuggers.loop import ScoreCollector, evaluate_run, mean_aggregate, validate_epoch
 from eval_viewer.debuggers.sequential import SequentialDebugger
 
@@ -83,19 +81,3 @@ def test_validate_epoch_and_evaluate_run_put_files_where_runs_keep_them(tmp_path
     assert loud.pages and all(p.parent == tmp_path / "run" / "epoch_1" / lf.DEBUGGER_DIR for p in loud.pages)
     assert evaluated.scores_path == tmp_path / "eval" / lf.EVALUATION_SCORES
     assert loud.per_datapoint["miou"] == quiet.per_datapoint["miou"] == evaluated.per_datapoint["miou"]
-
-
-def test_lightning_hooks_capture_only_the_chosen_epochs(tmp_path: Path) -> None:
-    """The callback's logic driven as Lightning would drive it (Lightning itself is an optional extra)."""
-    model, loader = _tiny_setup()
-    with SequentialDebugger([demo.debuggers_config()[0]], model) as debugger:
-        hooks = EvalViewerHooks(demo.segmentation_metrics, debugger, run_dir=tmp_path, checkpoint_method="latest")
-        for epoch in range(2):
-            trainer = SimpleNamespace(current_epoch=epoch, max_epochs=2, sanity_checking=False, is_global_zero=True)
-            hooks.on_validation_epoch_start(trainer, model)
-            for i, batch in enumerate(loader):
-                with torch.no_grad():
-                    hooks.on_validation_batch_end(trainer, model, {"outputs": model(batch["inputs"])}, batch, i)
-            hooks.on_validation_epoch_end(trainer, model)
-    assert (tmp_path / "epoch_0" / lf.VALIDATION_SCORES).is_file() and not (tmp_path / "epoch_0" / "debugger").exists()
-    assert sorted(joblib.load(tmp_path / "epoch_1" / lf.DEBUGGER_DIR / "page_0.pkl")) == list(range(5))
