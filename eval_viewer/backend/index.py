@@ -76,7 +76,7 @@ def read_index_file(path: Path) -> _IndexFile:
         payload = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise PageError(f"{path}: index file disappeared while reading") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to decode
         raise PageError(f"{path}: unreadable index ({exc}); its pages will be scanned instead") from None
     if not isinstance(payload, dict) or not isinstance(payload.get(INDEX_PAGES), dict):
         raise PageError(f"{path}: unreadable index (no '{INDEX_PAGES}' object); its pages will be scanned instead")

@@ -3,8 +3,12 @@
 **Safety.** A pickle names the callables it wants run; the page unpickler resolves only names on an allow-list
 (builtins containers, ``collections``, numpy arrays, dtypes and scalars, torch tensors, storages and dtypes, paths and
 dates) and refuses anything else with :class:`~eval_viewer.errors.UntrustedPickleError` *before* it is called, so a
-payload that would run code never runs. ``torch.storage._load_from_bytes`` (which calls ``torch.load`` with
-``weights_only=False``) is swapped for a loader with ``weights_only=True``. ``trust_pickles=True`` lifts the list.
+payload that would run code never runs. Allowed names that are dangerous to *call* are swapped for safe stand-ins:
+``torch.storage._load_from_bytes`` (which calls ``torch.load`` with ``weights_only=False``) for a loader with
+``weights_only=True``; ``numpy.ndarray`` and ``numpy.memmap``, which a pickle only needs as the class argument of
+``_reconstruct``, for a token that only ``_reconstruct`` accepts (called, ``ndarray(shape, object, buffer=...)`` turns
+page bytes into object pointers and ``memmap(path, mode="w+")`` opens and truncates any file); and joblib's array
+header for a class that can only be filled by ``__setstate__``. ``trust_pickles=True`` lifts the list.
 
 **Cost.** Pages are joblib files: each array's raw bytes follow its pickled header in the file. Instead of reading
 them (joblib.load) or memory-mapping them (joblib's ``mmap_mode``), parsing records a :class:`LazyArray` (offset,
@@ -66,6 +70,19 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "torch.nn.parameter": frozenset({"Parameter"}),
 }
 _NUMPY_DTYPE_MODULES = ("numpy.dtypes",)
+_ARRAY_CLASSES = frozenset({("numpy", "ndarray"), ("numpy", "memmap")})
+_RECONSTRUCT = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")})
+_np_reconstruct = np.arange(1).__reduce__()[0]  # numpy's own _reconstruct, wherever this numpy keeps it
+
+
+class _ArrayClass:
+    """What ``numpy.ndarray`` and ``numpy.memmap`` resolve to in an untrusted page: not callable, only accepted by
+    :meth:`_PageUnpickler._reconstruct` (see the module docstring)."""
+
+    __slots__ = ()
+
+
+_ARRAY_CLASS = _ArrayClass()
 
 
 def _load_storage_weights_only(data: bytes) -> Any:
@@ -107,6 +124,8 @@ class LazyArray:
             shape = tuple(int(d) for d in state["shape"])
         except (KeyError, TypeError, ValueError):
             raise PageError(f"{ctx.path}: corrupt array header (shape)") from None
+        if any(d < 0 for d in shape):
+            raise PageError(f"{ctx.path}: corrupt array header (negative shape {shape})")
         order = "F" if state.get("order") == "F" else "C"
         self.offset, self.dtype, self.shape, self.order, self.value = -1, dtype, shape, order, None
         reader = ctx.reader
@@ -137,6 +156,17 @@ class LazyArray:
             raise PageError(f"{ctx.path}: truncated (an array ends early; still being written?)")
         self.value = np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
         ctx.eager += nbytes
+
+
+class _HeaderArray(LazyArray):
+    """What a page's joblib ``NumpyArrayWrapper`` becomes. joblib pickles it empty and fills it with ``BUILD``
+    (:meth:`LazyArray.__setstate__`, which checks the header); a page that *calls* it would choose its own offset,
+    dtype and shape, so that is refused. Skeleton caches store it as a plain :class:`LazyArray`."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise UntrustedPickleError(f"{_CTX.current.path}: an array header is called with arguments, not filled in")
 
 
 class _Context:
@@ -244,12 +274,16 @@ class _PageUnpickler(pickle.Unpickler):
         elif module in _compat_pickle.IMPORT_MAPPING:
             module = _compat_pickle.IMPORT_MAPPING[module]
         if (module, name) == ("joblib.numpy_pickle", "NumpyArrayWrapper"):
-            return LazyArray
+            return _HeaderArray
         if (module, name) == (__name__, "LazyArray") and self._ctx.skeleton:
             return LazyArray
         trust = self._ctx.trust
         if module == "torch.storage" and name == "_load_from_bytes" and not trust:
             return _load_storage_weights_only
+        if (module, name) in _ARRAY_CLASSES and not trust:
+            return _ARRAY_CLASS
+        if (module, name) in _RECONSTRUCT and not trust:
+            return self._reconstruct
         if trust or name in _ALLOWED.get(module, ()):
             return super().find_class(module, name)
         if module in _NUMPY_DTYPE_MODULES or module == "torch":
@@ -260,6 +294,15 @@ class _PageUnpickler(pickle.Unpickler):
             f"{self._ctx.path}: refused to load {module}.{name}: it is not on the allow-list of safe types "
             f"(builtins, collections, numpy arrays and dtypes, torch tensors and storages). {TRUST_HINT}"
         )
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        """numpy's ``_reconstruct`` (an empty array that ``BUILD`` then fills, checked by ``ndarray.__setstate__``),
+        for the array classes of the page only."""
+        if subtype is not _ARRAY_CLASS:
+            raise UntrustedPickleError(
+                f"{self._ctx.path}: refused to reconstruct an array of {type(subtype).__name__}, not numpy.ndarray"
+            )
+        return _np_reconstruct(np.ndarray, shape, dtype)  # type: ignore[no-any-return]
 
 
 def _is_dtype_class(obj: Any) -> bool:
@@ -360,6 +403,9 @@ def load_skeleton(blob: bytes, path: str, *, trust: bool) -> Any:
 
 
 def _read_lazy(fobj: BinaryIO, lazy: LazyArray, path: str) -> np.ndarray:
+    bad_shape = min(lazy.shape, default=0) < 0
+    if not isinstance(lazy.dtype, np.dtype) or lazy.dtype.hasobject or lazy.offset < 0 or bad_shape:
+        raise PageError(f"{path}: corrupt array header ({lazy!r}): raw bytes can only be read as plain numbers")
     out = np.empty(lazy.shape, dtype=lazy.dtype, order="F" if lazy.order == "F" else "C")
     view = memoryview(out.reshape(-1, order="A")).cast("B") if out.size else memoryview(b"")
     fobj.seek(lazy.offset)

@@ -65,7 +65,10 @@ def _as_float(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the float range is still a number
+            return math.inf if value > 0 else -math.inf
     return None
 
 
@@ -90,11 +93,11 @@ class _Expander:
         n = len(values)
         widths = [len(v) for v in values if isinstance(v, list)]
         if not widths:
-            try:  # the fast path: a flat list of numbers and nulls
-                arr = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-                if arr.shape == (n,):
-                    return {self.metric: arr}
-            except (TypeError, ValueError):
+            try:  # the fast path: a flat list of numbers and nulls (numpy would also parse strings like "1.5")
+                arr = np.array([math.nan if v is None else v for v in values])
+                if arr.shape == (n,) and arr.dtype.kind in "biuf":
+                    return {self.metric: arr.astype(np.float64)}
+            except (TypeError, ValueError, OverflowError):
                 pass
             arr = np.full(n, math.nan)
             for i, v in enumerate(values):
@@ -198,7 +201,7 @@ def load_scores(path: str | os.PathLike[str], overrides: Mapping[str, bool] | No
         raise ScoresError(f"{path}: cannot read the scores file ({exc.strerror or exc})") from None
     try:
         payload = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, an int of more than 4300 digits...
         hint = " (empty file: still being written?)" if not text.strip() else ""
         raise ScoresError(f"{path}: not valid JSON{hint}: {exc}") from None
     return parse_scores(payload, path, overrides)

@@ -109,18 +109,24 @@ def colormap_lut(name: str) -> np.ndarray:
     return np.clip(np.rint(lut), 0, 255).astype(np.uint8)
 
 
+def _unit(values: np.ndarray, vmin: float, vmax: float) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` scaled to [0, 1] by ``vmin``..``vmax`` (0.5 for a constant or non-finite range), and where they are
+    finite. In float64, on halves: huge finite values (a float64 map beyond float32, a range of +-3e38) neither become
+    Inf nor overflow the difference."""
+    x = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(x)
+    if not np.isfinite(vmin) or not np.isfinite(vmax) or vmax <= vmin:
+        return np.full(x.shape, 0.5), valid
+    lo, span = 0.5 * float(vmin), 0.5 * float(vmax) - 0.5 * float(vmin)
+    return (np.where(valid, x, vmin) * 0.5 - lo) / span, valid
+
+
 def apply_colormap(values: np.ndarray, name: str, vmin: float, vmax: float) -> np.ndarray:
     """Colour-map a float array to ``(..., 3)`` uint8; NaN and Inf become :data:`INVALID_RGB`.
 
     A constant map (``vmax <= vmin``) maps to the scale's middle colour rather than dividing by zero.
     """
-    x = np.asarray(values, dtype=np.float32)
-    valid = np.isfinite(x)
-    if not np.isfinite(vmin) or not np.isfinite(vmax) or vmax <= vmin:
-        t = np.full(x.shape, 0.5, dtype=np.float32)
-    else:
-        with np.errstate(invalid="ignore"):
-            t = (np.where(valid, x, vmin) - vmin) / (vmax - vmin)
+    t, valid = _unit(values, vmin, vmax)
     idx = np.clip(np.rint(t * 255), 0, 255).astype(np.uint8)
     out = colormap_lut(name)[idx]
     out[~valid] = INVALID_RGB
@@ -142,13 +148,7 @@ def indexed_palette(name: str) -> np.ndarray:
 
 def colormap_indices(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
     """Palette indices (uint8, 0..253; :data:`INVALID_INDEX` for NaN/Inf) of ``values`` for :func:`indexed_palette`."""
-    x = np.asarray(values, dtype=np.float32)
-    valid = np.isfinite(x)
-    if not np.isfinite(vmin) or not np.isfinite(vmax) or vmax <= vmin:
-        t = np.full(x.shape, 0.5, dtype=np.float32)
-    else:
-        with np.errstate(invalid="ignore"):
-            t = (np.where(valid, x, vmin) - vmin) / (vmax - vmin)
+    t, valid = _unit(values, vmin, vmax)
     idx = np.clip(np.rint(t * (GAP_INDEX - 1)), 0, GAP_INDEX - 1).astype(np.uint8)
     idx[~valid] = INVALID_INDEX
     return idx

@@ -66,10 +66,13 @@ def test_malicious_page_in_a_run_is_refused_and_the_rest_loads(make_store: Calla
     assert store.datapoint("trainer", 10, 3).problems == ()  # other epochs unaffected
 
 
+@pytest.mark.parametrize(
+    "content", ['{"pages": {"page_0.pkl": {"indices": ["zero"]}}}', "[" * 100_000], ids=["bad-indices", "too-deep"]
+)
 def test_unreadable_index_falls_back_to_scanning(make_store: Callable[..., LogStore], evaluator_run: Path,
-                                                 outputs_of: Callable[..., Any]) -> None:
+                                                 outputs_of: Callable[..., Any], content: str) -> None:
     index = evaluator_run / DEBUGGER_DIR / "index.json"
-    index.write_text('{"pages": {"page_0.pkl": {"indices": ["zero"]}}}')
+    index.write_text(content)
     store = make_store(evaluator_run)
     assert store.wait_for_index("evaluator", None, timeout=20)
     status = store.debug_status("evaluator", None)

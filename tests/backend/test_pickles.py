@@ -199,3 +199,70 @@ def test_page_truncated_in_place_after_parsing_fails_cleanly(tmp_path: Path) -> 
             w.truncate(100)
         with pytest.raises(PageError, match="truncated"):
             materialize(parsed.content[3], f, str(page))
+
+
+class _Calls:
+    """A payload that calls ``fn(*args)`` when unpickled (each fn here is a name on the allow-list)."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.fn, self.args)
+
+
+@pytest.mark.parametrize("mode", ["r", "w+"])
+def test_numpy_memmap_on_the_allow_list_cannot_open_other_files(tmp_path: Path, mode: str) -> None:
+    """``numpy.memmap`` is allowed as an array class, but called it would read any file, or truncate it ("w+")."""
+    victim = tmp_path / "secret.txt"
+    victim.write_bytes(b"precious data")
+    page = tmp_path / "page_0.pkl"
+    joblib.dump({0: {"x": _Calls(np.memmap, str(victim), "u1", mode, 0, (3,))}}, page)
+    with pytest.raises(PageError, match=str(page)):
+        _parse(page)
+    assert victim.read_bytes() == b"precious data"
+
+
+def test_numpy_ndarray_constructor_cannot_turn_page_bytes_into_object_pointers(tmp_path: Path) -> None:
+    """``ndarray(shape, object, buffer=b"...")`` would make PyObject pointers out of bytes the page chose (zeros here,
+    so that the test stays harmless when it fails)."""
+    page = tmp_path / "page_0.pkl"
+    joblib.dump({0: {"x": _Calls(np.ndarray, (1,), np.dtype(object), b"\0" * 8)}}, page)
+    with pytest.raises(PageError, match=str(page)):
+        _parse(page)
+
+
+def test_pickled_arrays_and_memmaps_still_load_as_arrays(tmp_path: Path) -> None:
+    mm = np.memmap(tmp_path / "data.bin", dtype=np.float32, mode="w+", shape=(4,))
+    mm[:] = [1, 2, 3, 4]
+    value = {0: {"a": np.arange(6).reshape(2, 3), "mm": mm, "obj": np.array(["a", 1], dtype=object)}}
+    for protocol in (2, 5):
+        page = tmp_path / f"page_{protocol}.pkl"
+        page.write_bytes(pickle.dumps(value, protocol=protocol))
+        out = _read(page, 0)
+        np.testing.assert_array_equal(out["a"], np.arange(6).reshape(2, 3))
+        assert type(out["mm"]) is np.ndarray and out["mm"].tolist() == [1, 2, 3, 4]
+        assert out["obj"].tolist() == ["a", 1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(-5, np.dtype("f4"), (3,), "C"), (0, np.dtype("f4"), (10**12,), "C"), (0, np.dtype(object), (2,), "C")],
+)
+def test_a_page_cannot_call_the_array_header_with_its_own_offset_dtype_and_shape(tmp_path: Path, args: Any) -> None:
+    """joblib fills its array header by BUILD (checked); called with arguments it would choose any offset, size, or
+    an object dtype whose "bytes" become pointers when read."""
+    from joblib.numpy_pickle import NumpyArrayWrapper
+
+    page = tmp_path / "page_0.pkl"
+    page.write_bytes(pickle.dumps({0: {"x": _Calls(NumpyArrayWrapper, *args)}}, protocol=4))
+    with pytest.raises(UntrustedPickleError, match=str(page)):
+        _parse(page)
+
+
+@pytest.mark.parametrize("lazy", [LazyArray(-5, np.dtype("f4"), (3,), "C"), LazyArray(0, np.dtype(object), (1,), "C")])
+def test_reading_a_bad_lazy_array_is_a_page_error(tmp_path: Path, lazy: LazyArray) -> None:
+    page = tmp_path / "page_0.pkl"
+    page.write_bytes(b"\0" * 64)
+    with open(page, "rb") as f, pytest.raises(PageError, match="corrupt array header"):
+        materialize(lazy, f, str(page))

@@ -43,6 +43,26 @@ def test_values_that_are_not_numbers_become_nan_and_are_reported() -> None:
     assert "datapoint 1" in s.problems[0]
 
 
+def test_numeric_strings_are_not_numbers_in_a_flat_list_either() -> None:
+    """numpy would parse "1.5" into 1.5; the file's value is a string, so it is NaN and reported like any other."""
+    s = parse_scores({"per_datapoint": {"acc": ["1.5", "nan", 3]}}, P)
+    np.testing.assert_array_equal(s.per_datapoint["acc"], [np.nan, np.nan, 3.0])
+    assert len(s.problems) == 2 and "str '1.5' is not a number" in s.problems[0]
+
+
+def test_integers_beyond_the_float_range_are_infinite(tmp_path: Path) -> None:
+    huge = "1" + "0" * 400
+    path = tmp_path / "validation_scores.json"
+    path.write_text(
+        f'{{"aggregated": {{"a": -{huge}, "c": [{huge}]}}, '
+        f'"per_datapoint": {{"a": [1, {huge}], "c": [[-{huge}], [2]]}}}}'
+    )
+    s = load_scores(path)
+    np.testing.assert_array_equal(s.per_datapoint["a"], [1.0, np.inf])
+    np.testing.assert_array_equal(s.per_datapoint["c[0]"], [-np.inf, 2.0])
+    assert s.aggregated == {"a": -np.inf, "c[0]": np.inf} and s.problems == ()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -59,6 +79,19 @@ def test_malformed_files_raise_scores_error_naming_the_file(tmp_path: Path, cont
     with pytest.raises(ScoresError) as err:
         load_scores(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"per_datapoint": {"a": [1%s]}}' % ("0" * 5000), "[" * 100_000],
+    ids=["int-beyond-python-int-string-limit", "nested-beyond-recursion-limit"],
+)
+def test_json_that_python_refuses_to_decode_is_a_scores_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "validation_scores.json"
+    path.write_text(content)
+    with pytest.raises(ScoresError, match="not valid JSON") as err:
+        load_scores(path)
+    assert str(path) in str(err.value)
 
 
 def test_missing_file(tmp_path: Path) -> None:

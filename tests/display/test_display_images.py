@@ -163,3 +163,20 @@ def test_heatmap_without_image_renders_alone() -> None:
     assert not has_error(out)
     assert len(image_sources(out)) == 1
     assert "max |value| over 3 channels" in text_of(out)
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [([1e39, 2e39, 3e39], np.float64), ([-3e38, 0.0, 3e38], np.float32), ([-1.7e308, 0.0, 1.7e308], np.float64)],
+    ids=["beyond-float32", "range-beyond-float32", "range-beyond-float64"],
+)
+def test_huge_finite_values_are_colour_mapped_not_painted_invalid(values: list[float], dtype: type) -> None:
+    from eval_viewer.display.colors import GAP_INDEX, apply_colormap, colormap_indices
+
+    x = np.asarray(values, dtype=dtype)
+    lo, hi = float(x.min()), float(x.max())
+    with np.errstate(all="raise"):
+        indices = colormap_indices(x, lo, hi)
+        rgb = apply_colormap(x, "Viridis", lo, hi)
+    assert indices.tolist() == [0, (GAP_INDEX - 1) // 2, GAP_INDEX - 1]
+    assert len({tuple(c) for c in rgb.tolist()}) == 3 and INVALID_RGB not in [tuple(c) for c in rgb.tolist()]
