@@ -185,12 +185,50 @@ def resolve_kind(path: str, value: Any, tags: Mapping[str, str], name_hint: str 
     return infer_kind(key or name_hint, value)
 
 
+_PAYLOAD_KINDS = frozenset({
+    Kind.IMAGE, Kind.MASK, Kind.DEPTH, Kind.HEATMAP, Kind.PROMPTS, Kind.POINT_CLOUD, Kind.FEATURE_MAP, Kind.ATTENTION,
+    Kind.SERIES,
+})
+"""Kinds whose renderers take a dict too: the array to draw plus annotations (a grid, a target class...)."""
+
+
+def _is_annotation(value: Any) -> bool:
+    """A value that describes another rather than standing alone: a scalar, a string, a shape or a few indices."""
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.size <= 8 and value.dtype.kind in "biuf":
+        return True
+    return _is_stat_value(value)
+
+
+def _annotated_payload(output: Mapping[str, Any], tags: Mapping[str, str], name_hint: str) -> tuple[str, str] | None:
+    """``(key, kind)`` of the one drawable value of a debugger output whose other values only annotate it, else None.
+
+    ``{"attention": (heads, Lq, Lk), "grid": [4, 4]}`` or ``{"gradcam": (H, W), "target_class": 3}`` is one thing
+    to look at: split into items, the attention map would lose the grid that places it on the image and the class
+    would float apart from its map. Kept whole, the renderer draws the array and uses or captions the rest.
+    """
+    payloads = [key for key, value in output.items() if not _is_annotation(value)]
+    if len(payloads) != 1 or len(output) == 1:
+        return None
+    key = str(payloads[0])
+    kind = resolve_kind(key, output[payloads[0]], tags, name_hint)
+    return (key, kind) if kind in _PAYLOAD_KINDS else None
+
+
 def items_of(output: Any, tags: Mapping[str, str], prefix: str = "", name_hint: str = "") -> list[tuple[str, str, Any]]:
     """``(key, kind, value)`` for one debugger output or one recorder section, flattened one level deep.
 
     A dict gives one item per key (tags looked up as ``prefix + key``, e.g. ``"inputs.image"``); anything else gives
-    one item with key ``""`` (tag ``prefix`` without its dot, or ``""`` for a debugger's whole output).
+    one item with key ``""`` (tag ``prefix`` without its dot, or ``""`` for a debugger's whole output). A debugger
+    output tagged as a whole (``{"": kind}``) stays one item, and so does one drawable value with annotations beside
+    it (:func:`_annotated_payload`).
     """
+    if isinstance(output, Mapping) and not prefix:
+        whole = tags.get("")
+        if whole in Kind.ALL:
+            return [("", whole, output)]
+        payload = _annotated_payload(output, tags, name_hint)
+        if payload is not None:
+            return [(payload[0], payload[1], output)]
     if isinstance(output, Mapping):
         return [
             (str(key), resolve_kind(f"{prefix}{key}", value, tags, name_hint), value) for key, value in output.items()

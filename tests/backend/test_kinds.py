@@ -86,3 +86,24 @@ def test_items_of_a_bare_value_uses_the_whole_tag_or_the_debugger_name() -> None
     heat = rng.random((16, 16))
     assert items_of(heat, {}, name_hint="gradcam")[0][:2] == ("", Kind.HEATMAP)
     assert items_of(heat, {"": Kind.DEPTH}, name_hint="gradcam")[0][:2] == ("", Kind.DEPTH)
+
+
+def test_a_drawable_value_keeps_its_annotations_as_one_item() -> None:
+    attention = _softmax(rng.random((2, 16, 16)))
+    items = items_of({"attention": attention, "grid": [4, 4]}, {})
+    assert [(k, kind) for k, kind, _ in items] == [("attention", Kind.ATTENTION)]
+    assert items[0][2]["grid"] == [4, 4]  # the renderer places the map on the image with it
+    cam = {"gradcam": rng.random((16, 16)), "target_class": 3, "score": np.float32(2.5)}
+    assert [(k, kind) for k, kind, _ in items_of(cam, {"gradcam": Kind.HEATMAP, "target_class": Kind.SCALAR})] == [
+        ("gradcam", Kind.HEATMAP)
+    ]
+
+
+def test_outputs_with_several_drawables_or_a_whole_tag_are_not_bundled() -> None:
+    two = {"feature_map": rng.random((8, 4, 4)), "stats": {"mean": 1.0}, "channels": [0, 1]}
+    assert [k for k, _, _ in items_of(two, {})] == ["feature_map", "stats", "channels"]
+    stats_only = {"mean": 1.0, "std": 2.0}  # nothing drawable: a stats dict stays a stats table's rows
+    assert [k for k, _, _ in items_of(stats_only, {})] == ["mean", "std"]
+    assert items_of({"a": rng.random((3, 8, 8)), "b": 1}, {"": Kind.STATS})[0][:2] == ("", Kind.STATS)
+    section = items_of({"image": rng.random((3, 8, 8)), "id": 4}, {}, prefix="inputs.")  # recorder sections: per key
+    assert [k for k, _, _ in section] == ["image", "id"]
