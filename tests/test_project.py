@@ -28,3 +28,20 @@ def test_every_subpackage_is_packaged() -> None:
     assert found <= listed, f"add to pyproject's [tool.setuptools] packages: {sorted(found - listed)}"
     assert config["package-dir"]["eval_viewer.assets"] == "assets"
     assert "eval_viewer.assets" in listed
+
+
+def test_the_wheel_ships_every_asset(tmp_path: Path) -> None:
+    """The app's CSS/JS must be served from an installed wheel too, not only from a source checkout."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("eval_viewer-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    assets = {f"eval_viewer/assets/{p.name}" for p in (ROOT / "assets").iterdir() if p.suffix in {".css", ".js"}}
+    assert assets and assets <= shipped
+    assert not any(name.startswith(("data/", "tests/", "benchmarks/")) for name in shipped)
