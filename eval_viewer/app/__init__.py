@@ -3,7 +3,8 @@
 ``create_app(store)`` is the whole public surface; the CLI builds a :class:`~eval_viewer.backend.LogStore` and hands
 it over. Inside: :mod:`.ids` (every component id), :mod:`.layout` (the static page), :mod:`.state` (URL <-> view
 state), :mod:`.boundary` (errors -> messages), :mod:`.figures` and :mod:`.views` (what the panels draw) and
-``callbacks/<feature>.py``, each with a ``register(app, store)``; :mod:`.rendered` keeps recent datapoint views.
+``callbacks/<feature>.py``, each with a ``register(app, store)``; :mod:`.rendered` keeps recent datapoint views;
+:mod:`.failure_table` and :mod:`.table_query` build the failure table and answer its block requests.
 """
 
 from __future__ import annotations

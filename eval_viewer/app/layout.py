@@ -13,6 +13,7 @@ import dash_ag_grid as dag
 from dash import dcc, html
 
 from eval_viewer.app import ids
+from eval_viewer.app.table_query import BLOCK_ROWS
 
 __all__ = ["make_layout", "panel", "GRID_THEME"]
 
@@ -79,8 +80,8 @@ def _graph(graph_id: str) -> dcc.Loading:
 def _table() -> dag.AgGrid:
     return dag.AgGrid(
         id=ids.TABLE,
-        rowData=[],
         columnDefs=[],
+        rowModelType="infinite",  # rows come block by block from the server, sorted and filtered there
         getRowId="'' + params.data.idx",
         defaultColDef={"sortable": True, "filter": True, "floatingFilter": True, "resizable": True,
                        "minWidth": 80, "suppressHeaderMenuButton": True},
@@ -88,6 +89,10 @@ def _table() -> dag.AgGrid:
             "theme": {"function": GRID_THEME},
             "suppressFieldDotNotation": True,
             "animateRows": False,
+            "cacheBlockSize": BLOCK_ROWS,
+            # dash-ag-grid hands a response to the latest request's callback, so one request at a time keeps every
+            # block with its own rows (callbacks/table.py answers every request, so the queue never stalls)
+            "maxConcurrentDatasourceRequests": 1,
             "tooltipShowDelay": 300,
             "rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": True},
         },

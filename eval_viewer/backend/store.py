@@ -299,7 +299,10 @@ class LogStore:
             if not 0 <= idx < n:
                 continue
             for key, value in fields.items():
-                columns.setdefault(key, [None] * n)[idx] = value
+                column = columns.get(key)
+                if column is None:  # not setdefault: its default list would be built for every field of every row
+                    column = columns[key] = [None] * n
+                column[idx] = value
         return columns
 
     def datapoint(self, run: str, epoch: int | None, idx: int) -> DatapointRecord:

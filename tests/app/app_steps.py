@@ -12,7 +12,8 @@ from eval_viewer.app import create_app, ids
 from eval_viewer.app.views import SECTION_TITLES
 from eval_viewer.backend import LogStore
 
-__all__ = ["start", "click_table_row", "wait_for_datapoint", "assert_sections_and_cards", "url_state"]
+__all__ = ["start", "click_table_row", "table_column", "filter_table", "sort_table", "wait_for_datapoint",
+           "assert_sections_and_cards", "url_state"]
 
 DRAWN = "img, .js-plotly-plot, svg, canvas"
 """What counts as a drawn figure inside a card (a PNG, a Plotly graph, an SVG or a canvas), as opposed to text."""
@@ -36,16 +37,53 @@ def url_state(dash_duo) -> dict[str, str]:  # noqa: ANN001
     return {k: v[-1] for k, v in query.items()}
 
 
+_ROW_IDX = """
+const cell = document.querySelector(arguments[0]);
+const text = cell ? cell.textContent.trim() : "";
+return /^[0-9]+$/.test(text) ? text : null;
+"""
+
+
 def click_table_row(dash_duo, row_index: int) -> str:  # noqa: ANN001
-    """Click a cell of the table's ``row_index``-th displayed row; returns the idx shown in that row."""
-    selector = f"#{ids.TABLE} .ag-center-cols-container .ag-row[row-index='{row_index}'] .ag-cell"
-    cell = dash_duo.wait_for_element(selector, timeout=15)
-    idx_cell = dash_duo.find_element(
-        f"#{ids.TABLE} .ag-pinned-left-cols-container .ag-row[row-index='{row_index}'] .ag-cell[col-id='idx']"
+    """Click a cell of the table's ``row_index``-th displayed row; returns the idx shown in that row.
+
+    The table loads its rows block by block from the server, so a row first shows as loading, with no idx: this waits
+    until the row's idx cell holds a number before it reads it and clicks."""
+    row = f".ag-row[row-index='{row_index}']"
+    idx = WebDriverWait(dash_duo.driver, 15, poll_frequency=0.1).until(
+        lambda d: d.execute_script(_ROW_IDX, f"#{ids.TABLE} .ag-pinned-left-cols-container {row} [col-id='idx']"),
+        f"row {row_index} of the table never showed a datapoint",
     )
-    idx = idx_cell.text.strip()
-    cell.click()
+    dash_duo.find_element(f"#{ids.TABLE} .ag-center-cols-container {row} .ag-cell").click()
     return idx
+
+
+_COLUMN = """
+const cells = document.querySelectorAll(arguments[0] + ' .ag-header-cell:not(.ag-floating-filter)[col-id]');
+const cell = Array.from(cells).find(c => c.textContent.trim().startsWith(arguments[1]));
+return cell ? cell.getAttribute('col-id') : null;
+"""
+
+
+def table_column(dash_duo, header: str) -> str:  # noqa: ANN001
+    """The column id of the table column whose header starts with ``header`` (the grid's own naming, not ours)."""
+    return WebDriverWait(dash_duo.driver, 15, poll_frequency=0.1).until(
+        lambda d: d.execute_script(_COLUMN, f"#{ids.TABLE}", header), f"no table column headed {header!r}"
+    )
+
+
+def filter_table(dash_duo, header: str, text: str) -> None:  # noqa: ANN001
+    """Type ``text`` into the floating filter under the column ``header``, as a user does."""
+    col = table_column(dash_duo, header)
+    dash_duo.find_element(f"#{ids.TABLE} .ag-floating-filter[col-id='{col}'] input").send_keys(text)
+
+
+def sort_table(dash_duo, header: str, clicks: int = 1) -> None:  # noqa: ANN001
+    """Click the header of the column ``header``: ascending after one click, descending after two."""
+    cell = f"#{ids.TABLE} .ag-header-cell:not(.ag-floating-filter)[col-id='{table_column(dash_duo, header)}']"
+    for sort in ("ascending", "descending")[:clicks]:
+        dash_duo.find_element(f"{cell} .ag-header-cell-label").click()
+        dash_duo.wait_for_element(f"{cell}[aria-sort='{sort}']", timeout=5)
 
 
 _LOADING = "return document.querySelectorAll(\"[data-dash-is-loading='true']\").length"

@@ -14,7 +14,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from app_logs import REFERENCE_DEBUGGERS, REFERENCE_EPOCHS, REFERENCE_N, reference_scores
-from app_steps import assert_sections_and_cards, click_table_row, url_state, wait_for_datapoint
+from app_steps import (
+    assert_sections_and_cards,
+    click_table_row,
+    filter_table,
+    sort_table,
+    url_state,
+    wait_for_datapoint,
+)
 from eval_viewer.app import ids
 from eval_viewer.log_format import VALIDATION_SCORES, atomic_write_text, epoch_dir_name
 
@@ -70,6 +77,31 @@ def test_reference_layout_worst_row_next_and_metric_switch(dash_duo, serve, refe
     by_iou_first = _worst_first(reference_scores(reference_log, first)["iou"], higher_is_better=True)
     dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"rank {by_iou_first.index(3) + 1} of {REFERENCE_N}")
     assert_sections_and_cards(dash_duo, REFERENCE_DEBUGGERS)
+    assert dash_duo.get_logs() == []
+
+
+def test_table_filters_and_sorts_on_the_server(dash_duo, serve, reference_log: Path) -> None:
+    """A text filter typed into the grid and a header click reach the server as the grid sends them."""
+    serve([reference_log], query="?run=ref_run&metric=iou")
+    scores = reference_scores(reference_log, REFERENCE_EPOCHS[-1])
+    dash_duo.wait_for_contains_text(f"#{ids.TABLE_CAPTION}", f"{REFERENCE_N} datapoints", timeout=15)
+    shard_1 = [i for i in range(REFERENCE_N) if i % 3 == 1]  # the reference log's source is f"shard_{idx % 3}"
+    by_iou = [i for i in _worst_first(scores["iou"], higher_is_better=True) if i in shard_1]
+
+    filter_table(dash_duo, "source", "SHARD_1")  # text filters ignore case
+    dash_duo.wait_for_contains_text(f"#{ids.TABLE_CAPTION}", f"{len(shard_1)} of {REFERENCE_N} datapoints match",
+                                    timeout=15)
+    dash_duo.wait_for_text_to_equal(
+        f"#{ids.TABLE} .ag-pinned-left-cols-container .ag-row[row-index='0'] [col-id='idx']", str(by_iou[0]))
+
+    highest_loss = max(shard_1, key=lambda i: scores["loss"][i])
+    assert highest_loss != by_iou[0]  # so the row below can only come from the sort
+    sort_table(dash_duo, "loss", clicks=2)  # ascending, then descending: the highest loss of shard_1 first
+    dash_duo.wait_for_text_to_equal(
+        f"#{ids.TABLE} .ag-pinned-left-cols-container .ag-row[row-index='0'] [col-id='idx']", str(highest_loss))
+    assert int(click_table_row(dash_duo, 0)) == highest_loss
+    wait_for_datapoint(dash_duo, highest_loss)
+    assert url_state(dash_duo)["idx"] == str(highest_loss)
     assert dash_duo.get_logs() == []
 
 

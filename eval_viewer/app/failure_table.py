@@ -1,0 +1,110 @@
+"""The failure table's data: one :class:`~eval_viewer.app.table_query.Table` per run, epoch and metric, kept.
+
+The grid asks for its rows one block at a time, and every block is filtered and sorted over all datapoints, so the
+columns behind it (every metric, every scalar meta field, the rank in the worst-first ranking) are built once per
+selection and kept while their sources are unchanged: the store hands back the same :class:`Scores` object until the
+scores file changes, and the epoch's page index reports the same status until pages are added or re-indexed. A block
+then costs a filter, a sort and a slice, whatever it took the store to assemble the meta fields.
+
+Row keys (``field`` in the grid's column definitions) are short, ``m<i>`` for the i-th metric and ``i<j>`` for the
+j-th meta field, because they are repeated in every row sent; the headers show the real names.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from eval_viewer.app.state import ViewState
+from eval_viewer.app.table_query import Table, number_column, text_column
+from eval_viewer.backend import LogStore, Scores
+
+__all__ = ["LoadedTable", "TableCache", "table_data", "metric_field", "meta_field", "is_number_column",
+           "without_index_copy"]
+
+log = logging.getLogger(__name__)
+
+
+def metric_field(scores: Scores, metric: str) -> str:
+    """Row key of a metric column, prefixed so that a meta field cannot collide with a metric of the same name."""
+    return f"m{scores.metrics.index(metric)}"
+
+
+def meta_field(meta: Mapping[str, Sequence[Any]], name: str) -> str:
+    return f"i{list(meta).index(name)}"
+
+
+def is_number_column(values: Sequence[Any]) -> bool:
+    """Numbers (not booleans) or missing everywhere: filtered and sorted as numbers; anything else as text."""
+    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
+
+
+def without_index_copy(meta: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
+    """Drop a meta field that only repeats the datapoint index (recorders often save ``idx``; the table has it) or
+    that is empty everywhere."""
+    return {name: values for name, values in meta.items()
+            if not all(v is None or v == i for i, v in enumerate(values))}
+
+
+def table_data(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[Any]]) -> Table:
+    """Every column by row key, ranked worst first by ``metric`` (index order without one); meta fields shorter
+    than the scores are padded with missing values."""
+    n = scores.num_datapoints
+    order = np.asarray(scores.ranking(metric, worst_first=True) if metric else np.arange(n))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(1, n + 1)
+    columns = {"rank": number_column(rank), "idx": number_column(np.arange(n))}
+    for m in scores.metrics:
+        columns[metric_field(scores, m)] = number_column(scores.per_datapoint[m], scores.higher_is_better.get(m, True))
+    for name, values in meta.items():
+        padded = list(values[:n]) + [None] * (n - len(values))
+        columns[meta_field(meta, name)] = number_column(padded) if is_number_column(padded) else text_column(padded)
+    return Table(columns=columns, default_order=order)
+
+
+@dataclass(frozen=True)
+class LoadedTable:
+    """What the table's callbacks need about one selection: the scores, the meta fields shown, the built table."""
+
+    scores: Scores
+    metric: str | None
+    meta: dict[str, list[Any]]
+    table: Table
+
+
+class TableCache:
+    """``get(state)``: the :class:`LoadedTable` of a resolved state's run, epoch and metric; the last few are kept.
+
+    One lock covers lookups and builds, so the columns callback and the first block request, which arrive together
+    when the selection changes, build a table once between them rather than twice side by side."""
+
+    def __init__(self, store: LogStore, *, size: int = 4) -> None:
+        self._store = store
+        self._size = size
+        self._entries: OrderedDict[tuple[str | None, int | None, str | None], tuple[Any, LoadedTable]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, state: ViewState) -> LoadedTable:
+        assert state.run is not None
+        key = (state.run, state.epoch, state.metric)
+        with self._lock:
+            scores = self._store.scores(state.run, state.epoch)
+            status = self._store.debug_status(state.run, state.epoch)  # before reading meta: a change means rebuild
+            cached = self._entries.get(key)
+            if cached is not None and cached[0] == status and cached[1].scores is scores:
+                self._entries.move_to_end(key)
+                return cached[1]
+            meta = without_index_copy(self._store.meta_table(state.run, state.epoch))
+            loaded = LoadedTable(scores, state.metric, meta, table_data(scores, state.metric, meta))
+            self._entries[key] = (status, loaded)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+            log.debug("built the table of %s (%d rows, %d meta fields)", key, scores.num_datapoints, len(meta))
+            return loaded
