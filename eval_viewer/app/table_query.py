@@ -109,13 +109,16 @@ class Block:
 
 # -- filtering ----------------------------------------------------------------------------------------------------
 
+def _blank_condition(op: Any, blank: np.ndarray) -> np.ndarray | None:
+    """The rows an AG Grid ``blank`` / ``notBlank`` condition keeps (the same for number and text columns)."""
+    return {"blank": blank, "notBlank": ~blank}.get(op)
+
+
 def _number_condition(column: Column, condition: Mapping[str, Any]) -> np.ndarray:
     op = condition.get("type")
     blank = column.blank()
-    if op == "blank":
-        return blank
-    if op == "notBlank":
-        return ~blank
+    if (kept := _blank_condition(op, blank)) is not None:
+        return kept
     if op not in NUMBER_OPS:
         raise ValueError(f"unknown number filter {op!r} (known: {', '.join(NUMBER_OPS)})")
     low = condition.get("filter")
@@ -142,10 +145,8 @@ def _number_condition(column: Column, condition: Mapping[str, Any]) -> np.ndarra
 def _text_condition(column: Column, condition: Mapping[str, Any]) -> np.ndarray:
     op = condition.get("type")
     blank = column.blank()
-    if op == "blank":
-        return blank
-    if op == "notBlank":
-        return ~blank
+    if (kept := _blank_condition(op, blank)) is not None:
+        return kept
     if op not in TEXT_OPS:
         raise ValueError(f"unknown text filter {op!r} (known: {', '.join(TEXT_OPS)})")
     needle = condition.get("filter")
