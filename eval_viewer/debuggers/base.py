@@ -22,8 +22,9 @@ class BaseDebugger(ABC):
     """A debugger that works on the whole datapoint after the forward pass (GradCAM, a datapoint recorder...).
 
     ``datapoint`` is the eval loop's batch dict: ``{"inputs": ..., "labels": ..., "meta_info": ..., "outputs": ...}``
-    where ``meta_info["idx"]`` names the datapoints of the batch. The return value holds the whole batch (leading
-    dimension = batch) or, for a batch of one, the one datapoint; the sequential debugger splits it.
+    where ``meta_info["idx"]`` names the datapoints of the batch. The return value holds the whole batch: every
+    per-datapoint tensor with the batch dimension first, also for a batch of one (the sequential debugger splits
+    along it, see :mod:`eval_viewer.debuggers.batching`); anything without it is copied to every datapoint.
     """
 
     @abstractmethod
