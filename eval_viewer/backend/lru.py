@@ -25,8 +25,6 @@ class ByteLRU:
         self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     @property
     def bytes(self) -> int:
@@ -42,10 +40,8 @@ class ByteLRU:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                self.misses += 1
                 return default
             self._entries.move_to_end(key)
-            self.hits += 1
             return entry[0]
 
     def put(self, key: Hashable, value: Any, nbytes: int) -> None:
