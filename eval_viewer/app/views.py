@@ -18,6 +18,7 @@ from dash import html
 from dash.development.base_component import Component
 
 from eval_viewer.app import ids
+from eval_viewer.app.dash_view import to_dash
 from eval_viewer.backend import DatapointRecord, Item, infer_kind
 from eval_viewer.display import RenderContext, image_to_rgb, pair_items, render_comparison, render_item
 from eval_viewer.log_format import Kind
@@ -49,7 +50,7 @@ def render_context(image: np.ndarray | None, key: str, attention_query: int | No
 
 def render_keyed(item: Item, key: str, image: np.ndarray | None, attention_query: int | None = None) -> Component:
     """What goes inside :func:`ids.item_body` ``(key)``: the rendered item (re-rendered with a new query later)."""
-    return render_item(item, render_context(image, key, attention_query))
+    return to_dash(render_item(item, render_context(image, key, attention_query)))
 
 
 def _item(item: Item, key: str, image: np.ndarray | None) -> html.Div:
@@ -113,7 +114,7 @@ def _labels(record: DatapointRecord, image: np.ndarray | None) -> list[Any]:
             [html.Div([html.Span(title, className="ev-item-key"), html.Span(" / ".join(sorted(kinds)),
                                                                                className="ev-kind-tag")],
                       className="ev-item-head"),
-             render_comparison(label, prediction, render_context(image, f"labels.{n}"))],
+             to_dash(render_comparison(label, prediction, render_context(image, f"labels.{n}")))],
             className="ev-item-box ev-pair",
         ))
     return rows

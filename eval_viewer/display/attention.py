@@ -35,8 +35,6 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import html
-from dash.development.base_component import Component
 
 from eval_viewer.display.arrays import block_mean, finite_mean, first_array, scalar_extras, squeeze_leading, to_numpy
 from eval_viewer.display.colors import SCALES
@@ -49,7 +47,7 @@ from eval_viewer.display.figures import (
     caption,
     hline,
     new_figure,
-    figure_to_graph,
+    figure_view,
     fmt,
     image_figure,
     panel,
@@ -57,6 +55,7 @@ from eval_viewer.display.figures import (
 )
 from eval_viewer.display.images import context_rgb, extras_caption, heatmap_overlay
 from eval_viewer.display.registry import RenderContext, register
+from eval_viewer.display.view import Group, Node
 from eval_viewer.log_format import Kind
 
 __all__ = ["Attention", "parse_attention", "attention_query_from_click", "select_row",
@@ -299,7 +298,7 @@ def _entropy_figure(weights: np.ndarray) -> go.Figure:
 
 
 @register(Kind.ATTENTION)
-def render_attention(value: Any, ctx: RenderContext) -> Component:
+def render_attention(value: Any, ctx: RenderContext) -> Node:
     """Selected query over the image (clickable), head-averaged matrix, per-head matrices and per-head entropy."""
     image = context_rgb(ctx)
     att = parse_attention(value, image.shape[:2] if image is not None else None)
@@ -307,24 +306,24 @@ def render_attention(value: Any, ctx: RenderContext) -> Component:
     mean = finite_mean(att.weights, axis=0).astype(np.float32) if heads > 1 else att.weights[0]
     r = select_row(att, ctx.attention_query, mean)
     token = int(att.query_tokens[r])
-    top: list[Component] = []
+    top: list[Node] = []
     if att.grid is not None and image is not None:
         hint = " (click to choose)" if att.query_cells is not None else ""
         top.append(panel(f"query {token} over the image{hint}",
-                         figure_to_graph(_overlay(att, image, r, mean, ctx), graph_id=ctx.id_for("attention-image"))))
+                         figure_view(_overlay(att, image, r, mean, ctx), graph_id=ctx.id_for("attention-image"))))
     if att.grid is not None and heads > 1:
         maps = np.stack([query_grid_map(att, att.weights[h, r]) for h in range(min(heads, MAX_HEADS))])
-        top.append(panel(f"query {token}, per head", figure_to_graph(mosaic_figure(
+        top.append(panel(f"query {token}, per head", figure_view(mosaic_figure(
             maps, np.arange(len(maps)), [f"h{h}" for h in range(len(maps))], SCALES["attention"], tile=_HEAD_TILE))))
-    top.append(panel("mean over heads" if heads > 1 else "attention", figure_to_graph(_matrix_figure(mean, r))))
-    bottom: list[Component] = []
+    top.append(panel("mean over heads" if heads > 1 else "attention", figure_view(_matrix_figure(mean, r))))
+    bottom: list[Node] = []
     if heads > 1:
         shown = min(heads, MAX_HEADS)
         labels = [f"h{h}" for h in range(shown)]
         heads_fig = mosaic_figure(att.weights, np.arange(shown), labels, SCALES["attention"], tile=_HEAD_TILE)
         bottom.append(panel(f"per head{'' if shown == heads else f' (first {shown} of {heads})'}",
-                            figure_to_graph(heads_fig)))
-    bottom.append(panel("entropy per head", figure_to_graph(_entropy_figure(att.weights))))
+                            figure_view(heads_fig)))
+    bottom.append(panel("entropy per head", figure_view(_entropy_figure(att.weights))))
     finite = np.isfinite(att.weights)
     n_bad = int(finite.size - np.count_nonzero(finite))
     with np.errstate(all="ignore"):
@@ -333,7 +332,7 @@ def render_attention(value: Any, ctx: RenderContext) -> Component:
     if att.grid is not None:
         grid_text = f"grid {att.grid[0]}×{att.grid[1]}" + (" (inferred)" if att.grid_inferred else "") + \
             (f", {att.n_prefix} prefix tokens" if att.n_prefix else "")
-    return html.Div([
+    return Group([
         row(top),
         row(bottom),
         caption(att.layer_name, f"{heads} heads × {n_q} queries × {n_k} keys", grid_text,

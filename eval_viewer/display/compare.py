@@ -12,16 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from dash import html
-from dash.development.base_component import Component
 
 from eval_viewer.backend.model import Item
 from eval_viewer.display.arrays import to_numpy
 from eval_viewer.display.encode import fit_rgb, resize_nearest
-from eval_viewer.display.figures import IMAGE_MAX_SIDE, caption, figure_to_graph, fmt, image_figure, panel, row
+from eval_viewer.display.figures import IMAGE_MAX_SIDE, caption, figure_view, fmt, image_figure, panel, row
 from eval_viewer.display.images import context_rgb
 from eval_viewer.display.masks import mask_figure, mask_to_classes
 from eval_viewer.display.registry import RenderContext, render_item
+from eval_viewer.display.view import Badge, Group, Node, Text
 from eval_viewer.log_format import Kind
 
 __all__ = ["pair_items", "render_comparison", "mask_comparison", "mask_agreement", "ERROR_RGB"]
@@ -70,7 +69,7 @@ def mask_agreement(label: np.ndarray, prediction: np.ndarray) -> dict[str, float
     return {"pixel_accuracy": accuracy, "mean_iou": float(np.mean(ious)) if ious else float("nan")}
 
 
-def mask_comparison(label: Any, prediction: Any, ctx: RenderContext) -> Component:
+def mask_comparison(label: Any, prediction: Any, ctx: RenderContext) -> Node:
     """Label and prediction overlaid on the input image (or alone), and the pixels where they differ in red over a
     dimmed grey copy of the image."""
     truth = mask_to_classes(label)
@@ -88,12 +87,12 @@ def mask_comparison(label: Any, prediction: Any, ctx: RenderContext) -> Componen
     error_fig = image_figure(grey.astype(np.uint8), scale=scale, height=260)
     agreement = mask_agreement(truth, pred)
     n_wrong = int(np.count_nonzero(truth != pred))
-    return html.Div([
-        row([panel("label", figure_to_graph(label_fig)), panel("prediction", figure_to_graph(pred_fig)),
-             panel("differences", figure_to_graph(error_fig))]),
+    return Group([
+        row([panel("label", figure_view(label_fig)), panel("prediction", figure_view(pred_fig)),
+             panel("differences", figure_view(error_fig))]),
         caption(f"pixel accuracy {fmt(agreement['pixel_accuracy'])}", f"mean IoU {fmt(agreement['mean_iou'])}",
                 f"{n_wrong} pixels differ (red)"),
-    ], className="ev-item ev-comparison")
+    ], cls="ev-item ev-comparison")
 
 
 def _class_id(value: Any) -> int | None:
@@ -108,20 +107,20 @@ def _class_id(value: Any) -> int | None:
     return int(array.reshape(()).item())
 
 
-def _class_comparison(label: int, prediction: int, ctx: RenderContext) -> Component:
+def _class_comparison(label: int, prediction: int, ctx: RenderContext) -> Node:
     def text(cls: int) -> str:
         name = ctx.class_name(cls)
         return f"{cls} ({name})" if name else str(cls)
 
     ok = label == prediction
-    return html.Div([
-        html.Span(["label ", html.B(text(label))], className="ev-label"),
-        html.Span(["prediction ", html.B(text(prediction))], className="ev-prediction"),
-        html.Span("✓ correct" if ok else "✗ wrong", className="ev-match" if ok else "ev-mismatch"),
-    ], className="ev-item ev-comparison ev-class-comparison")
+    return Group([
+        Group(["label ", Text(text(label), style="bold")], cls="ev-label", tag="span"),
+        Group(["prediction ", Text(text(prediction), style="bold")], cls="ev-prediction", tag="span"),
+        Badge("✓ correct" if ok else "✗ wrong", cls="ev-match" if ok else "ev-mismatch"),
+    ], cls="ev-item ev-comparison ev-class-comparison")
 
 
-def render_comparison(label: Item | None, prediction: Item | None, ctx: RenderContext = RenderContext()) -> Component:
+def render_comparison(label: Item | None, prediction: Item | None, ctx: RenderContext = RenderContext()) -> Node:
     """A label and its prediction side by side; masks as overlays with an error map, class ids with a verdict."""
     if label is not None and prediction is not None:
         try:
@@ -139,4 +138,4 @@ def render_comparison(label: Item | None, prediction: Item | None, ctx: RenderCo
     if prediction is not None:
         panels.append(panel(f"prediction · {prediction.key}" if prediction.key else "prediction",
                             render_item(prediction, ctx)))
-    return html.Div(row(panels), className="ev-comparison")
+    return Group([row(panels)], cls="ev-comparison")

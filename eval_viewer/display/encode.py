@@ -30,7 +30,7 @@ def png_bytes(pixels: np.ndarray, palette: np.ndarray | None = None) -> bytes:
 
 
 def png_data_url(pixels: np.ndarray, palette: np.ndarray | None = None) -> str:
-    """A ``data:image/png;base64,...`` URL, what ``go.Image(source=...)`` and ``html.Img(src=...)`` take."""
+    """A ``data:image/png;base64,...`` URL, what ``go.Image(source=...)`` and an ``<img src=...>`` take."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(pixels, palette)).decode("ascii")
 
 

@@ -16,14 +16,13 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import html
-from dash.development.base_component import Component
 
 from eval_viewer.display.arrays import block_mean, first_array, scalar_extras, squeeze_leading, strided, to_numpy
 from eval_viewer.display.colors import GAP_INDEX, SCALES, colormap_indices, indexed_palette
-from eval_viewer.display.figures import caption, figure_to_graph, fmt, image_figure, new_figure, panel, row
+from eval_viewer.display.figures import caption, figure_view, fmt, image_figure, new_figure, panel, row
 from eval_viewer.display.images import extras_caption
 from eval_viewer.display.registry import RenderContext, register
+from eval_viewer.display.view import Details, Group, Node, Table
 from eval_viewer.log_format import Kind
 
 __all__ = ["channel_stats", "top_channels", "channel_mosaic", "mosaic_figure", "pca_rgb", "render_feature_map",
@@ -184,18 +183,15 @@ def _stats_figure(stats: Mapping[str, np.ndarray]) -> tuple[go.Figure, int]:
         xaxis={"title": {"text": "channel" + (f" (bins of {group})" if group > 1 else "")}}), group
 
 
-def _top_table(stats: Mapping[str, np.ndarray], channels: np.ndarray) -> html.Details:
-    head = html.Tr([html.Th(h) for h in ("channel", "mean", "std", "min", "max", "NaN", "Inf")])
-    body = [html.Tr([html.Td(str(int(c)))] + [html.Td(fmt(float(stats[k][c]))) for k in ("mean", "std", "min", "max")]
-                    + [html.Td(str(int(stats["n_nan"][c]))), html.Td(str(int(stats["n_inf"][c])))])
-            for c in channels]
-    return html.Details([html.Summary(f"statistics of the {len(channels)} channels shown"),
-                         html.Table([html.Thead(head), html.Tbody(body)], className="ev-table")],
-                        className="ev-details")
+def _top_table(stats: Mapping[str, np.ndarray], channels: np.ndarray) -> Details:
+    rows = [(str(int(c)), *(fmt(float(stats[k][c])) for k in ("mean", "std", "min", "max")),
+             str(int(stats["n_nan"][c])), str(int(stats["n_inf"][c]))) for c in channels]
+    table = Table(rows, header=("channel", "mean", "std", "min", "max", "NaN", "Inf"))
+    return Details(f"statistics of the {len(channels)} channels shown", [table])
 
 
 @register(Kind.FEATURE_MAP)
-def render_feature_map(value: Any, ctx: RenderContext) -> Component:
+def render_feature_map(value: Any, ctx: RenderContext) -> Node:
     """Channel mosaic of the top-k channels by variance, PCA-to-RGB image, per-channel statistics chart and table."""
     extras: dict[str, Any] = {}
     if isinstance(value, Mapping):
@@ -206,20 +202,20 @@ def render_feature_map(value: Any, ctx: RenderContext) -> Component:
     stats = channel_stats(fmap)
     channels = top_channels(stats)
     mosaic = mosaic_figure(fmap, channels, [f"c{int(c)}" for c in channels], SCALES["feature"])
-    panels = [panel(f"top {len(channels)} of {fmap.shape[0]} channels by std", figure_to_graph(mosaic))]
+    panels = [panel(f"top {len(channels)} of {fmap.shape[0]} channels by std", figure_view(mosaic))]
     pca_note = None
     if fmap.shape[0] >= 2:
         rgb, ratios = pca_rgb(fmap)
-        panels.append(panel("PCA → RGB", figure_to_graph(image_figure(rgb, scale=fmap.shape[2] / rgb.shape[1],
+        panels.append(panel("PCA → RGB", figure_view(image_figure(rgb, scale=fmap.shape[2] / rgb.shape[1],
                                                                       height=320))))
         pca_note = "PCA explains " + "/".join(f"{100 * r:.0f}" for r in ratios) + " % of variance"
     stats_fig, _ = _stats_figure(stats)
     total_nan, total_inf = int(stats["n_nan"].sum()), int(stats["n_inf"].sum())
     with _quiet():
         lo, hi = float(np.nanmin(stats["min"])), float(np.nanmax(stats["max"]))
-    return html.Div([
+    return Group([
         row(panels),
-        figure_to_graph(stats_fig),
+        figure_view(stats_fig),
         caption("×".join(map(str, fmap.shape)) + f" {fmap.dtype}",
                 f"range [{fmt(lo)}, {fmt(hi)}]",
                 note, pca_note,

@@ -1,4 +1,5 @@
-"""Figure building blocks: one compact look for every renderer, images as PNG traces, graphs, captions, layout rows.
+"""Figure building blocks: one compact look for every renderer, images as PNG traces, and the view nodes renderers
+compose (figures, captions, rows, panels).
 
 Every figure gets the same small template (10 px margins, 11 px font, no gridline clutter) instead of Plotly's
 default one, which would also add ~8 kB of template JSON to each graph. Images are ``go.Image`` traces whose source is
@@ -13,11 +14,9 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import dcc, html
-from dash.development.base_component import Component
-
 from eval_viewer.display.arrays import block_mean, strided
 from eval_viewer.display.encode import fit_rgb, png_data_url
+from eval_viewer.display.view import FIGURE_HEIGHT, Caption, Child, Figure, Group, Text
 
 __all__ = [
     "IMAGE_MAX_SIDE",
@@ -29,7 +28,7 @@ __all__ = [
     "add_image",
     "add_colorbar",
     "add_hover_layer",
-    "figure_to_graph",
+    "figure_view",
     "caption",
     "row",
     "panel",
@@ -39,7 +38,6 @@ __all__ = [
 
 IMAGE_MAX_SIDE = 512
 """Longest side, in pixels, of an image sent to the browser."""
-FIGURE_HEIGHT = 300
 GRAPH_CONFIG: dict[str, Any] = {
     "displaylogo": False,
     "responsive": True,
@@ -156,16 +154,11 @@ def add_hover_layer(fig: go.Figure, values: np.ndarray, label: str = "value", ma
     return fig
 
 
-def figure_to_graph(fig: go.Figure, *, graph_id: Any = None, class_name: str = "ev-figure",
-                    config: dict[str, Any] | None = None) -> dcc.Graph:
-    """Wrap a figure in a ``dcc.Graph`` with the house config; ``graph_id`` (e.g. ``ctx.graph_id("attention-image")``)
-    is set only when given, because an id is only needed where the app listens to the graph."""
-    kwargs: dict[str, Any] = {}
-    if graph_id is not None:
-        kwargs["id"] = graph_id
-    height = fig.layout.height or FIGURE_HEIGHT
-    return dcc.Graph(figure=fig, config={**GRAPH_CONFIG, **(config or {})}, className=class_name,
-                     style={"height": f"{int(height)}px"}, **kwargs)
+def figure_view(fig: go.Figure, *, graph_id: Any = None, class_name: str = "ev-figure",
+                config: dict[str, Any] | None = None) -> Figure:
+    """A figure as a view node with the house config; ``graph_id`` (e.g. ``ctx.id_for("attention-image")``) only
+    where the app listens to the figure."""
+    return Figure(fig, id=graph_id, cls=class_name, config={**GRAPH_CONFIG, **(config or {})})
 
 
 def fmt(value: Any) -> str:
@@ -184,21 +177,21 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def caption(*parts: str | None, class_name: str = "ev-caption") -> html.Div:
+def caption(*parts: str | None, class_name: str = "ev-caption") -> Caption:
     """One line of small print under a figure; empty parts are dropped, the rest joined with ' · '."""
-    return html.Div(" · ".join(p for p in parts if p), className=class_name)
+    return Caption(" · ".join(p for p in parts if p), cls=class_name)
 
 
-def row(children: Iterable[Component], class_name: str = "ev-row") -> html.Div:
+def row(children: Iterable[Child], class_name: str = "ev-row") -> Group:
     """Figures side by side (the stylesheet makes ``ev-row`` a wrapping flex row)."""
-    return html.Div(list(children), className=class_name)
+    return Group(tuple(children), cls=class_name)
 
 
-def panel(title: str | None, children: Sequence[Component] | Component, class_name: str = "ev-panel") -> html.Div:
+def panel(title: str | None, children: Sequence[Child] | Child, class_name: str = "ev-panel") -> Group:
     """One titled block of a row (``ev-panel`` / ``ev-panel-title``)."""
-    body = list(children) if isinstance(children, (list, tuple)) else [children]
-    head = [html.Div(title, className="ev-panel-title")] if title else []
-    return html.Div(head + body, className=class_name)
+    body = tuple(children) if isinstance(children, (list, tuple)) else (children,)
+    head = (Text(title, cls="ev-panel-title"),) if title else ()
+    return Group(head + body, cls=class_name)
 
 
 def nonfinite_note(n_nan: int, n_inf: int, marked: bool = True) -> str | None:

@@ -12,9 +12,6 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import html
-from dash.development.base_component import Component
-
 from eval_viewer.display.arrays import block_mean, finite_stats, first_array, scalar_extras, squeeze_leading, to_numpy
 from eval_viewer.display.colors import INVALID_RGB, SCALES, apply_colormap, colormap_indices, indexed_palette
 from eval_viewer.display.encode import fit_rgb, resize_float
@@ -23,7 +20,7 @@ from eval_viewer.display.figures import (
     add_colorbar,
     add_hover_layer,
     caption,
-    figure_to_graph,
+    figure_view,
     fmt,
     image_figure,
     nonfinite_note,
@@ -31,6 +28,7 @@ from eval_viewer.display.figures import (
     row,
 )
 from eval_viewer.display.registry import RenderContext, register, renderer_for
+from eval_viewer.display.view import Group, Node
 from eval_viewer.log_format import Kind
 
 __all__ = ["image_to_rgb", "context_rgb", "extras_caption", "render_image", "render_depth", "render_heatmap",
@@ -131,7 +129,7 @@ def _shape_text(array: np.ndarray) -> str:
 
 
 @register(Kind.IMAGE)
-def render_image(value: Any, ctx: RenderContext) -> Component:
+def render_image(value: Any, ctx: RenderContext) -> Node:
     """An input or output image. A batch shows its first element; a stack of channels that is not an image
     (e.g. 5 bands) is handed to the feature-map renderer."""
     array, extras = _unwrap(value, ("image", "img", "rgb", "pixels", "input"))
@@ -145,8 +143,8 @@ def render_image(value: Any, ctx: RenderContext) -> Component:
     stats = finite_stats(array)
     rgb = image_to_rgb(array)
     fig = image_figure(rgb)
-    return html.Div([
-        figure_to_graph(fig),
+    return Group([
+        figure_view(fig),
         caption(_shape_text(array), f"range [{fmt(stats['min'])}, {fmt(stats['max'])}]", note,
                 nonfinite_note(int(stats["n_nan"]), int(stats["n_inf"])), extras_caption(extras, ctx)),
     ])
@@ -177,13 +175,13 @@ def _map_figure(values: np.ndarray, scale_name: str, label: str, stats: Mapping[
 
 
 @register(Kind.DEPTH)
-def render_depth(value: Any, ctx: RenderContext) -> Component:
+def render_depth(value: Any, ctx: RenderContext) -> Node:
     """A depth (or disparity) map in the Turbo scale with a colour bar; invalid pixels magenta."""
     depth, extras, note = _scalar_map(value, ("depth", "pred", "prediction", "disparity"))
     stats = finite_stats(depth)
     fig = _map_figure(depth, SCALES["depth"], "depth", stats)
-    return html.Div([
-        figure_to_graph(fig),
+    return Group([
+        figure_view(fig),
         caption(_shape_text(depth), f"range [{fmt(stats['min'])}, {fmt(stats['max'])}] mean {fmt(stats['mean'])}",
                 note, nonfinite_note(int(stats["n_nan"]), int(stats["n_inf"])), extras_caption(extras, ctx)),
     ])
@@ -210,7 +208,7 @@ def heatmap_overlay(image_rgb: np.ndarray, heat: np.ndarray, opacity: float, sca
 
 
 @register(Kind.HEATMAP)
-def render_heatmap(value: Any, ctx: RenderContext) -> Component:
+def render_heatmap(value: Any, ctx: RenderContext) -> Node:
     """GradCAM / saliency: over the input image (same aspect, resized) when there is one, and the map alone with a
     colour bar and hover values. Dict values (``{"cam": ..., "target_class": 3}``) show their scalars as a caption."""
     heat, extras, note = _scalar_map(value, ("cam", "heatmap", "saliency", "gradcam", "grad_cam", "attribution", "map"))
@@ -228,9 +226,9 @@ def render_heatmap(value: Any, ctx: RenderContext) -> Component:
         small, scale = fit_rgb(base, IMAGE_MAX_SIDE)
         over = image_figure(heatmap_overlay(small, block_mean(heat, IMAGE_MAX_SIDE), ctx.mask_opacity, scale_name,
                                             shown["min"], shown["max"], weighted=True), scale=scale)
-        panels.append(panel("over input", figure_to_graph(over)))
-    panels.append(panel("map" if base is not None else None, figure_to_graph(alone)))
-    return html.Div([
+        panels.append(panel("over input", figure_view(over)))
+    panels.append(panel("map" if base is not None else None, figure_view(alone)))
+    return Group([
         row(panels),
         caption(_shape_text(heat), f"range [{fmt(stats['min'])}, {fmt(stats['max'])}]", note,
                 nonfinite_note(int(stats["n_nan"]), int(stats["n_inf"])), extras_caption(extras, ctx)),

@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import html
-from dash.development.base_component import Component
 
 from eval_viewer.display.arrays import first_array, scalar_extras, squeeze_leading, strided, to_numpy
 from eval_viewer.display.colors import PALETTE, class_color, class_colors, rgb_css
@@ -23,7 +21,7 @@ from eval_viewer.display.figures import (
     IMAGE_MAX_SIDE,
     add_hover_layer,
     caption,
-    figure_to_graph,
+    figure_view,
     fmt,
     image_figure,
     panel,
@@ -31,6 +29,7 @@ from eval_viewer.display.figures import (
 )
 from eval_viewer.display.images import context_rgb, extras_caption, image_to_rgb
 from eval_viewer.display.registry import RenderContext, register
+from eval_viewer.display.view import Group, Node
 from eval_viewer.log_format import Kind
 
 __all__ = ["overlay_mask", "mask_to_classes", "mask_figure", "render_mask", "MASK_KEYS"]
@@ -150,7 +149,7 @@ def _is_binary_stack(array: np.ndarray) -> bool:
     return False
 
 
-def _render_stack(stack: np.ndarray, scores: np.ndarray | None, ctx: RenderContext) -> Component:
+def _render_stack(stack: np.ndarray, scores: np.ndarray | None, ctx: RenderContext) -> Node:
     base = context_rgb(ctx)
     panels = []
     for i in range(min(len(stack), _MAX_STACK)):
@@ -159,13 +158,13 @@ def _render_stack(stack: np.ndarray, scores: np.ndarray | None, ctx: RenderConte
         fig.update_layout(showlegend=False)
         score = f" · score {fmt(float(scores[i]))}" if scores is not None and i < scores.size else ""
         area = 100.0 * float(np.count_nonzero(stack[i])) / stack[i].size
-        panels.append(panel(f"mask {i}{score} · {area:.1f}%", figure_to_graph(fig)))
+        panels.append(panel(f"mask {i}{score} · {area:.1f}%", figure_view(fig)))
     more = f"first {_MAX_STACK} of {len(stack)} masks" if len(stack) > _MAX_STACK else f"{len(stack)} masks"
-    return html.Div([row(panels, "ev-row ev-grid"), caption(more, "×".join(map(str, stack.shape[1:])))])
+    return Group([row(panels, "ev-row ev-grid"), caption(more, "×".join(map(str, stack.shape[1:])))])
 
 
 @register(Kind.MASK)
-def render_mask(value: Any, ctx: RenderContext) -> Component:
+def render_mask(value: Any, ctx: RenderContext) -> Node:
     """A class map, over the input image when the context has one (at ``ctx.mask_opacity``), with a legend.
     A stack of binary masks (N, H, W) shows one panel per mask, with its score when a dict value carries
     ``scores`` / ``iou_predictions``."""
@@ -185,7 +184,7 @@ def render_mask(value: Any, ctx: RenderContext) -> Component:
         return _render_stack(array, scores, ctx)
     classes = mask_to_classes(array)
     fig = mask_figure(classes, context_rgb(ctx), opacity=ctx.mask_opacity, class_names=ctx.class_names)
-    return html.Div([
-        figure_to_graph(fig),
+    return Group([
+        figure_view(fig),
         caption("×".join(map(str, classes.shape)), _class_list(classes, ctx), extras_caption(extras, ctx)),
     ])

@@ -13,15 +13,14 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import html
-from dash.development.base_component import Component
 
 from eval_viewer.display.arrays import first_array, scalar_extras, squeeze_leading, to_numpy
 from eval_viewer.display.colors import PALETTE, SCALES, class_color, rgb_css
-from eval_viewer.display.figures import caption, figure_to_graph, image_figure, new_figure
+from eval_viewer.display.figures import caption, figure_view, image_figure, new_figure
 from eval_viewer.display.images import context_rgb, extras_caption
 from eval_viewer.display.masks import mask_to_classes, overlay_mask
 from eval_viewer.display.registry import RenderContext, register
+from eval_viewer.display.view import Group, Node
 from eval_viewer.log_format import Kind
 
 __all__ = ["Prompts", "parse_prompts", "prompts_figure", "render_prompts", "point_cloud_figure",
@@ -148,7 +147,7 @@ def prompts_figure(prompts: Prompts, image_rgb: np.ndarray | None, opacity: floa
 
 
 @register(Kind.PROMPTS)
-def render_prompts(value: Any, ctx: RenderContext) -> Component:
+def render_prompts(value: Any, ctx: RenderContext) -> Node:
     """Prompts over the input image (or a blank canvas), with counts in the caption."""
     prompts = parse_prompts(value)
     image = context_rgb(ctx)
@@ -159,8 +158,8 @@ def render_prompts(value: Any, ctx: RenderContext) -> Component:
     n_points = 0 if prompts.points is None else len(prompts.points)
     n_pad = 0 if prompts.labels is None else int(np.count_nonzero(prompts.labels == -1))
     n_pos = None if prompts.labels is None else int(np.count_nonzero(prompts.labels == 1))
-    return html.Div([
-        figure_to_graph(fig),
+    return Group([
+        figure_view(fig),
         caption(f"{n_points - n_pad} points" + (f" ({n_pos} positive)" if n_pos is not None else ""),
                 f"{n_pad} padding" if n_pad else None,
                 f"{0 if prompts.boxes is None else len(prompts.boxes)} boxes",
@@ -229,14 +228,14 @@ def point_cloud_figure(points: np.ndarray, colors: np.ndarray | None = None, max
 
 
 @register(Kind.POINT_CLOUD)
-def render_point_cloud(value: Any, ctx: RenderContext) -> Component:
+def render_point_cloud(value: Any, ctx: RenderContext) -> Node:
     """A point cloud (N, 3+) as a rotatable 3-D scatter, downsampled to :data:`MAX_POINTS`."""
     points, colors, extras = _point_array(value)
     fig, counts = point_cloud_figure(points, colors)
     shown = f"{counts['shown']:,} of {counts['total']:,} points" if counts["shown"] < counts["total"] else \
         f"{counts['total']:,} points"
-    return html.Div([
-        figure_to_graph(fig, config={"scrollZoom": True}),
+    return Group([
+        figure_view(fig, config={"scrollZoom": True}),
         caption(shown, f"{points.shape[1]} columns",
                 f"{counts['dropped']} non-finite dropped" if counts["dropped"] else None,
                 extras_caption(extras, ctx)),

@@ -1,9 +1,10 @@
-"""The renderer registry: semantic kind -> function turning one value into a Dash component.
+"""The renderer registry: semantic kind -> function turning one value into a neutral view node.
 
 Renderers are found here, never through if-chains in callbacks (the Spotlight pattern): a kind is a string from
-:class:`eval_viewer.log_format.Kind`, a renderer is ``(value, ctx) -> Component``. :func:`render_item` is the one
-entry point the app needs; it never raises: a renderer that fails becomes an error box naming the item and the
-problem, and a kind nobody registered is drawn by the summary renderer.
+:class:`eval_viewer.log_format.Kind`, a renderer is ``(value, ctx) -> Node`` (:mod:`eval_viewer.display.view`).
+:func:`render_item` is the one entry point the app, a notebook and a report need; it never raises: a renderer that
+fails becomes a :class:`~eval_viewer.display.view.Problem` naming the item and the problem, and a kind nobody
+registered is drawn by the summary renderer.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from dash import html
-from dash.development.base_component import Component
-
 from eval_viewer.backend.model import Item
+from eval_viewer.display.view import Group, Node, Problem
 from eval_viewer.log_format import Kind
 
 __all__ = ["RenderContext", "Renderer", "register", "unregister", "renderer_for", "registered_kinds", "render_item",
@@ -41,8 +40,8 @@ class RenderContext:
     :func:`attention_query_from_click` returns); otherwise the query token index (see
     :mod:`eval_viewer.display.attention`). None: the query with the most peaked attention."""
     graph_id: Callable[[str], Any] | None = None
-    """When given, interactive graphs get ``id=graph_id(role)`` (role e.g. ``"attention-image"``) so the app can
-    listen to them with pattern-matching callbacks; None: no ids."""
+    """When given, interactive figures get ``id=graph_id(role)`` (role e.g. ``"attention-image"``; a plain JSON value)
+    so the app can listen to them with pattern-matching callbacks; None: no ids."""
 
     def id_for(self, role: str) -> Any:
         """The id for the graph playing ``role``, or None when the app asked for none."""
@@ -56,7 +55,7 @@ class RenderContext:
         return None
 
 
-Renderer = Callable[[Any, RenderContext], Component]
+Renderer = Callable[[Any, RenderContext], Node]
 
 _RENDERERS: dict[str, Renderer] = {}
 
@@ -94,30 +93,27 @@ def renderer_for(kind: str) -> Renderer:
     return fallback
 
 
-def error_box(item: Item, error: BaseException) -> html.Div:
+def error_box(item: Item, error: BaseException) -> Problem:
     """What a failed renderer shows: which item, which kind, what went wrong; the rest of the page keeps working."""
     message = f"{type(error).__name__}: {error}"
     if len(message) > 2000:
         message = message[:2000] + " …"
-    return html.Div(
-        [
-            html.Div(f"Could not render {item.key or '(whole output)'!r} as {item.kind!r}", className="ev-error-title"),
-            html.Pre(message, className="ev-error-message"),
-        ],
-        className="ev-error",
-    )
+    return Problem(f"Could not render {item.key or '(whole output)'!r} as {item.kind!r}", message)
 
 
-def render_item(item: Item, ctx: RenderContext = RenderContext()) -> Component:
-    """Render one item through the registry, wrapped in ``html.Div(className="ev-item ev-kind-<kind>")``.
+def render_item(item: Item, ctx: RenderContext = RenderContext()) -> Group:
+    """Render one item through the registry, wrapped in a ``Group(cls="ev-item ev-kind-<kind>")``.
 
-    Never raises: any exception inside the renderer is logged and shown as an :func:`error_box`.
+    Never raises: any exception inside the renderer (or a renderer returning something that is not a view node) is
+    logged and shown as an :func:`error_box`.
     """
     kind = str(item.kind)
     try:
         content = renderer_for(kind)(item.value, ctx)
+        if not isinstance(content, Node):
+            raise TypeError(f"the renderer of {kind!r} returned a {type(content).__name__}, not a view node")
     except Exception as error:  # noqa: BLE001 - one bad value must not take the page down
         logger.warning("rendering %r (%s) failed", item.key, kind, exc_info=True)
         content = error_box(item, error)
     safe_kind = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in kind) or "unknown"
-    return html.Div(content, className=f"ev-item ev-kind-{safe_kind}")
+    return Group((content,), cls=f"ev-item ev-kind-{safe_kind}")

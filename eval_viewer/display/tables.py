@@ -2,7 +2,7 @@
 
 These are the values that are cheap to send as they are; the work is in showing them honestly: NaN and Inf spelled
 out (a JSON payload cannot hold them, so they are counted in captions and left as gaps in charts), long series
-decimated by min/max buckets so a spike survives, text escaped by Dash and truncated past :data:`MAX_TEXT`.
+decimated by min/max buckets so a spike survives, text escaped by every adapter and truncated past :data:`MAX_TEXT`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import html
-from dash.development.base_component import Component
 
 from eval_viewer.display.arrays import finite_stats, first_array, is_arraylike, scalar_extras, to_numpy
-from eval_viewer.display.figures import caption, figure_to_graph, fmt, new_figure, panel, row
+from eval_viewer.display.figures import caption, figure_view, fmt, new_figure, panel, row
 from eval_viewer.display.images import extras_caption
 from eval_viewer.display.registry import RenderContext, register
+from eval_viewer.display.view import Group, Node, Table, Text
 from eval_viewer.display.unknown import summary_card
 from eval_viewer.log_format import Kind
 
@@ -72,21 +71,21 @@ def format_cell(value: Any) -> str:
     return fmt(value)
 
 
-def stats_table(value: Mapping[str, Any]) -> html.Table:
+def stats_table(value: Mapping[str, Any]) -> Table:
     """A two-column ``ev-table`` of the flattened stats (first :data:`MAX_ROWS` rows)."""
     rows = flatten_stats(value)
-    body = [html.Tr([html.Th(key), html.Td(format_cell(item))]) for key, item in rows[:MAX_ROWS]]
+    body = [(key, format_cell(item)) for key, item in rows[:MAX_ROWS]]
     if len(rows) > MAX_ROWS:
-        body.append(html.Tr([html.Th("…"), html.Td(f"{len(rows) - MAX_ROWS} more")]))
-    return html.Table(html.Tbody(body), className="ev-table ev-stats")
+        body.append(("…", f"{len(rows) - MAX_ROWS} more"))
+    return Table(body, cls="ev-table ev-stats", row_headers=True)
 
 
 @register(Kind.STATS)
-def render_stats(value: Any, ctx: RenderContext) -> Component:
+def render_stats(value: Any, ctx: RenderContext) -> Node:
     """A stats dict as a table; anything else that was tagged stats falls back to a summary card."""
     if not isinstance(value, Mapping):
         return summary_card(value)
-    return html.Div([stats_table(value)])
+    return Group([stats_table(value)])
 
 
 def decimate(y: np.ndarray, max_points: int = MAX_LINE_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +171,7 @@ SHORT_SERIES = 8
 
 
 @register(Kind.SERIES)
-def render_series(value: Any, ctx: RenderContext) -> Component:
+def render_series(value: Any, ctx: RenderContext) -> Node:
     """A 1-D series (or up to ten of them, as rows of a 2-D array); other shapes get a summary card."""
     extras: dict[str, Any] = {}
     if isinstance(value, Mapping):
@@ -184,23 +183,23 @@ def render_series(value: Any, ctx: RenderContext) -> Component:
         # A shape or a handful of indices: a chart of three bars says less than the numbers themselves. (Short float
         # vectors, class scores say, stay charts.)
         text = "[" + ", ".join(fmt(v) for v in array.tolist()) + "]"
-        return html.Div([html.Span(text, className="ev-scalar-value"), extras_caption(extras, ctx)],
-                        className="ev-scalar")
+        return Group([Text(text, cls="ev-scalar-value", style="inline"), extras_caption(extras, ctx)],
+                     cls="ev-scalar")
     try:
         figures = series_figures(value, ctx.class_names)
     except TypeError:
         return summary_card(value)
     stats = finite_stats(array)
     bad = f"{stats['n_nan']} NaN, {stats['n_inf']} Inf (gaps)" if stats["n_nan"] or stats["n_inf"] else None
-    return html.Div([
-        row([panel(title if len(figures) > 1 else None, figure_to_graph(fig)) for title, fig in figures]),
+    return Group([
+        row([panel(title if len(figures) > 1 else None, figure_view(fig)) for title, fig in figures]),
         caption(f"{stats['size']} values", f"[{fmt(stats['min'])}, {fmt(stats['max'])}] mean {fmt(stats['mean'])}",
                 bad, extras_caption(extras, ctx)),
     ])
 
 
 @register(Kind.SCALAR)
-def render_scalar(value: Any, ctx: RenderContext) -> Component:
+def render_scalar(value: Any, ctx: RenderContext) -> Node:
     """One number (NaN and Inf as text); an integer with a class name gets the name beside it."""
     if isinstance(value, (str, bytes)):
         return render_text(value, ctx)
@@ -209,15 +208,14 @@ def render_scalar(value: Any, ctx: RenderContext) -> Component:
         return summary_card(value)
     item = array.reshape(()).item()
     name = ctx.class_name(item) if isinstance(item, int) and not isinstance(item, bool) else None
-    children: list[Component] = [html.Span(fmt(item), className="ev-scalar-value")]
-    if name:
-        children.append(html.Span(name, className="ev-scalar-name"))
-    return html.Div(children, className="ev-scalar")
+    value_text = Text(fmt(item), cls="ev-scalar-value", style="inline")
+    name_text = Text(name, cls="ev-scalar-name", style="inline") if name else None
+    return Group([value_text, name_text], cls="ev-scalar")
 
 
 @register(Kind.TEXT)
-def render_text(value: Any, ctx: RenderContext) -> Component:
-    """Text, wrapped and escaped (Dash sets it as text, never as HTML); truncated past :data:`MAX_TEXT` characters.
+def render_text(value: Any, ctx: RenderContext) -> Node:
+    """Text, wrapped and escaped (every adapter writes it as text, never as HTML); truncated past :data:`MAX_TEXT` characters.
     A list of strings is shown one per line; anything else that is not text gets a summary card."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
@@ -231,8 +229,4 @@ def render_text(value: Any, ctx: RenderContext) -> Component:
     if len(value) > MAX_TEXT:
         note = f"showing the first {MAX_TEXT:,} of {len(value):,} characters"
         value = value[:MAX_TEXT]
-    children: list[Component] = [html.Pre(value, className="ev-text",
-                                          style={"whiteSpace": "pre-wrap", "overflowWrap": "anywhere"})]
-    if note:
-        children.append(caption(note))
-    return html.Div(children)
+    return Group([Text(value, cls="ev-text", style="pre"), caption(note) if note else None])

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dash import html
-from dash.development.base_component import Component
 
 from eval_viewer.display.arrays import finite_stats, is_arraylike, to_numpy
 from eval_viewer.display.figures import fmt
 from eval_viewer.display.registry import RenderContext, register
+from eval_viewer.display.view import Group, Node, Table, Text
 from eval_viewer.log_format import Kind
 
 __all__ = ["summary", "summary_card", "render_unknown"]
@@ -70,7 +69,7 @@ def summary(value: Any) -> dict[str, Any]:
     return info
 
 
-def _rows(info: Mapping[str, Any]) -> list[html.Tr]:
+def _rows(info: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = []
     for key, value in info.items():
         if key == "shape":
@@ -79,22 +78,22 @@ def _rows(info: Mapping[str, Any]) -> list[html.Tr]:
             text = ", ".join(value)
         else:
             text = fmt(value)
-        rows.append(html.Tr([html.Th(key), html.Td(text)]))
+        rows.append((key, text))
     return rows
 
 
-def summary_card(value: Any, title: str | None = None) -> html.Div:
+def summary_card(value: Any, title: str | None = None) -> Group:
     """The summary of ``value`` as a two-column table (``ev-summary``); a dict also gets one line per key."""
     info = summary(value)
-    children: list[Component] = []
+    children: list[Node] = []
     if title:
-        children.append(html.Div(title, className="ev-summary-title"))
-    children.append(html.Table(html.Tbody(_rows(info)), className="ev-table ev-summary-table"))
+        children.append(Text(title, cls="ev-summary-title"))
+    children.append(Table(_rows(info), cls="ev-table ev-summary-table", row_headers=True))
     if isinstance(value, Mapping) and value:
-        lines = []
+        lines: list[tuple[str, str]] = []
         for i, (key, item) in enumerate(value.items()):
             if i >= _MAX_KEYS:
-                lines.append(html.Tr([html.Th("…"), html.Td(f"{len(value) - _MAX_KEYS} more keys")]))
+                lines.append(("…", f"{len(value) - _MAX_KEYS} more keys"))
                 break
             sub = summary(item)
             parts = [sub["type"]]
@@ -108,12 +107,12 @@ def summary_card(value: Any, title: str | None = None) -> html.Div:
                 parts.append(sub["preview"])
             elif "len" in sub:
                 parts.append(f"len {sub['len']}")
-            lines.append(html.Tr([html.Th(str(key)), html.Td(" · ".join(parts))]))
-        children.append(html.Table(html.Tbody(lines), className="ev-table ev-summary-keys"))
-    return html.Div(children, className="ev-summary")
+            lines.append((str(key), " · ".join(parts)))
+        children.append(Table(lines, cls="ev-table ev-summary-keys", row_headers=True))
+    return Group(children, cls="ev-summary")
 
 
 @register(Kind.UNKNOWN)
-def render_unknown(value: Any, ctx: RenderContext) -> Component:
+def render_unknown(value: Any, ctx: RenderContext) -> Node:
     """Unknown kinds: a summary card."""
     return summary_card(value)

@@ -1,44 +1,36 @@
-"""Helpers for display tests: walk a Dash component tree, read back figures and PNGs, measure the payload."""
+"""Helpers for display tests: walk a view tree, read back figures and PNGs, measure the payload."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import plotly.utils
-from dash import dcc
-from dash.development.base_component import Component
 from PIL import Image
 
+from eval_viewer.display import view
+from eval_viewer.display.view import Child, walk
+
 __all__ = ["walk", "graphs", "figures", "image_sources", "decode_png", "class_names", "text_of", "payload_bytes",
-           "has_error"]
+           "has_error", "tables", "table_rows"]
 
 
-def walk(node: Any) -> Iterator[Any]:
-    """Every component (and string) in the tree, depth first."""
-    yield node
-    children = getattr(node, "children", None) if isinstance(node, Component) else None
-    if isinstance(children, (list, tuple)):
-        for child in children:
-            yield from walk(child)
-    elif children is not None:
-        yield from walk(children)
+def graphs(node: Child) -> list[view.Figure]:
+    """Every figure node in the tree."""
+    return [c for c in walk(node) if isinstance(c, view.Figure)]
 
 
-def graphs(node: Any) -> list[dcc.Graph]:
-    return [c for c in walk(node) if isinstance(c, dcc.Graph)]
-
-
-def figures(node: Any) -> list[Any]:
+def figures(node: Child) -> list[Any]:
     return [g.figure for g in graphs(node)]
 
 
-def image_sources(node: Any) -> list[str]:
-    return [t.source for fig in figures(node) for t in fig.data if t.type == "image" and t.source]
+def image_sources(node: Child) -> list[str]:
+    """PNG data URLs of the image traces of every figure, then of every plain image."""
+    traced = [t.source for fig in figures(node) for t in fig.data if t.type == "image" and t.source]
+    return traced + [c.src for c in walk(node) if isinstance(c, view.Image)]
 
 
 def decode_png(source: str) -> np.ndarray:
@@ -47,23 +39,34 @@ def decode_png(source: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def class_names(node: Any) -> set[str]:
+def class_names(node: Child) -> set[str]:
     names: set[str] = set()
     for c in walk(node):
-        cls = getattr(c, "className", None) if isinstance(c, Component) else None
+        cls = getattr(c, "cls", "")
         if cls:
             names.update(cls.split())
     return names
 
 
-def text_of(node: Any) -> str:
-    return " ".join(c for c in walk(node) if isinstance(c, str))
+def text_of(node: Child) -> str:
+    return " ".join(view.texts(node))
 
 
-def payload_bytes(node: Component) -> int:
-    """Size of what Dash sends to the browser for this component (its JSON)."""
-    return len(json.dumps(node.to_plotly_json(), cls=plotly.utils.PlotlyJSONEncoder))
+def tables(node: Child) -> list[view.Table]:
+    return [c for c in walk(node) if isinstance(c, view.Table)]
 
 
-def has_error(node: Any) -> bool:
+def table_rows(node: Child) -> dict[str, Any]:
+    """``{first cell: second cell}`` of every key/value row of every table in the tree."""
+    return {row[0]: row[1] for table in tables(node) for row in table.rows if len(row) == 2}
+
+
+def payload_bytes(node: Child) -> int:
+    """Size of what the app sends to the browser for this view: its figures' JSON plus its texts and images."""
+    figs = sum(len(json.dumps(f.to_plotly_json(), cls=plotly.utils.PlotlyJSONEncoder)) for f in figures(node))
+    rest = sum(len(t) for t in view.texts(node)) + sum(len(c.src) for c in walk(node) if isinstance(c, view.Image))
+    return figs + rest
+
+
+def has_error(node: Child) -> bool:
     return "ev-error" in class_names(node)

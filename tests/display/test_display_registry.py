@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dash import html
 
-from display_helpers import class_names, graphs, has_error, payload_bytes, text_of, walk
+from display_helpers import class_names, graphs, has_error, payload_bytes, table_rows, text_of
 from eval_viewer.backend.model import Item
-from eval_viewer.display import RenderContext, register, registered_kinds, render_item, renderer_for, unregister
+from eval_viewer.display import (RenderContext, Text, register, registered_kinds, render_item, renderer_for,
+                                 unregister)
 from eval_viewer.log_format import Kind
 
 
@@ -27,7 +27,7 @@ def test_exception_inside_renderer_becomes_error_box() -> None:
     kind = "test-broken-kind"
 
     @register(kind)
-    def broken(value: object, ctx: RenderContext) -> html.Div:
+    def broken(value: object, ctx: RenderContext) -> Text:
         raise RuntimeError("boom at channel 3")
 
     try:
@@ -50,12 +50,12 @@ def test_register_overrides_and_unregister_restores() -> None:
     kind = "test-override-kind"
 
     @register(kind)
-    def first(value: object, ctx: RenderContext) -> html.Div:
-        return html.Div("first")
+    def first(value: object, ctx: RenderContext) -> Text:
+        return Text("first")
 
     @register(kind)
-    def second(value: object, ctx: RenderContext) -> html.Div:
-        return html.Div("second")
+    def second(value: object, ctx: RenderContext) -> Text:
+        return Text("second")
 
     try:
         assert "second" in text_of(render_item(Item("k", kind, 0)))
@@ -86,7 +86,7 @@ def test_unknown_value_is_summarised_not_dumped() -> None:
     out = render_item(Item("blob", Kind.UNKNOWN, big))
     assert "ev-summary" in class_names(out)
     assert payload_bytes(out) < 5_000  # a str() dump would be megabytes
-    rows = {tr.children[0].children: tr.children[1].children for tr in walk(out) if isinstance(tr, html.Tr)}
+    rows = table_rows(out)
     assert rows["shape"] == "(1000, 1000)" and rows["dtype"] == "float64"
     assert rows["n_nan"] == "1" and rows["n_inf"] == "1"
     assert rows["min"] == "2" and rows["max"] == "1e+06"

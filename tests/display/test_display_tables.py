@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from dash import html
 
-from display_helpers import figures, has_error, text_of, walk
+from display_helpers import class_names, figures, has_error, table_rows, text_of, walk
 from eval_viewer.backend.model import Item
-from eval_viewer.display import RenderContext, render_item
+from eval_viewer.display import RenderContext, Text, render_item, to_html
 from eval_viewer.display.tables import MAX_TEXT, decimate, flatten_stats, format_cell, looks_ordered
 from eval_viewer.log_format import Kind
 
@@ -19,7 +18,7 @@ def test_stats_table_flattens_and_formats() -> None:
              "hist": np.arange(1000.0), "inf": math.inf, "name": "run-3"}
     out = render_item(Item("stats", Kind.STATS, value))
     assert not has_error(out)
-    rows = {tr.children[0].children: tr.children[1].children for tr in walk(out) if isinstance(tr, html.Tr)}
+    rows = table_rows(out)
     assert rows == {"loss": "0.1235", "acc.top1": "0.5", "acc.top5": "NaN", "per_class": "[1, 2, 3]",
                     "hist": "1000: [0, 999] mean 499.5", "inf": "Inf", "name": "run-3"}
     assert flatten_stats({"a": {"b": {"c": 1}}}) == [("a.b", {"c": 1})]
@@ -69,7 +68,7 @@ def test_short_integer_series_is_written_out_not_drawn() -> None:
 
 def test_series_of_wrong_shape_gets_a_summary() -> None:
     out = render_item(Item("s", Kind.SERIES, np.zeros((50, 50, 50))))
-    assert not has_error(out) and "ev-summary" in str(out.to_plotly_json())
+    assert not has_error(out) and "ev-summary" in class_names(out)
 
 
 def test_scalars() -> None:
@@ -82,11 +81,12 @@ def test_scalars() -> None:
 
 def test_text_is_escaped_and_truncated() -> None:
     out = render_item(Item("caption", Kind.TEXT, "<script>alert(1)</script>"))
-    pre = [c for c in walk(out) if isinstance(c, html.Pre)][0]
-    assert pre.children == "<script>alert(1)</script>"  # a text child: React escapes it
+    pre = [c for c in walk(out) if isinstance(c, Text) and c.style == "pre"][0]
+    assert pre.text == "<script>alert(1)</script>" and pre.cls == "ev-text"  # text, which every adapter escapes
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in to_html(out) and "<script>" not in to_html(out)
     big = render_item(Item("log", Kind.TEXT, "x" * (MAX_TEXT * 3)))
-    pre = [c for c in walk(big) if isinstance(c, html.Pre)][0]
-    assert len(pre.children) == MAX_TEXT
+    pre = [c for c in walk(big) if isinstance(c, Text) and c.style == "pre"][0]
+    assert len(pre.text) == MAX_TEXT
     assert "showing the first 20,000 of 60,000 characters" in text_of(big)
     assert "a\nb" in text_of(render_item(Item("t", Kind.TEXT, ["a", "b"])))
-    assert "ev-summary" in str(render_item(Item("t", Kind.TEXT, np.zeros(10))).to_plotly_json())
+    assert "ev-summary" in class_names(render_item(Item("t", Kind.TEXT, np.zeros(10))))
