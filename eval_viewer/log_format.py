@@ -60,6 +60,9 @@ __all__ = [
     "atomic_write_text",
     "FILE_MODE",
     "checkpoint_epochs",
+    "SPLIT_VAL",
+    "SPLIT_TEST",
+    "SPLIT_ORDER",
 ]
 
 FORMAT_VERSION = 1
@@ -70,6 +73,13 @@ EVALUATION_SCORES = "evaluation_scores.json"
 """Scores of an evaluator run, at the run root."""
 SCORE_FILES = (VALIDATION_SCORES, EVALUATION_SCORES)
 DEBUGGER_DIR = "debugger"
+
+SPLIT_VAL = "val"
+"""The split of a trainer's ``epoch_N/validation_scores.json`` passes; their step is the epoch N."""
+SPLIT_TEST = "test"
+"""The split of an ``evaluation_scores.json`` pass (an evaluator run, or a trainer's final evaluation): no step."""
+SPLIT_ORDER = (SPLIT_VAL, SPLIT_TEST)
+"""How splits are listed; splits a later layout adds come after these, alphabetically."""
 
 AGGREGATED = "aggregated"
 PER_DATAPOINT = "per_datapoint"

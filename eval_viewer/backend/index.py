@@ -16,16 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval_viewer.backend.pages import open_page
 from eval_viewer.backend.pickles import parse_page
 from eval_viewer.backend.records import scalar_meta
 from eval_viewer.backend.skeletons import SkeletonStore
+from eval_viewer.backend.snapshot import DebugListing
+from eval_viewer.backend.sources import Source, Stat, join
 from eval_viewer.errors import PageError
 from eval_viewer.log_format import (
     FORMAT_VERSION,
@@ -34,15 +36,14 @@ from eval_viewer.log_format import (
     INDEX_PAGES,
     INDEX_VERSION,
     atomic_write_text,
-    is_index_name,
     parse_page_name,
 )
 
-__all__ = ["DebugIndex", "IndexStatus", "read_index_file"]
+__all__ = ["DebugIndex", "IndexStatus", "parse_index"]
 
 logger = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 Meta = dict[int, dict[str, Any]]
 
 
@@ -70,13 +71,11 @@ def _page_order(name: str) -> tuple[int, int]:
     return (-1 if rank is None else rank, number)
 
 
-def read_index_file(path: Path) -> _IndexFile:
-    """Parse one ``index*.json``; :class:`PageError` naming the file for anything unreadable or malformed."""
+def parse_index(data: bytes, path: str) -> _IndexFile:
+    """Parse the bytes of one ``index*.json``; :class:`PageError` naming ``path`` for anything malformed."""
     try:
-        payload = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise PageError(f"{path}: index file disappeared while reading") from None
-    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to decode
+        payload = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to decode
         raise PageError(f"{path}: unreadable index ({exc}); its pages will be scanned instead") from None
     if not isinstance(payload, dict) or not isinstance(payload.get(INDEX_PAGES), dict):
         raise PageError(f"{path}: unreadable index (no '{INDEX_PAGES}' object); its pages will be scanned instead")
@@ -103,38 +102,49 @@ def read_index_file(path: Path) -> _IndexFile:
 
 
 class DebugIndex:
-    """The datapoint -> page map of one ``debugger`` folder, kept current by :meth:`refresh` (cheap when unchanged)."""
+    """The datapoint -> page map of one ``debugger`` folder, kept current by :meth:`refresh` with the folder's listing
+    from the latest snapshot (cheap when unchanged: one comparison)."""
 
     def __init__(
         self,
-        debug_dir: Path,
+        source: Source,
+        debug_dir: str,
         *,
         trust: bool,
         cache_dir: Path | None,
         submit: Callable[..., Any],
         skeletons: SkeletonStore | None = None,
     ) -> None:
+        self.source = source
         self.debug_dir = debug_dir
+        self.name = source.url(debug_dir)
+        """The folder as messages name it."""
+        self._id = f"{source.identity}/{debug_dir}"
         self._skeletons = skeletons
         self._trust = trust
-        self._cache_path = cache_dir / f"{hashlib.sha1(str(debug_dir.resolve()).encode()).hexdigest()[:24]}.json" \
+        self._cache_path = cache_dir / f"{hashlib.sha1(self._id.encode()).hexdigest()[:24]}.json" \
             if cache_dir is not None else None
         self._submit = submit
         self._lock = threading.RLock()
         self._ready = threading.Event()
         self._ready.set()
         self._generation = 0
-        self._listing: tuple[Any, ...] | None = None
-        self._sigs: dict[str, tuple[int, int]] = {}
+        self._listing: DebugListing | None = None
+        self._sigs: dict[str, Stat] = {}
         self._page_indices: dict[str, list[int]] = {}
         self._scanned_meta: dict[str, Meta] = {}
         self._index_meta: Meta = {}
-        self._page_problems: dict[str, tuple[tuple[int, int] | None, str]] = {}
-        """page -> (its size and mtime when it failed, message): retried only once the file changes."""
+        self._page_problems: dict[str, tuple[Stat | None, str]] = {}
+        """page -> (its stat when it failed, message): retried only once the file changes."""
         self._index_problems: list[str] = []
         self._map: dict[int, str] = {}
-        self._index_files: list[Path] = []
         self.debuggers: dict[str, Any] = {}
+
+    def page_path(self, name: str) -> str:
+        return join(self.debug_dir, name)
+
+    def page_id(self, name: str) -> str:
+        return f"{self._id}/{name}"
 
     # ---------------------------------------------------------------- reading state
     def page_of(self, idx: int) -> str | None:
@@ -150,7 +160,7 @@ class DebugIndex:
         """Scalar meta_info per datapoint: index files first, pages scanned by the viewer fill the rest."""
         with self._lock:
             merged: Meta = {}
-            for page_meta in self._scanned_meta.values():
+            for page_meta in list(self._scanned_meta.values()):
                 merged.update(page_meta)
             merged.update(self._index_meta)
             return merged
@@ -175,84 +185,58 @@ class DebugIndex:
             self._ready.set()
 
     # ---------------------------------------------------------------- building
-    def _list(self) -> tuple[dict[str, tuple[int, int]], list[Path]]:
-        pages: dict[str, tuple[int, int]] = {}
-        index_files: list[Path] = []
-        try:
-            with os.scandir(self.debug_dir) as entries:
-                for entry in entries:
-                    if parse_page_name(entry.name) is not None:
-                        try:
-                            st = entry.stat()
-                        except FileNotFoundError:
-                            continue
-                        pages[entry.name] = (st.st_size, st.st_mtime_ns)
-                    elif is_index_name(entry.name):
-                        index_files.append(Path(entry.path))
-        except FileNotFoundError:
-            pass
-        return pages, sorted(index_files)
+    def refresh(self, listing: DebugListing, force: bool = False) -> None:
+        """Take the folder's current listing; pages no index or cache covers are scanned in the background.
 
-    def _listing_key(self) -> tuple[Any, ...]:
-        """Changes when a page or index is added, replaced or removed (the folder's mtime), when an index is
-        rewritten in place, or when a page that failed to parse changes (a page still being written by a
-        non-atomic writer fails first, then must be read again once complete)."""
-        try:
-            key: list[Any] = [os.stat(self.debug_dir).st_mtime_ns]
-        except FileNotFoundError:
-            return ("missing",)
-        with self._lock:
-            watched = [p.name for p in self._index_files] + sorted(self._page_problems)
-        for name in watched:
-            try:
-                st = os.stat(self.debug_dir / name)
-                key.append((name, st.st_size, st.st_mtime_ns))
-            except FileNotFoundError:
-                key.append((name, None))
-        return tuple(key)
-
-    def refresh(self, force: bool = False) -> None:
-        """Re-list the folder if it changed; pages no index or cache covers are scanned in the background."""
-        listing = self._listing_key()
+        Reads the index files (small) when the listing changed; never lists the folder itself.
+        """
         with self._lock:
             if not force and listing == self._listing:
                 return
             self._listing = listing
             self._generation += 1
             generation = self._generation
-        sigs, index_files = self._list()
+        sigs = dict(listing.pages)
         indexed: dict[str, list[int]] = {}
         index_meta: Meta = {}
         debuggers: dict[str, Any] = {}
         index_problems: list[str] = []
-        for path in index_files:
+        for name in sorted(listing.index_files):
+            path = self.page_path(name)
             try:
-                parsed = read_index_file(path)
+                parsed = parse_index(self.source.read_bytes(path), self.source.url(path))
+            except FileNotFoundError:
+                index_problems.append(f"{self.source.url(path)}: index file disappeared while reading")
+                continue
             except PageError as exc:
                 index_problems.append(str(exc))
                 continue
-            for name, indices in parsed.pages.items():
-                if name in sigs:
-                    indexed[name] = indices
+            except Exception as exc:  # noqa: BLE001 - OSError locally, anything from remote storage
+                index_problems.append(f"{self.source.url(path)}: cannot read the index ({exc}); pages will be scanned")
+                continue
+            for page, indices in parsed.pages.items():
+                if page in sigs:
+                    indexed[page] = indices
                 else:
-                    index_problems.append(f"{path}: lists page {name}, which is missing from {self.debug_dir}")
+                    index_problems.append(f"{self.source.url(path)}: lists page {page}, which is missing from "
+                                          f"{self.name}")
             index_meta.update(parsed.meta)
             debuggers.update(parsed.debuggers)
         cached = self._load_cache()
-        page_problems: dict[str, tuple[tuple[int, int] | None, str]] = {}
+        page_problems: dict[str, tuple[Stat | None, str]] = {}
         with self._lock:  # what this process already scanned counts too (a refresh during a scan loses nothing)
             old_problems = dict(self._page_problems)
-            for name, meta in self._scanned_meta.items():
+            for name, meta in list(self._scanned_meta.items()):
                 if name in self._page_indices and self._sigs.get(name) == sigs.get(name):
-                    cached[name] = (*self._sigs[name], self._page_indices[name], meta)
+                    cached[name] = (self._sigs[name], self._page_indices[name], meta)
         page_indices: dict[str, list[int]] = {}
         scanned_meta: dict[str, Meta] = {}
         to_scan: list[str] = []
         for name, sig in sigs.items():
             if name in indexed:
                 page_indices[name] = indexed[name]
-            elif name in cached and (cached[name][0], cached[name][1]) == sig:
-                page_indices[name], scanned_meta[name] = cached[name][2], cached[name][3]
+            elif name in cached and cached[name][0] == sig:
+                page_indices[name], scanned_meta[name] = cached[name][1], cached[name][2]
             elif name in old_problems and old_problems[name][0] == sig:
                 page_problems[name] = old_problems[name]  # unchanged since it failed: no point retrying
             else:
@@ -261,7 +245,6 @@ class DebugIndex:
             if generation != self._generation:
                 return
             self._sigs = sigs
-            self._index_files = index_files
             self._page_indices = page_indices
             self._scanned_meta = scanned_meta
             self._index_meta = index_meta
@@ -275,10 +258,10 @@ class DebugIndex:
                 self._ready.set()
         if to_scan:
             to_scan.sort(key=_page_order)
-            logger.info("Indexing %d pages of %s in the background", len(to_scan), self.debug_dir)
+            logger.info("Indexing %d pages of %s in the background", len(to_scan), self.name)
             self._submit(self._scan, generation, to_scan)
         if self._skeletons is not None:
-            bare = sorted((n for n in page_indices if not self._skeletons.has(self.debug_dir / n, sigs[n])),
+            bare = sorted((n for n in page_indices if not self._skeletons.has(self.page_id(n), sigs[n])),
                           key=_page_order)
             if bare:  # pages of our writer's index: parse each once in the background, so cold reads stay cheap
                 self._submit(self._build_skeletons, generation, bare)
@@ -287,17 +270,16 @@ class DebugIndex:
         for name in names:
             if generation != self._generation or self._skeletons is None:
                 return
-            path = self.debug_dir / name
             try:
-                with open(path, "rb") as fobj:
-                    st = os.fstat(fobj.fileno())
-                    if self._skeletons.has(path, (st.st_size, st.st_mtime_ns)):
+                with open_page(self.source, self.page_path(name)) as fobj:
+                    if self._skeletons.has(self.page_id(name), fobj.stat):
                         continue
-                    page = parse_page(fobj, str(path), trust=self._trust)
-            except (OSError, PageError) as exc:
-                logger.info("No skeletons for %s: %s", path, exc)  # a read of it will report the problem
+                    page = parse_page(fobj, fobj.name, trust=self._trust)
+                    stat = fobj.stat
+            except PageError as exc:
+                logger.info("No skeletons for %s: %s", name, exc)  # a read of it will report the problem
                 continue
-            self._skeletons.save(path, (st.st_size, st.st_mtime_ns), page.content)
+            self._skeletons.save(self.page_id(name), stat, page.content)
 
     def rescan_page(self, name: str) -> None:
         """Forget what is known of one page (it did not hold what the index said) and scan it again."""
@@ -333,29 +315,30 @@ class DebugIndex:
                     self._ready.set()
 
     def _scan_one(self, generation: int, name: str) -> None:
-        path = self.debug_dir / name
         try:
-            with open(path, "rb") as fobj:
-                st = os.fstat(fobj.fileno())
-                page = parse_page(fobj, str(path), trust=self._trust)
+            fobj = self.source.open(self.page_path(name))
         except FileNotFoundError:
             return
-        except PageError as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError locally, anything from remote storage
             with self._lock:
-                if generation == self._generation:
-                    self._page_problems[name] = ((st.st_size, st.st_mtime_ns), str(exc))
+                self._page_problems[name] = (None, f"{self.source.url(self.page_path(name))}: cannot read ({exc})")
             return
-        except OSError as exc:
-            with self._lock:
-                self._page_problems[name] = (None, f"{path}: cannot read ({exc.strerror or exc})")
-            return
+        with fobj:
+            stat = fobj.stat
+            try:
+                page = parse_page(fobj, fobj.name, trust=self._trust)
+            except PageError as exc:
+                with self._lock:
+                    if generation == self._generation:
+                        self._page_problems[name] = (stat, str(exc))
+                return
         meta = {idx: m for idx, value in page.content.items() if (m := scalar_meta(value))}
         if self._skeletons is not None:
-            self._skeletons.save(path, (st.st_size, st.st_mtime_ns), page.content)
+            self._skeletons.save(self.page_id(name), stat, page.content)
         with self._lock:
             if generation != self._generation:
                 return
-            self._sigs[name] = (st.st_size, st.st_mtime_ns)
+            self._sigs[name] = stat
             self._page_indices[name] = sorted(page.content)
             self._scanned_meta[name] = meta
             self._page_problems.pop(name, None)
@@ -363,15 +346,15 @@ class DebugIndex:
                 self._map.setdefault(idx, name)
 
     # ---------------------------------------------------------------- the cache outside the log dir
-    def _load_cache(self) -> dict[str, tuple[int, int, list[int], Meta]]:
+    def _load_cache(self) -> dict[str, tuple[Stat, list[int], Meta]]:
         if self._cache_path is None or not self._cache_path.is_file():
             return {}
         try:
             payload = json.loads(self._cache_path.read_bytes())
-            if payload.get("format") != _CACHE_FORMAT or payload.get("debug_dir") != str(self.debug_dir.resolve()):
+            if payload.get("format") != _CACHE_FORMAT or payload.get("debug_dir") != self._id:
                 return {}
             return {
-                name: (int(e["size"]), int(e["mtime_ns"]), [int(i) for i in e["indices"]],
+                name: (Stat(int(e["size"]), str(e["version"])), [int(i) for i in e["indices"]],
                        {int(k): v for k, v in e.get("meta", {}).items()})
                 for name, e in payload["pages"].items()
             }
@@ -384,15 +367,14 @@ class DebugIndex:
             return
         with self._lock:
             pages = {
-                name: {"size": sig[0], "mtime_ns": sig[1], "indices": self._page_indices[name],
+                name: {"size": sig.size, "version": sig.version, "indices": self._page_indices[name],
                        "meta": {str(k): v for k, v in self._scanned_meta.get(name, {}).items()}}
                 for name, sig in self._sigs.items()
                 if name in self._page_indices and name in self._scanned_meta
             }
-        payload = {"format": _CACHE_FORMAT, "debug_dir": str(self.debug_dir.resolve()), "pages": pages}
+        payload = {"format": _CACHE_FORMAT, "debug_dir": self._id, "pages": pages}
         try:
             atomic_write_text(self._cache_path, json.dumps(payload, default=str))
         except OSError as exc:
             logger.warning("Cannot write the index cache %s (%s); pages will be scanned again next time",
                            self._cache_path, exc)
-

@@ -1,50 +1,120 @@
 """The plain values the backend hands out: what the app, the notebook API and the HTML report all consume.
 
 Frozen dataclasses of plain Python and numpy values, no Dash, no file handles. Every run, epoch and datapoint has a
-stable name: ``RunInfo.name`` (URL-safe), ``epoch`` (an int, or ``None`` for an evaluator run) and ``idx`` (the
-datapoint's position in the scores lists, equal to the ``datapoint_idx`` key of the debug pages).
+stable name: ``RunInfo.name`` (URL-safe), a :class:`PassKey` ``(run, split, step)`` for each scored pass, and ``idx``
+(the datapoint's position in the scores lists, equal to the ``datapoint_idx`` key of the debug pages). Debug items are
+found by ``(debugger name, item key)``, never by position, so the same item is found again in another pass or run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["RunInfo", "EpochInfo", "Scores", "Item", "DatapointRecord", "rank_indices"]
+__all__ = ["PassKey", "PassInfo", "RunInfo", "Scores", "Item", "DatapointRecord", "rank_indices"]
 
 RunKind = Literal["trainer", "evaluator"]
 
 
-@dataclass(frozen=True)
-class EpochInfo:
-    """One scored pass over the data: an ``epoch_N`` folder of a trainer run, or an evaluator run's root."""
+@dataclass(frozen=True, order=True)
+class PassKey:
+    """Names one scored pass over the data: ``(run, split, step)``.
 
-    epoch: int | None
-    path: Path
+    ``split`` is ``"val"`` for a trainer's ``epoch_N/validation_scores.json`` (``step`` = N) and ``"test"`` for an
+    ``evaluation_scores.json`` (``step`` = None: that split has no steps). A trainer run with a final evaluation has
+    passes of both splits, each with its own key and URL; ``step=None`` never means "not chosen".
+    """
+
+    run: str
+    split: str
+    step: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.run} · {self.split}" + ("" if self.step is None else f" {self.step}")
+
+    @property
+    def label(self) -> str:
+        """How a user reads the pass within its run: ``epoch 9`` (a val step) or ``test``."""
+        if self.step is None:
+            return self.split
+        return f"epoch {self.step}" if self.split == "val" else f"{self.split} {self.step}"
+
+    @classmethod
+    def of(cls, value: PassKey | tuple[str, str, int | None] | tuple[str, str]) -> PassKey:
+        """A key from a key or a plain ``(run, split[, step])`` tuple (notebooks)."""
+        if isinstance(value, PassKey):
+            return value
+        if isinstance(value, tuple) and len(value) in (2, 3):
+            return cls(str(value[0]), str(value[1]), None if len(value) == 2 or value[2] is None else int(value[2]))
+        raise TypeError(f"expected a PassKey or a (run, split, step) tuple, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PassInfo:
+    """One pass as listed by the last snapshot: where its files are and whether it has debug pages."""
+
+    key: PassKey
+    location: str
+    """The folder holding its scores file and ``debugger/`` (a path or URL, for messages)."""
+    has_scores: bool
     has_debug: bool
+
+    @property
+    def run(self) -> str:
+        return self.key.run
+
+    @property
+    def split(self) -> str:
+        return self.key.split
+
+    @property
+    def step(self) -> int | None:
+        return self.key.step
+
+    @property
+    def label(self) -> str:
+        """How the app names it in a dropdown: ``epoch 9`` or ``test``."""
+        return self.key.label
 
 
 @dataclass(frozen=True)
 class RunInfo:
     name: str
     """Stable, URL-safe name: the path relative to the ``--log-dir`` it was found under (folder name for a run dir)."""
-    path: Path
+    location: str
+    """The run folder, as a path or URL (for messages)."""
     kind: RunKind
-    epochs: tuple[EpochInfo, ...]
-    """Sorted numerically; gaps allowed. One entry with ``epoch=None`` for an evaluator run."""
+    passes: tuple[PassInfo, ...]
+    """Sorted by split (``val`` first, then ``test``, then others) and step; gaps in steps allowed."""
 
-    def epoch(self, epoch: int | None) -> EpochInfo:
-        for info in self.epochs:
-            if info.epoch == epoch:
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.split for p in self.passes))
+
+    def steps(self, split: str) -> tuple[int | None, ...]:
+        return tuple(p.step for p in self.passes if p.split == split)
+
+    def find(self, split: str, step: int | None = None) -> PassInfo:
+        for info in self.passes:
+            if info.split == split and info.step == step:
                 return info
         from eval_viewer.errors import NotFoundError
 
-        known = ", ".join(str(e.epoch) for e in self.epochs) or "none"
-        raise NotFoundError(f"Run {self.name!r} has no epoch {epoch!r} (epochs: {known})")
+        known = ", ".join(p.label for p in self.passes) or "none"
+        what = split if step is None else f"{split} step {step}"
+        raise NotFoundError(f"Run {self.name!r} has no pass {what} (passes: {known})")
+
+    @property
+    def default_pass(self) -> PassInfo:
+        """What opens when nothing is chosen: the latest validated epoch, else the first pass (the test pass)."""
+        stepped = [p for p in self.passes if p.split == "val" and p.has_scores]
+        if stepped:
+            return stepped[-1]
+        scored = [p for p in self.passes if p.has_scores]
+        return (scored or list(self.passes))[0]
 
 
 @dataclass(frozen=True)
@@ -63,13 +133,25 @@ class Scores:
     higher_is_better: Mapping[str, bool]
     problems: tuple[str, ...] = ()
     """User-facing notes on values that could not be read (kept as NaN) or counts that differ from other epochs."""
-    path: Path | None = None
-    """The scores file these came from."""
+    path: str | None = None
+    """The scores file these came from (a path or URL)."""
     _rankings: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def metrics(self) -> tuple[str, ...]:
         return tuple(self.per_datapoint)
+
+    def to_pandas(self) -> Any:
+        """The per-datapoint scores as a pandas DataFrame (one column per metric, indexed by datapoint ``idx``).
+
+        pandas is optional: it is imported here, and a clear ImportError says how to get it."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Scores.to_pandas() needs pandas: pip install pandas") from None
+        frame = pd.DataFrame({m: np.asarray(v) for m, v in self.per_datapoint.items()})
+        frame.index.name = "idx"
+        return frame
 
     def ranking(self, metric: str, worst_first: bool = True) -> np.ndarray:
         """Datapoint indices ordered worst-first (or best-first); NaN counts as worst either way. Stable on ties.
@@ -121,8 +203,7 @@ class Item:
 class DatapointRecord:
     """Everything saved about one datapoint of one epoch of one run."""
 
-    run: str
-    epoch: int | None
+    pass_key: PassKey
     idx: int
     scores: Mapping[str, float]
     inputs: tuple[Item, ...] = ()
@@ -133,3 +214,29 @@ class DatapointRecord:
     """debugger name -> its items, in the order the debuggers ran."""
     problems: tuple[str, ...] = ()
     """User-facing messages for what could not be read (a corrupt page...); the rest of the record is still valid."""
+
+    @property
+    def run(self) -> str:
+        return self.pass_key.run
+
+    def debug_item(self, debugger: str, key: str = "") -> Item:
+        """The item ``key`` of debugger ``debugger``: the same name finds the same item in every pass and run."""
+        for item in self.debug.get(debugger, ()):
+            if item.key == key:
+                return item
+        from eval_viewer.errors import NotFoundError
+
+        if debugger not in self.debug:
+            known = ", ".join(self.debug) or "none"
+            raise NotFoundError(f"{self.pass_key}, datapoint {self.idx}: no debugger {debugger!r} (debuggers: {known})")
+        keys = ", ".join(repr(i.key) for i in self.debug[debugger])
+        raise NotFoundError(f"{self.pass_key}, datapoint {self.idx}: debugger {debugger!r} has no item {key!r} ({keys})")
+
+    def items(self) -> list[tuple[str, str, Item]]:
+        """Every item as ``(section, debugger name or "", item)``: ``inputs``, ``labels``, ``predictions``, ``debug``."""
+        out: list[tuple[str, str, Item]] = []
+        for section in ("inputs", "labels", "predictions"):
+            out.extend((section, "", item) for item in getattr(self, section))
+        for name, items in self.debug.items():
+            out.extend(("debug", name, item) for item in items)
+        return out

@@ -15,9 +15,10 @@ them (joblib.load) or memory-mapping them (joblib's ``mmap_mode``), parsing reco
 dtype, shape, order) and seeks past the bytes, so parsing a page costs its pickle structure, not its arrays; reading
 one datapoint then reads exactly its own arrays (:func:`materialize`). The structure is parsed by the C unpickler
 (joblib's own loader is the pure-Python one, ten times slower: 1.2 s instead of 0.1 s for a 100 MB page of 3000
-datapoints), fed by a reader without ``peek`` so that it never reads ahead into array bytes. Plain positional reads rather than ``np.memmap``:
-the same bytes are read, but a page truncated in place by a writer gives a clean :class:`PageError` instead of a
-SIGBUS that kills the viewer, and no file descriptor or mapping is held per array. Compressed joblib pages and plain
+datapoints), fed by a reader without ``peek`` so that it never reads ahead into array bytes. Plain positional reads
+through :class:`~eval_viewer.backend.sources.RangeFile` rather than ``np.memmap``: the same bytes are read, a page
+truncated in place by a writer gives a clean :class:`PageError` instead of a SIGBUS that kills the viewer, no file
+descriptor or mapping is held per array, and the same code reads a page on object storage with range requests. Compressed joblib pages and plain
 pickles cannot be read lazily and are loaded whole.
 """
 
@@ -27,16 +28,16 @@ import _compat_pickle
 import io
 import math
 import logging
-import os
 import pickle
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from joblib.numpy_pickle_utils import _detect_compressor, _validate_fileobject_and_memmap
 
+from eval_viewer.backend.sources import RangeFile
 from eval_viewer.errors import PageError, UntrustedPickleError
 
 __all__ = ["LazyArray", "ParsedPage", "parse_page", "materialize", "load_skeleton", "TRUST_HINT"]
@@ -180,14 +181,15 @@ class _Context:
 _CTX = threading.local()
 
 
-class _PreadReader:
-    """A file reader for the C unpickler: buffered positional reads, no ``peek`` (so the unpickler never reads
-    ahead of the pickle stream into array bytes), and a ``seek`` that stays in the buffer when it can."""
+class _RangeReader:
+    """A file reader for the C unpickler over a :class:`~eval_viewer.backend.sources.RangeFile`: buffered positional
+    reads in 64 KiB chunks (one range request each on remote storage), no ``peek`` (so the unpickler never reads ahead
+    of the pickle stream into array bytes), and a ``seek`` that stays in the buffer when it can."""
 
     _CHUNK = 1 << 16
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    def __init__(self, file: RangeFile) -> None:
+        self._file = file
         self._buf = b""
         self._start = 0  # file offset of _buf[0]
         self._pos = 0  # offset in _buf
@@ -205,12 +207,12 @@ class _PreadReader:
     def _fill(self, want: int) -> None:
         here = self.tell()
         rest = self._buf[self._pos:]
-        more = _pread(self._fd, max(want - len(rest), self._CHUNK), here + len(rest))
+        more = self._file.read_at(here + len(rest), max(want - len(rest), self._CHUNK))
         self._buf, self._start, self._pos = rest + more, here, 0
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            n = os.fstat(self._fd).st_size - self.tell()
+            n = self._file.size - self.tell()
         if len(self._buf) - self._pos < n:
             self._fill(n)
         data = self._buf[self._pos:self._pos + n]
@@ -232,14 +234,6 @@ class _PreadReader:
             self._fill(before + self._CHUNK)
             if len(self._buf) - self._pos == before:  # end of file
                 return self.read(before)
-
-
-def _seek_read(fd: int, n: int, offset: int) -> bytes:  # pragma: no cover - platforms without os.pread
-    os.lseek(fd, offset, os.SEEK_SET)
-    return os.read(fd, n)
-
-
-_pread = getattr(os, "pread", _seek_read)
 
 
 class _NoPeek:
@@ -354,13 +348,13 @@ def resident_bytes(obj: Any) -> int:
     return 64
 
 
-def parse_page(fobj: BinaryIO, path: str, *, trust: bool) -> ParsedPage:
-    """Parse an open page file (positioned anywhere; it is rewound) into a :class:`ParsedPage`.
+def parse_page(fobj: RangeFile, path: str, *, trust: bool) -> ParsedPage:
+    """Parse an open page (any :class:`~eval_viewer.backend.sources.RangeFile`) into a :class:`ParsedPage`.
 
     Raises :class:`UntrustedPickleError` for a class off the allow-list and :class:`PageError` for anything else
     wrong (corrupt, truncated, not a dict of datapoints); the message names ``path``.
     """
-    size = os.fstat(fobj.fileno()).st_size
+    size = fobj.size
     fobj.seek(0)
     if size == 0:
         raise PageError(f"{path}: empty file (is it still being written?)")
@@ -369,7 +363,7 @@ def parse_page(fobj: BinaryIO, path: str, *, trust: bool) -> ParsedPage:
         with _validate_fileobject_and_memmap(fobj, path, None) as (stream, _):
             if isinstance(stream, str):
                 raise PageError(f"{path}: written by joblib older than 0.10, which the viewer cannot read")
-            reader = _PreadReader(fobj.fileno()) if lazy else _NoPeek(stream)
+            reader = _RangeReader(fobj) if lazy else _NoPeek(stream)
             ctx = _Context(reader, path, size, lazy, trust)
             _CTX.current = ctx
             try:
@@ -402,26 +396,21 @@ def load_skeleton(blob: bytes, path: str, *, trust: bool) -> Any:
         raise PageError(f"{path}: damaged skeleton cache entry ({type(exc).__name__}: {exc})") from None
 
 
-def _read_lazy(fobj: BinaryIO, lazy: LazyArray, path: str) -> np.ndarray:
+def _read_lazy(fobj: RangeFile, lazy: LazyArray, path: str) -> np.ndarray:
     bad_shape = min(lazy.shape, default=0) < 0
     if not isinstance(lazy.dtype, np.dtype) or lazy.dtype.hasobject or lazy.offset < 0 or bad_shape:
         raise PageError(f"{path}: corrupt array header ({lazy!r}): raw bytes can only be read as plain numbers")
-    out = np.empty(lazy.shape, dtype=lazy.dtype, order="F" if lazy.order == "F" else "C")
-    view = memoryview(out.reshape(-1, order="A")).cast("B") if out.size else memoryview(b"")
-    fobj.seek(lazy.offset)
-    done = 0
-    while done < lazy.nbytes:
-        n = fobj.readinto(view[done:])  # type: ignore[attr-defined]
-        if not n:
-            raise PageError(f"{path}: truncated: array at offset {lazy.offset} ends early (rewritten while reading?)")
-        done += n
+    data = fobj.read_at(lazy.offset, lazy.nbytes) if lazy.nbytes else b""  # one read (one range request remotely)
+    if len(data) != lazy.nbytes:
+        raise PageError(f"{path}: truncated: array at offset {lazy.offset} ends early (rewritten while reading?)")
+    out = np.frombuffer(data, dtype=lazy.dtype).reshape(lazy.shape, order="F" if lazy.order == "F" else "C")
     if not out.dtype.isnative:
         out = out.astype(out.dtype.newbyteorder("="))
-    out.flags.writeable = False  # cached and shared: a caller must copy before changing it
-    return out
+        out.flags.writeable = False
+    return out  # read-only (a view of immutable bytes): cached and shared, a caller must copy before changing it
 
 
-def materialize(value: Any, fobj: BinaryIO, path: str, convert: Callable[[Any], Any] | None = None) -> Any:
+def materialize(value: Any, fobj: RangeFile, path: str, convert: Callable[[Any], Any] | None = None) -> Any:
     """A copy of ``value`` with every :class:`LazyArray` read from ``fobj`` into memory, containers rebuilt.
 
     Loaded arrays shared with the cached page are made read-only so a caller cannot change the cache. ``convert``

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from eval_viewer.backend.kinds import items_of
-from eval_viewer.backend.model import DatapointRecord, Item
+from eval_viewer.backend.model import DatapointRecord, Item, PassKey
 from eval_viewer.log_format import KINDS_KEY, RECORD_SECTIONS
 
 __all__ = ["is_record", "scalar_meta", "to_plain", "build_record"]
@@ -75,8 +75,7 @@ def _items(output: Any, tags: Mapping[str, str], prefix: str, name_hint: str) ->
 
 
 def build_record(
-    run: str,
-    epoch: int | None,
+    pass_key: PassKey,
     idx: int,
     scores: Mapping[str, float],
     value: Any,
@@ -110,8 +109,7 @@ def build_record(
             continue
         debug[name] = _items(output, tags, "", name)
     return DatapointRecord(
-        run=run,
-        epoch=epoch,
+        pass_key=pass_key,
         idx=idx,
         scores=dict(scores),
         inputs=inputs,

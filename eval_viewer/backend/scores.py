@@ -25,7 +25,7 @@ import numpy as np
 from eval_viewer.backend.model import Scores
 from eval_viewer.errors import ScoresError
 
-__all__ = ["parse_scores", "load_scores", "higher_is_better", "LOWER_IS_BETTER_WORDS"]
+__all__ = ["parse_scores", "load_scores", "decode_scores", "higher_is_better", "LOWER_IS_BETTER_WORDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _aggregated(raw: Any, path: Path, problems: list[str]) -> dict[str, float]:
     return out
 
 
-def parse_scores(payload: Any, path: Path, overrides: Mapping[str, bool] | None = None) -> Scores:
+def parse_scores(payload: Any, path: str | os.PathLike[str], overrides: Mapping[str, bool] | None = None) -> Scores:
     """A :class:`Scores` from an already-decoded scores JSON object (``path`` only names the file in messages)."""
     if not isinstance(payload, dict):
         raise ScoresError(f"{path}: expected a JSON object with 'per_datapoint', found a {type(payload).__name__}")
@@ -186,22 +186,28 @@ def parse_scores(payload: Any, path: Path, overrides: Mapping[str, bool] | None 
         aggregated=aggregated,
         higher_is_better={m: higher_is_better(m, overrides) for m in names},
         problems=tuple(problems),
-        path=path,
+        path=os.fspath(path),
     )
 
 
 def load_scores(path: str | os.PathLike[str], overrides: Mapping[str, bool] | None = None) -> Scores:
-    """Read and parse one scores file; :class:`ScoresError` names the file for a missing, unreadable or bad file."""
-    path = Path(path)
+    """Read and parse one local scores file; :class:`ScoresError` names the file for a missing, unreadable or bad
+    file. (The store reads through its source and calls :func:`decode_scores`.)"""
+    name = os.fspath(path)
     try:
-        text = path.read_bytes()
+        data = Path(name).read_bytes()
     except FileNotFoundError:
-        raise ScoresError(f"{path}: scores file is missing") from None
+        raise ScoresError(f"{name}: scores file is missing") from None
     except OSError as exc:
-        raise ScoresError(f"{path}: cannot read the scores file ({exc.strerror or exc})") from None
+        raise ScoresError(f"{name}: cannot read the scores file ({exc.strerror or exc})") from None
+    return decode_scores(data, name, overrides)
+
+
+def decode_scores(data: bytes, name: str, overrides: Mapping[str, bool] | None = None) -> Scores:
+    """Parse the bytes of a scores file; ``name`` (a path or URL) names it in messages."""
     try:
-        payload = json.loads(text)
+        payload = json.loads(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, an int of more than 4300 digits...
-        hint = " (empty file: still being written?)" if not text.strip() else ""
-        raise ScoresError(f"{path}: not valid JSON{hint}: {exc}") from None
-    return parse_scores(payload, path, overrides)
+        hint = " (empty file: still being written?)" if not data.strip() else ""
+        raise ScoresError(f"{name}: not valid JSON{hint}: {exc}") from None
+    return parse_scores(payload, name, overrides)

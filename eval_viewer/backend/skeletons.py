@@ -4,11 +4,13 @@ Parsing a page costs its pickle structure: about 0.1 s for a 100 MB page of 3000
 process first touches that page. A *skeleton* is one datapoint's value with its arrays left as
 :class:`~eval_viewer.backend.pickles.LazyArray` (offset, dtype, shape): a few hundred bytes. After a page has been
 parsed once (by the background indexer, or by a first read), the skeletons of all its datapoints are written to
-``cache_dir/skeletons/<hash of the page path>-<size>-<mtime>.skel``; a later read (this process after eviction, or the
-next start) reads the file's table of offsets, unpickles one skeleton, then reads only the datapoint's arrays.
+``cache_dir/skeletons/<hash of the page's full name>-<size>-<hash of its version>.skel`` (the full name is the source's
+identity and the page's path in it, so local and remote pages never collide); a later read (this process after
+eviction, or the next start) reads the file's table of offsets, unpickles one skeleton, then reads only the datapoint's
+arrays. For a page on object storage that means the skeleton costs no request at all.
 
-The file name carries the page's size and mtime, so a changed page never meets a stale skeleton, and checking for one
-is a single ``stat``. Skeleton files are unpickled through the same allow-list as pages.
+The file name carries the page's size and version (mtime and inode, or ETag), so a changed page never meets a stale
+skeleton, and checking for one is a single local ``stat``. Skeleton files are unpickled through the same allow-list as pages.
 """
 
 from __future__ import annotations
@@ -24,15 +26,13 @@ from typing import Any
 import numpy as np
 
 from eval_viewer.backend.pickles import load_skeleton
+from eval_viewer.backend.sources import Stat
 from eval_viewer.errors import PageError
 from eval_viewer.log_format import atomic_write_bytes
 
 __all__ = ["SkeletonStore", "Entries"]
 
 logger = logging.getLogger(__name__)
-
-Sig = tuple[int, int]
-
 
 _MAGIC = b"EVSKEL1\n"
 _HEAD = len(_MAGIC) + 8
@@ -73,16 +73,17 @@ class SkeletonStore:
         self.root = cache_dir / "skeletons"
         self._trust = trust
 
-    def path_for(self, page: Path, sig: Sig) -> Path:
-        digest = hashlib.sha1(str(page.resolve()).encode()).hexdigest()[:24]
-        return self.root / f"{digest}-{sig[0]}-{sig[1]}.skel"
+    def path_for(self, page: str, stat: Stat) -> Path:
+        """``page`` is the page's full name (source identity + path), ``stat`` its version."""
+        digest = hashlib.sha1(page.encode()).hexdigest()[:24]
+        return self.root / f"{digest}-{stat.token}.skel"
 
-    def has(self, page: Path, sig: Sig) -> bool:
-        return self.path_for(page, sig).is_file()
+    def has(self, page: str, stat: Stat) -> bool:
+        return self.path_for(page, stat).is_file()
 
-    def load(self, page: Path, sig: Sig) -> Entries | None:
-        """The skeleton table of the page version ``sig``, or None when there is none (or it is unreadable)."""
-        path = self.path_for(page, sig)
+    def load(self, page: str, stat: Stat) -> Entries | None:
+        """The skeleton table of the page version ``stat``, or None when there is none (or it is unreadable)."""
+        path = self.path_for(page, stat)
         try:
             with open(path, "rb") as f:
                 head = f.read(_HEAD)
@@ -99,11 +100,12 @@ class SkeletonStore:
             return None
         return Entries(path, np.frombuffer(raw, dtype="<i8").reshape(rows, 3))
 
-    def value(self, entries: Entries, idx: int, page: Path) -> Any:
-        """One datapoint's skeleton (allow-listed like the page itself); KeyError when the page lacks ``idx``."""
-        return load_skeleton(entries.blob(idx), str(page), trust=self._trust)
+    def value(self, entries: Entries, idx: int, name: str) -> Any:
+        """One datapoint's skeleton (allow-listed like the page itself); KeyError when the page lacks ``idx``.
+        ``name`` names the page in messages."""
+        return load_skeleton(entries.blob(idx), name, trust=self._trust)
 
-    def save(self, page: Path, sig: Sig, content: Mapping[int, Any]) -> None:
+    def save(self, page: str, stat: Stat, content: Mapping[int, Any]) -> None:
         """Write the skeletons of a parsed page; a value that cannot be pickled just leaves the page without one."""
         try:
             order = sorted(int(i) for i in content)
@@ -115,14 +117,14 @@ class SkeletonStore:
                 offset += len(blob)
             data = b"".join([_MAGIC, len(order).to_bytes(8, "little"), table.tobytes(), *blobs])
             self.root.mkdir(parents=True, exist_ok=True)
-            path = self.path_for(page, sig)
+            path = self.path_for(page, stat)
             atomic_write_bytes(path, data)
         except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs speed
             logger.info("No skeleton cache for %s (%s)", page, exc)
             return
         self._remove_older(page, path)
 
-    def _remove_older(self, page: Path, keep: Path) -> None:
+    def _remove_older(self, page: str, keep: Path) -> None:
         prefix = keep.name.split("-", 1)[0] + "-"
         try:
             for entry in os.scandir(self.root):

@@ -1,10 +1,13 @@
-"""The backend's one public entry point: :class:`LogStore`, a read-only view of one or more log dirs.
+"""The backend's one public entry point: :class:`LogStore`, a read-only provider over one or more log dirs.
 
-Cheap ``runs``/``scores``/``meta_table`` calls for the index, one ``datapoint`` call for the bytes of one datapoint
-(TensorBoard's data-provider split). What costs memory (parsed scores, parsed pages, read datapoints) lives in one
-:class:`~eval_viewer.backend.lru.ByteLRU`, so the process stays flat however large the log; what can change on disk
-(a scores file, a page) is re-read when its size or mtime changes, so the viewer follows a run that is still training.
-Safe to call from several threads (Flask serves callbacks in threads).
+Cheap listings (``runs``, ``run``, ``scores``, ``meta_table``) for the index, one ``datapoint`` call for the bytes of
+one datapoint (TensorBoard's data-provider split). Listings come from a :class:`~eval_viewer.backend.snapshot.Snapshot`
+that a background thread renews every ``rescan_s`` seconds (or :meth:`LogStore.refresh` at once): no request walks
+the log tree, and no request waits for indexing: a datapoint of a pass whose pages are still being indexed comes back
+at once with a problem saying so. What costs memory (parsed scores, parsed pages, read datapoints) lives in one
+:class:`~eval_viewer.backend.lru.ByteLRU`; what can change (a scores file, a page) is re-read when its version in the
+snapshot changes, so the viewer follows a run that is still training. Log dirs are local paths or fsspec URLs
+(:mod:`.sources`). Safe to call from several threads (Flask serves callbacks in threads).
 """
 
 from __future__ import annotations
@@ -18,24 +21,28 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
-from eval_viewer.backend.discovery import FoundRun, run_at, scan_log_dir, url_safe
 from eval_viewer.backend.index import DebugIndex, IndexStatus
 from eval_viewer.backend.lru import ByteLRU
-from eval_viewer.backend.model import DatapointRecord, EpochInfo, RunInfo, Scores
+from eval_viewer.backend.model import DatapointRecord, PassInfo, PassKey, RunInfo, Scores
 from eval_viewer.backend.pages import read_datapoint
 from eval_viewer.backend.records import build_record
-from eval_viewer.backend.scores import load_scores
+from eval_viewer.backend.scores import decode_scores
 from eval_viewer.backend.skeletons import SkeletonStore
+from eval_viewer.backend.snapshot import PassFiles, Refresher, Snapshot
+from eval_viewer.backend.sources import Source, open_source
 from eval_viewer.errors import LogDirError, NotFoundError, PageError, ScoresError
-from eval_viewer.log_format import DEBUGGER_DIR, EVALUATION_SCORES, VALIDATION_SCORES
+from eval_viewer.log_format import EVALUATION_SCORES, SPLIT_VAL, VALIDATION_SCORES
 
-__all__ = ["LogStore", "default_cache_dir"]
+__all__ = ["LogStore", "default_cache_dir", "PassLike"]
 
 logger = logging.getLogger(__name__)
+
+PassLike = Union[PassKey, tuple[str, str, Union[int, None]], tuple[str, str]]
+"""A pass named by its key or a plain ``(run, split, step)`` tuple."""
 
 
 def default_cache_dir() -> Path:
@@ -44,41 +51,34 @@ def default_cache_dir() -> Path:
     return Path(base) / "eval-viewer"
 
 
-def _scores_path(info: EpochInfo) -> Path:
-    return info.path / (VALIDATION_SCORES if info.epoch is not None else EVALUATION_SCORES)
-
-
 class LogStore:
-    """Runs, scores and debug outputs of the runs under ``log_dirs`` (each a run or a folder of runs).
+    """Runs, passes, scores and debug outputs under ``log_dirs`` (each a run or a folder of runs; a path or a URL).
 
-    ``trust_pickles`` lifts the allow-list of page classes (only for logs you trust); ``cache_dir`` holds indexes
-    built for pages that came without one; ``cache_bytes`` bounds the memory of everything cached;
+    ``trust_pickles`` lifts the allow-list of page classes (only for logs you trust); ``cache_dir`` holds indexes and
+    skeletons built for pages (never inside a log dir); ``cache_bytes`` bounds the memory of everything cached;
     ``higher_is_better`` overrides the direction inferred from metric names; ``index_wait_s`` is how long a
-    ``datapoint`` call waits for a background index of an epoch that came without one.
+    ``datapoint`` call may wait for a background index (0, the app's choice: never; the notebook API waits);
+    ``rescan_s`` is how often the listing snapshot is renewed in the background (0: only on :meth:`refresh`);
+    ``storage_options`` go to fsspec for URLs (endpoints and credentials also come from the environment).
     """
 
     def __init__(
         self,
-        log_dirs: Sequence[str | os.PathLike[str]],
+        log_dirs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
         *,
         trust_pickles: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_bytes: int = 256 * 2**20,
         higher_is_better: Mapping[str, bool] | None = None,
-        index_wait_s: float = 60.0,
+        index_wait_s: float = 0.0,
+        rescan_s: float = 10.0,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(log_dirs, (str, os.PathLike)):
             log_dirs = [log_dirs]
         if not log_dirs:
             raise LogDirError("No --log-dir given: pass a run folder or a folder of runs")
-        self._log_dirs: list[Path] = []
-        for raw in log_dirs:
-            path = Path(raw).expanduser()
-            if not path.exists():
-                raise LogDirError(f"{path}: log dir does not exist")
-            if not path.is_dir():
-                raise LogDirError(f"{path}: log dir is a file, not a folder of runs")
-            self._log_dirs.append(path)
+        self._sources: list[Source] = [open_source(raw, storage_options) for raw in log_dirs]
         self._trust = trust_pickles
         self._cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         try:
@@ -90,163 +90,165 @@ class LogStore:
         self._overrides = dict(higher_is_better or {})
         self._index_wait_s = index_wait_s
         self._lock = threading.RLock()
-        self._names: dict[Path, str] = {}
-        self._runs: dict[str, RunInfo] = {}
-        self._indexes: dict[Path, DebugIndex] = {}
-        self._counts: dict[Path, int] = {}
+        self._indexes: dict[str, DebugIndex] = {}
+        self._counts: dict[PassKey, int] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-viewer-index")
         self._pending: list[Future[Any]] = []
         self._closed = False
-        found = self._scan()
-        for log_dir in self._log_dirs:
-            if not any(run.path == log_dir or log_dir in run.path.parents for run in found):
+        self._refresher = Refresher(self._sources, rescan_s, on_change=self._snapshot_changed)
+        found = self._refresher.snapshot
+        for source in self._sources:
+            if not any(run.location == source.url("") or run.location.startswith(source.url("").rstrip("/") + "/")
+                       for run in found.runs.values()):
                 raise LogDirError(
-                    f"{log_dir}: no run found: expected a run folder (epoch_N/{VALIDATION_SCORES} or "
+                    f"{source.location}: no run found: expected a run folder (epoch_N/{VALIDATION_SCORES} or "
                     f"{EVALUATION_SCORES}) or a folder of runs"
                 )
 
-    # ------------------------------------------------------------------ runs
-    def _name_for(self, run: FoundRun, log_dir: Path) -> str:
-        key = run.path.resolve()
-        name = self._names.get(key)
-        if name is not None:
-            return name
-        taken = set(self._names.values())
-        name = url_safe(run.rel)
-        if name in taken:
-            name = url_safe(f"{log_dir.resolve().name}/{run.rel}")
-        base, n = name, 2
-        while name in taken:
-            name, n = f"{base}~{n}", n + 1
-        self._names[key] = name
-        return name
+    # ------------------------------------------------------------------ listings (from the snapshot)
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current listing snapshot (immutable; replaced as a whole by a refresh)."""
+        return self._refresher.snapshot
 
-    def _scan(self) -> list[RunInfo]:
-        infos: list[RunInfo] = []
-        for log_dir in self._log_dirs:
-            for run in scan_log_dir(log_dir):
-                with self._lock:
-                    name = self._name_for(run, log_dir)
-                infos.append(RunInfo(name=name, path=run.path, kind=run.kind, epochs=run.epochs))
+    @property
+    def version(self) -> str:
+        """Changes whenever a run, pass, scores file or page appears, disappears or changes."""
+        return self._refresher.snapshot.version
+
+    def refresh(self, wait: bool = True) -> None:
+        """Renew the listing snapshot now (``wait``), or ask the background thread to do it soon."""
+        if wait:
+            self._refresher.refresh()
+        else:
+            self._refresher.request()
+
+    def _snapshot_changed(self, old: Snapshot, new: Snapshot) -> None:
+        """Hand every known page index its folder's new listing (reads only index files that changed)."""
         with self._lock:
-            self._runs = {info.name: info for info in infos}
-        return infos
+            indexes = dict(self._indexes)
+        for key, files in new.files.items():
+            index = indexes.get(files.source.identity + "/" + files.debug_dir)
+            if index is not None:
+                index.refresh(files.debug)
 
     def runs(self) -> tuple[RunInfo, ...]:
-        """Every run, re-listed from disk on each call (a few stats per epoch): new runs and epochs appear."""
-        return tuple(self._scan())
+        """Every run, sorted by name, as of the last snapshot."""
+        return tuple(self._refresher.snapshot.runs.values())
 
     def run(self, name: str) -> RunInfo:
-        with self._lock:
-            info = self._runs.get(name)
+        info = self._refresher.snapshot.runs.get(name)
         if info is None:
-            self._scan()
-            with self._lock:
-                info = self._runs.get(name)
-        if info is None:
-            known = ", ".join(sorted(self._runs)) or "none"
+            known = ", ".join(self._refresher.snapshot.runs) or "none"
             raise NotFoundError(f"No run named {name!r} (runs: {known})")
         return info
 
-    def _epoch(self, run: str, epoch: int | None) -> tuple[RunInfo, EpochInfo]:
-        info = self.run(run)
-        try:
-            return info, info.epoch(epoch)
-        except NotFoundError:
-            fresh = run_at(info.path)  # an epoch written since the last listing
-            if fresh is not None:
-                info = RunInfo(name=info.name, path=info.path, kind=fresh[0], epochs=fresh[1])
-                with self._lock:
-                    self._runs[info.name] = info
-            return info, info.epoch(epoch)
+    def pass_info(self, key: PassLike) -> PassInfo:
+        key = PassKey.of(key)
+        return self.run(key.run).find(key.split, key.step)
+
+    def default_pass(self, run: str) -> PassKey:
+        """The pass a run opens on: its latest validated epoch, else its test pass."""
+        return self.run(run).default_pass.key
+
+    def _files(self, key: PassLike) -> tuple[PassKey, PassFiles]:
+        key = PassKey.of(key)
+        files = self._refresher.snapshot.files.get(key)
+        if files is None:
+            self.pass_info(key)  # raises the NotFoundError naming what there is
+            raise NotFoundError(f"No pass {key}")  # pragma: no cover - listed without files
+        return key, files
 
     # ------------------------------------------------------------------ scores
-    def scores(self, run: str, epoch: int | None) -> Scores:
-        """The scores of one epoch (``None``: an evaluator run), parsed once and re-read when the file changes."""
-        info, epoch_info = self._epoch(run, epoch)
-        path = _scores_path(epoch_info)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise ScoresError(f"{path}: scores file is missing (epoch {epoch} of run {run!r})") from None
-        sig = (st.st_size, st.st_mtime_ns)
-        cached = self._lru.get(("scores", path))
-        if cached is not None and cached[0] == sig:
+    def scores(self, key: PassLike) -> Scores:
+        """The scores of one pass, parsed once and re-read when the snapshot sees the file change."""
+        key, files = self._files(key)
+        if files.scores is None or files.scores_stat is None:
+            raise ScoresError(f"{files.source.url(files.folder)}: this pass has debug pages but no scores file")
+        name = files.source.url(files.scores)
+        cache_key = ("scores", files.source.identity, files.scores)
+        cached = self._lru.get(cache_key)
+        if cached is not None and cached[0] == files.scores_stat:
             return cached[1]  # type: ignore[no-any-return]
-        scores = load_scores(path, self._overrides)
-        scores = self._check_count(info, epoch_info, scores)
+        try:
+            data = files.source.read_bytes(files.scores)
+        except FileNotFoundError:
+            raise ScoresError(f"{name}: scores file is missing ({key})") from None
+        except OSError as exc:
+            raise ScoresError(f"{name}: cannot read the scores file ({exc.strerror or exc})") from None
+        except Exception as exc:  # noqa: BLE001 - remote storage errors say the same thing
+            raise ScoresError(f"{name}: cannot read the scores file ({type(exc).__name__}: {exc})") from None
+        scores = self._check_count(key, decode_scores(data, name, self._overrides))
         nbytes = sum(a.nbytes for a in scores.per_datapoint.values()) + 64 * len(scores.aggregated) + 1024
-        self._lru.put(("scores", path), (sig, scores), nbytes)
-        if epoch_info.has_debug:
-            self._debug_index(epoch_info)  # start a background index now, before the first click needs it
+        self._lru.put(cache_key, (files.scores_stat, scores), nbytes)
+        if files.debug:
+            self._debug_index(files)  # start a background index now, before the first click needs it
         return scores
 
-    def _check_count(self, info: RunInfo, epoch_info: EpochInfo, scores: Scores) -> Scores:
-        """Note (do not fail) an epoch whose datapoint count differs from the run's other epochs."""
+    def _check_count(self, key: PassKey, scores: Scores) -> Scores:
+        """Note (do not fail) a pass whose datapoint count differs from the run's other passes of its split."""
         with self._lock:
-            self._counts[epoch_info.path] = scores.num_datapoints
-            others = {
-                e.epoch: self._counts[e.path] for e in info.epochs if e.path != epoch_info.path and e.path in self._counts
-            }
-        differing = {e: n for e, n in others.items() if n != scores.num_datapoints}
+            self._counts[key] = scores.num_datapoints
+            others = {k: n for k, n in self._counts.items()
+                      if k.run == key.run and k.split == key.split and k != key}
+        differing = {k: n for k, n in others.items() if n != scores.num_datapoints}
         if not differing:
             return scores
         note = (
             f"{scores.path}: {scores.num_datapoints} datapoints, but "
-            + ", ".join(f"epoch {e} has {n}" for e, n in differing.items())
-            + "; datapoint indices may not refer to the same data across these epochs"
+            + ", ".join(f"{k.label} has {n}" for k, n in differing.items())
+            + "; datapoint indices may not refer to the same data across these passes"
         )
         return Scores(scores.num_datapoints, scores.per_datapoint, scores.aggregated, scores.higher_is_better,
                       problems=scores.problems + (note,), path=scores.path)
 
-    def metric_history(self, run: str, metric: str) -> list[tuple[int | None, float]]:
-        """``(epoch, aggregated value)`` for every epoch, NaN where an epoch lacks the metric or its scores."""
-        history: list[tuple[int | None, float]] = []
+    def metric_history(self, run: str, metric: str, split: str = SPLIT_VAL) -> list[tuple[PassKey, float]]:
+        """``(pass, aggregated value)`` for every scored pass of ``split``, NaN where one lacks the metric."""
+        history: list[tuple[PassKey, float]] = []
         seen = False
-        for epoch_info in self.run(run).epochs:
+        for info in self.run(run).passes:
+            if info.split != split or not info.has_scores:
+                continue
             try:
-                scores = self.scores(run, epoch_info.epoch)
+                scores = self.scores(info.key)
             except ScoresError as exc:
                 logger.warning("%s", exc)
-                history.append((epoch_info.epoch, math.nan))
+                history.append((info.key, math.nan))
                 continue
             seen = seen or metric in scores.aggregated or metric in scores.per_datapoint
-            history.append((epoch_info.epoch, float(scores.aggregated.get(metric, math.nan))))
+            history.append((info.key, float(scores.aggregated.get(metric, math.nan))))
         if not seen and history:
-            raise NotFoundError(f"Run {run!r} has no metric {metric!r} in any epoch")
+            raise NotFoundError(f"Run {run!r} has no metric {metric!r} in any {split} pass")
         return history
 
-    def scores_across_epochs(
-        self, run: str, metric: str, epochs: Sequence[int | None] | None = None
-    ) -> tuple[tuple[int | None, ...], np.ndarray]:
-        """Per-datapoint values of ``metric`` for several epochs as one (epochs, datapoints) array, NaN where missing.
+    def scores_across_passes(self, keys: Sequence[PassLike], metric: str) -> np.ndarray:
+        """Per-datapoint values of ``metric`` for several passes as one (passes, datapoints) array, NaN where missing.
 
-        Comparing epochs datapoint by datapoint only means something when every epoch scored the same datapoints,
+        Comparing passes datapoint by datapoint only means something when every pass scored the same datapoints,
         so differing counts raise :class:`ScoresError` naming the files.
         """
-        chosen = tuple(epochs) if epochs is not None else tuple(e.epoch for e in self.run(run).epochs)
-        loaded = [self.scores(run, e) for e in chosen]
+        loaded = [self.scores(k) for k in keys]
         counts = {s.num_datapoints for s in loaded}
         if len(counts) > 1:
             detail = ", ".join(f"{s.path}: {s.num_datapoints}" for s in loaded)
-            raise ScoresError(f"Run {run!r}: epochs have different numbers of datapoints ({detail})")
+            raise ScoresError(f"Passes have different numbers of datapoints ({detail})")
         n = counts.pop() if counts else 0
         table = np.full((len(loaded), n), math.nan)
         for row, s in enumerate(loaded):
             if metric in s.per_datapoint:
                 table[row] = s.per_datapoint[metric]
-        return chosen, table
+        return table
 
     # ------------------------------------------------------------------ debug outputs
-    def _debug_index(self, epoch_info: EpochInfo) -> DebugIndex:
-        debug_dir = epoch_info.path / DEBUGGER_DIR
+    def _debug_index(self, files: PassFiles) -> DebugIndex:
+        ident = files.source.identity + "/" + files.debug_dir
         with self._lock:
-            index = self._indexes.get(debug_dir)
+            index = self._indexes.get(ident)
             if index is None:
-                index = DebugIndex(debug_dir, trust=self._trust, cache_dir=self._cache_dir, submit=self._submit,
-                                   skeletons=self._skeletons)
-                self._indexes[debug_dir] = index
-        index.refresh()
+                index = DebugIndex(files.source, files.debug_dir, trust=self._trust, cache_dir=self._cache_dir,
+                                   submit=self._submit, skeletons=self._skeletons)
+                self._indexes[ident] = index
+        index.refresh(files.debug)  # one comparison when the listing is unchanged
         return index
 
     def _submit(self, fn: Any, *args: Any) -> None:
@@ -268,75 +270,78 @@ class LogStore:
                 return False
             futures_wait(pending, timeout=left)
 
-    def debug_status(self, run: str, epoch: int | None) -> IndexStatus | None:
-        """Progress of the page index of an epoch (None when it has no debug outputs): for a "still indexing" note."""
-        _, epoch_info = self._epoch(run, epoch)
-        if not epoch_info.has_debug:
+    def debug_status(self, key: PassLike) -> IndexStatus | None:
+        """Progress of the page index of a pass (None when it has no debug outputs): for a "still indexing" note."""
+        _, files = self._files(key)
+        if not files.debug:
             return None
-        return self._debug_index(epoch_info).status()
+        return self._debug_index(files).status()
 
-    def wait_for_index(self, run: str, epoch: int | None, timeout: float | None = None) -> bool:
-        """Block until the epoch's page index is complete; False on timeout."""
-        _, epoch_info = self._epoch(run, epoch)
-        return not epoch_info.has_debug or self._debug_index(epoch_info).wait(timeout)
+    def wait_for_index(self, key: PassLike, timeout: float | None = None) -> bool:
+        """Block until the pass's page index is complete; False on timeout."""
+        _, files = self._files(key)
+        return not files.debug or self._debug_index(files).wait(timeout)
 
-    def meta_table(self, run: str, epoch: int | None) -> dict[str, list[Any]]:
-        """Scalar meta_info columns for all datapoints (None where unknown); ``{}`` without debug outputs or meta."""
-        _, epoch_info = self._epoch(run, epoch)
-        if not epoch_info.has_debug:
+    def meta_table(self, key: PassLike) -> dict[str, list[Any]]:
+        """Scalar meta_info columns for all datapoints (None where unknown); ``{}`` without debug outputs or meta.
+
+        Never waits for indexing beyond ``index_wait_s``: columns fill in as pages are indexed."""
+        key, files = self._files(key)
+        if not files.debug:
             return {}
-        index = self._debug_index(epoch_info)
-        index.wait(self._index_wait_s)
+        index = self._debug_index(files)
+        if self._index_wait_s:
+            index.wait(self._index_wait_s)
         meta = index.meta()
         if not meta:
             return {}
         try:
-            n = self.scores(run, epoch).num_datapoints
+            n = self.scores(key).num_datapoints
         except ScoresError:
             n = max(meta) + 1
         columns: dict[str, list[Any]] = {}
         for idx, fields in meta.items():
             if not 0 <= idx < n:
                 continue
-            for key, value in fields.items():
-                column = columns.get(key)
+            for name, value in fields.items():
+                column = columns.get(name)
                 if column is None:  # not setdefault: its default list would be built for every field of every row
-                    column = columns[key] = [None] * n
+                    column = columns[name] = [None] * n
                 column[idx] = value
         return columns
 
-    def datapoint(self, run: str, epoch: int | None, idx: int) -> DatapointRecord:
-        """Everything saved about one datapoint. What cannot be read is listed in ``record.problems``.
+    def datapoint(self, key: PassLike, idx: int) -> DatapointRecord:
+        """Everything saved about one datapoint of one pass. What cannot be read is listed in ``record.problems``.
 
-        Raises :class:`NotFoundError` only for an unknown run or epoch or an index outside the scores.
+        Raises :class:`NotFoundError` only for an unknown run or pass or an index outside the scores.
         """
-        info, epoch_info = self._epoch(run, epoch)
+        key, files = self._files(key)
         idx = int(idx)
         problems: list[str] = []
         scores: dict[str, float] = {}
         try:
-            s = self.scores(run, epoch)
+            s = self.scores(key)
         except ScoresError as exc:
             problems.append(str(exc))
         else:
             if not 0 <= idx < s.num_datapoints:
-                raise NotFoundError(f"Run {run!r} epoch {epoch}: no datapoint {idx} (it has {s.num_datapoints})")
+                raise NotFoundError(f"{key}: no datapoint {idx} (it has {s.num_datapoints})")
             scores = {m: float(a[idx]) for m, a in s.per_datapoint.items()}
             problems.extend(p for p in s.problems if f"datapoint {idx}:" in p)
         value: Any = None
         debuggers: Mapping[str, Any] = {}
-        if epoch_info.has_debug:
-            index = self._debug_index(epoch_info)
+        if files.debug:
+            index = self._debug_index(files)
             value = self._debug_value(index, idx, problems)
             debuggers = index.debuggers
-        return build_record(info.name, epoch, idx, scores, value, debuggers, problems)
+        return build_record(key, idx, scores, value, debuggers, problems)
 
     def _debug_value(self, index: DebugIndex, idx: int, problems: list[str]) -> Any:
         page = index.page_of(idx)
         if page is None and not index.wait(self._index_wait_s):
             status = index.status()
             problems.append(
-                f"{index.debug_dir}: still indexing pages ({status.pages_indexed}/{status.pages}); "
+                f"{index.name}: still indexing pages ({status.pages_indexed}/{status.pages}); "
                 f"debug outputs of datapoint {idx} will appear when it is done"
             )
             return None
@@ -344,26 +349,28 @@ class LogStore:
         if page is None:
             broken = index.problems
             if broken:
-                problems.append(f"datapoint {idx}: not found in the readable pages of {index.debug_dir}")
+                problems.append(f"datapoint {idx}: not found in the readable pages of {index.name}")
                 problems.extend(broken)
             return None
         try:
-            return read_datapoint(index.debug_dir / page, idx, trust=self._trust, lru=self._lru,
+            return read_datapoint(index.source, index.page_path(page), idx, trust=self._trust, lru=self._lru,
                                   skeletons=self._skeletons, submit=self._submit)
         except KeyError:
-            problems.append(f"{index.debug_dir / page}: does not hold datapoint {idx} as its index says; re-indexing")
+            problems.append(f"{index.source.url(index.page_path(page))}: does not hold datapoint {idx} as its index "
+                            "says; re-indexing")
             index.rescan_page(page)
         except PageError as exc:
             problems.append(str(exc))
         return None
 
     def clear_cache(self) -> None:
-        """Forget parsed scores, pages and datapoints (the next reads go to disk); indexes are kept."""
+        """Forget parsed scores, pages and datapoints (the next reads go to storage); indexes are kept."""
         self._lru.clear()
 
     def close(self) -> None:
-        """Stop background indexing and drop every cache. The store is not usable afterwards."""
+        """Stop background work and drop every cache. The store is not usable afterwards."""
         self._closed = True
+        self._refresher.stop()
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for index in self._indexes.values():

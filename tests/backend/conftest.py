@@ -125,12 +125,18 @@ def evaluator_run(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_store(tmp_path: Path) -> Iterator[Callable[..., LogStore]]:
-    """LogStore factory with its index cache in tmp_path; every store made is closed after the test."""
+    """LogStore factory with its index cache in tmp_path; every store made is closed after the test.
+
+    Tests read debug outputs right after opening a store, so reads wait for the background index (``index_wait_s``;
+    the store's own default, 0, answers "still indexing" at once: see test_snapshot.py). The listing snapshot is only
+    renewed by ``store.refresh()`` (``rescan_s=0``), so what a test sees never depends on a background timer.
+    """
     stores: list[LogStore] = []
 
-    def make(*log_dirs: Path, **kwargs: Any) -> LogStore:
+    def make(*log_dirs: Path | str, **kwargs: Any) -> LogStore:
         kwargs.setdefault("cache_dir", tmp_path / "cache")
         kwargs.setdefault("index_wait_s", 20.0)
+        kwargs.setdefault("rescan_s", 0.0)
         store = LogStore(list(log_dirs), **kwargs)
         stores.append(store)
         return store

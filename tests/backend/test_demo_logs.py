@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval_viewer.backend import LogStore
+from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.log_format import Kind
 
 
@@ -26,17 +26,22 @@ def test_every_run_epoch_metric_and_datapoint_is_readable(demo_dir: Path,
     store = make_store(demo_dir)
     runs = {r.name: r for r in store.runs()}
     assert set(runs) == {"trainer_run", "evaluator_run"}
-    assert [(e.epoch, e.has_debug) for e in runs["trainer_run"].epochs] == [(0, False), (1, True)]
+    assert [(p.key, p.has_debug) for p in runs["trainer_run"].passes] == [
+        (PassKey("trainer_run", "val", 0), False), (PassKey("trainer_run", "val", 1), True)]
     assert runs["evaluator_run"].kind == "evaluator"
+    assert [p.key for p in runs["evaluator_run"].passes] == [PassKey("evaluator_run", "test", None)]
     for name, epoch in [("trainer_run", 0), ("trainer_run", 1), ("evaluator_run", None)]:
-        scores = store.scores(name, epoch)
+        key = PassKey(name, "val" if epoch is not None else "test", epoch)
+        scores = store.scores(key)
         assert scores.num_datapoints == 8 and scores.problems == ()
         assert scores.higher_is_better["loss"] is False and scores.higher_is_better["miou"] is True
         for metric in scores.metrics:
             assert scores.ranking(metric).shape == (8,)
-            assert not np.isnan(store.metric_history(name, metric)[-1][1]) or metric not in scores.aggregated
+            history = store.metric_history(name, metric, split=key.split)
+            assert key in dict(history)
+            assert not np.isnan(history[-1][1]) or metric not in scores.aggregated
         for idx in range(scores.num_datapoints):
-            record = store.datapoint(name, epoch, idx)
+            record = store.datapoint(key, idx)
             assert record.problems == () and set(record.scores) == set(scores.metrics)
             if epoch == 0:
                 assert record.debug == {}
@@ -48,4 +53,4 @@ def test_every_run_epoch_metric_and_datapoint_is_readable(demo_dir: Path,
             assert kinds[("attention", "attention")] == Kind.ATTENTION
             assert kinds[("gradcam", "gradcam")] == Kind.HEATMAP
             assert kinds[("encoder_features", "feature_map")] == Kind.FEATURE_MAP
-    assert store.meta_table("evaluator_run", None)["num_shapes"][0] is not None
+    assert store.meta_table(("evaluator_run", "test", None))["num_shapes"][0] is not None

@@ -11,7 +11,8 @@ def test_backend_imports_neither_dash_nor_torch() -> None:
     code = (
         "import json, sys\n"
         "import eval_viewer.backend\n"
-        "from eval_viewer.backend import LogStore, RunInfo, EpochInfo, Scores, Item, DatapointRecord\n"
+        "from eval_viewer.backend import LogStore, RunInfo, PassKey, PassInfo, Scores, Item, DatapointRecord\n"
+        "from eval_viewer.backend import LocalSource, FsspecSource, open_source\n"
         "print(json.dumps({m: m in sys.modules for m in ('dash', 'flask', 'plotly', 'torch')}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

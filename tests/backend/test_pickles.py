@@ -20,16 +20,21 @@ import torch
 from eval_viewer.backend.lru import ByteLRU
 from eval_viewer.backend.pages import read_datapoint
 from eval_viewer.backend.pickles import LazyArray, materialize, parse_page
+from eval_viewer.backend.sources import LocalSource, RangeFile
 from eval_viewer.errors import PageError, UntrustedPickleError
 
 
+def _open(path: Path) -> RangeFile:
+    return LocalSource(path.parent).open(path.name)
+
+
 def _parse(path: Path, trust: bool = False) -> Any:
-    with open(path, "rb") as f:
+    with _open(path) as f:
         return parse_page(f, str(path), trust=trust)
 
 
 def _read(path: Path, idx: int, trust: bool = False) -> Any:
-    return read_datapoint(path, idx, trust=trust, lru=ByteLRU(1 << 20))
+    return read_datapoint(LocalSource(path.parent), path.name, idx, trust=trust, lru=ByteLRU(1 << 20))
 
 
 class _MakesFile:
@@ -193,7 +198,7 @@ def test_page_truncated_in_place_after_parsing_fails_cleanly(tmp_path: Path) -> 
     """A writer that rewrites a page in place while we read: a clean PageError, never a crash or wrong data."""
     page = tmp_path / "page_0.pkl"
     joblib.dump({i: {"x": np.full((100, 100), i, dtype=np.float32)} for i in range(4)}, page)
-    with open(page, "rb") as f:
+    with _open(page) as f:
         parsed = parse_page(f, str(page), trust=False)
         with open(page, "r+b") as w:  # truncate the same inode in place, as joblib.dump(path) would
             w.truncate(100)
@@ -264,5 +269,5 @@ def test_a_page_cannot_call_the_array_header_with_its_own_offset_dtype_and_shape
 def test_reading_a_bad_lazy_array_is_a_page_error(tmp_path: Path, lazy: LazyArray) -> None:
     page = tmp_path / "page_0.pkl"
     page.write_bytes(b"\0" * 64)
-    with open(page, "rb") as f, pytest.raises(PageError, match="corrupt array header"):
+    with _open(page) as f, pytest.raises(PageError, match="corrupt array header"):
         materialize(lazy, f, str(page))

@@ -1,0 +1,349 @@
+"""Where log files live: a local folder, or any fsspec filesystem (``s3://``, ``gs://``, ``memory://``, ``file://``).
+
+Everything the backend reads goes through one small interface, :class:`Source`: list a folder, stat a file, read a
+whole small file (scores, indexes) and open a file for *range reads* (pages). Paths inside a source are POSIX strings
+relative to its root (``"run/epoch_3/debugger/page_0.pkl"``), so the rest of the backend never sees an OS path or a
+bucket name, and every message names the file the way the user wrote it (:meth:`Source.url`).
+
+A page is opened as a :class:`RangeFile`: its size and version come from the open (``fstat`` locally, the object's
+metadata remotely) and reads go to exactly the bytes asked for (``pread`` locally, one HTTP range request remotely),
+so reading one datapoint costs about its own bytes on either. Credentials and endpoints come the standard way: the
+environment (``AWS_ENDPOINT_URL``, ``AWS_PROFILE``...) and ``storage_options`` passed to fsspec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval_viewer.errors import LogDirError
+
+__all__ = ["Stat", "RangeFile", "Source", "LocalSource", "FsspecSource", "open_source", "join", "is_url"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What identifies one version of a file: its size and a version string that changes when it is rewritten
+    (``mtime_ns`` and inode locally, the ETag or modification time remotely)."""
+
+    size: int
+    version: str
+
+    @property
+    def token(self) -> str:
+        """A short file-name-safe string for cache keys."""
+        return f"{self.size}-{hashlib.sha1(self.version.encode()).hexdigest()[:16]}"
+
+
+def join(*parts: str) -> str:
+    """Join relative source paths (``""`` is the root)."""
+    return posixpath.join(*[p for p in parts if p]) if any(parts) else ""
+
+
+def is_url(location: str) -> bool:
+    """Whether ``location`` names an fsspec filesystem (``proto://...``) rather than a local path."""
+    return "://" in location and not location.startswith("file://")
+
+
+class RangeFile(ABC):
+    """An open file read by position: ``read_at(offset, n)``. Also seekable and readable like a file, for the few
+    callers (joblib's compressor detection) that need a file object."""
+
+    def __init__(self, stat: Stat, name: str) -> None:
+        self.stat, self.name, self._pos = stat, name, 0
+
+    @property
+    def size(self) -> int:
+        return self.stat.size
+
+    @abstractmethod
+    def read_at(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes from ``offset`` (fewer only at the end of the file)."""
+
+    def close(self) -> None:  # noqa: B027 - a no-op by default
+        pass
+
+    # file-object protocol on top of read_at
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = offset if whence == 0 else (self._pos + offset if whence == 1 else self.size + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = max(self.size - self._pos, 0)
+        data = self.read_at(self._pos, n) if n else b""
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def __enter__(self) -> RangeFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Source(ABC):
+    """One ``--log-dir``: a root and the operations the backend needs, all on paths relative to that root."""
+
+    location: str
+    """The root as the user wrote it (a path or a URL), for messages."""
+
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """An absolute name of the root (resolved path or full URL): the key of caches kept outside the log."""
+
+    @abstractmethod
+    def list(self, rel: str) -> tuple[dict[str, Stat], list[str]] | None:
+        """The files (with their stats) and sub-folders of folder ``rel``; None when it does not exist."""
+
+    @abstractmethod
+    def stat(self, rel: str) -> Stat | None:
+        """The stat of file ``rel``; None when it does not exist (or is a folder)."""
+
+    @abstractmethod
+    def read_bytes(self, rel: str) -> bytes:
+        """The whole file; FileNotFoundError / OSError like ``open``."""
+
+    @abstractmethod
+    def open(self, rel: str) -> RangeFile:
+        """The file opened for range reads; FileNotFoundError / OSError like ``open``."""
+
+    def url(self, rel: str) -> str:
+        """How messages name file ``rel``: the user's root joined with it."""
+        root = self.location.rstrip("/")
+        return f"{root}/{rel}" if rel else self.location
+
+    def refresh(self) -> None:  # noqa: B027 - only remote sources cache listings
+        """Forget cached listings before a new snapshot is taken."""
+
+    def walk(self, max_depth: int) -> Iterator[tuple[str, dict[str, Stat], list[str]]]:
+        """``(folder, files, sub-folders)`` for the root and folders below it up to ``max_depth``; hidden folders
+        (``.git``, ``.cache``) are skipped. Callers may prune by removing names from the yielded sub-folder list."""
+        stack = [("", 0)]
+        while stack:
+            folder, depth = stack.pop()
+            listing = self.list(folder)
+            if listing is None:
+                continue
+            files, dirs = listing
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            yield folder, files, dirs
+            if depth < max_depth:
+                stack.extend((join(folder, d), depth + 1) for d in reversed(dirs))
+
+
+class _LocalFile(RangeFile):
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        st = os.fstat(self._fd)
+        super().__init__(_local_stat(st), str(path))
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        chunks, done = [], 0
+        while done < n:  # pread may return less than asked on some file systems
+            chunk = os.pread(self._fd, n - done, offset + done)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            done += len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _local_stat(st: os.stat_result) -> Stat:
+    return Stat(int(st.st_size), f"{st.st_ino}:{st.st_mtime_ns}")
+
+
+class LocalSource(Source):
+    """A folder on a local (or mounted) file system."""
+
+    def __init__(self, root: str | os.PathLike[str], location: str | None = None) -> None:
+        self.root = Path(root).expanduser()
+        self.location = location or str(root)
+        if not self.root.exists():
+            raise LogDirError(f"{self.location}: log dir does not exist")
+        if not self.root.is_dir():
+            raise LogDirError(f"{self.location}: log dir is a file, not a folder of runs")
+
+    @property
+    def identity(self) -> str:
+        return str(self.root.resolve())
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel if rel else self.root
+
+    def url(self, rel: str) -> str:
+        return str(self.path(rel))
+
+    def list(self, rel: str) -> tuple[dict[str, Stat], list[str]] | None:
+        files: dict[str, Stat] = {}
+        dirs: list[str] = []
+        try:
+            with os.scandir(self.path(rel)) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir():
+                            dirs.append(entry.name)
+                        elif entry.is_file():
+                            files[entry.name] = _local_stat(entry.stat())
+                    except OSError:  # removed while listing
+                        continue
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            logger.warning("Cannot list %s: %s", self.url(rel), exc)
+            return None
+        return files, dirs
+
+    def stat(self, rel: str) -> Stat | None:
+        try:
+            st = os.stat(self.path(rel))
+        except OSError:
+            return None
+        return _local_stat(st) if not os.path.isdir(self.path(rel)) else None
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.path(rel).read_bytes()
+
+    def open(self, rel: str) -> RangeFile:
+        return _LocalFile(self.path(rel))
+
+
+class _FsspecFile(RangeFile):
+    def __init__(self, fs: Any, path: str, name: str) -> None:
+        info = fs.info(path)
+        if info.get("type") == "directory":
+            raise IsADirectoryError(name)
+        self._fs, self._path = fs, path
+        super().__init__(_remote_stat(info), name)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        if n <= 0 or offset >= self.size:
+            return b""
+        end = min(offset + n, self.size)
+        return bytes(self._fs.cat_file(self._path, start=offset, end=end))  # one range request
+
+
+def _remote_stat(info: Mapping[str, Any]) -> Stat:
+    version = info.get("ETag") or info.get("etag") or info.get("md5") or info.get("generation") or ""
+    if not version:
+        for key in ("LastModified", "mtime", "updated", "created"):
+            if info.get(key) is not None:
+                version = str(info[key])
+                break
+    return Stat(int(info.get("size") or 0), str(version))
+
+
+class FsspecSource(Source):
+    """Any filesystem fsspec knows (``s3://bucket/prefix``, ``gs://...``, ``memory://...``, ``file://...``).
+
+    Listings are cached by fsspec between snapshots and dropped by :meth:`refresh`, so a snapshot sees new objects.
+    """
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        try:
+            import fsspec
+        except ImportError:  # pragma: no cover - fsspec is a dependency
+            raise LogDirError(f"{url}: reading URLs needs fsspec (pip install fsspec)") from None
+        self.location = url
+        try:
+            fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        except ImportError as exc:
+            raise LogDirError(f"{url}: {exc} (e.g. pip install s3fs for s3://, gcsfs for gs://)") from None
+        except (ValueError, TypeError) as exc:
+            raise LogDirError(f"{url}: cannot open this storage: {exc}") from None
+        self.fs, self.root = fs, root.rstrip("/")
+        try:
+            exists = fs.isdir(self.root)
+        except Exception as exc:  # noqa: BLE001 - credentials, endpoint, network: all told the same way
+            raise LogDirError(f"{url}: cannot reach the log dir ({type(exc).__name__}: {exc})") from None
+        if not exists:
+            raise LogDirError(f"{url}: log dir does not exist (or is not a folder of runs)")
+
+    @property
+    def identity(self) -> str:
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return f"{protocol}://{self.root}"
+
+    def _full(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def refresh(self) -> None:
+        try:
+            self.fs.invalidate_cache(self.root)
+        except Exception:  # noqa: BLE001 - filesystems without a listings cache
+            pass
+
+    def list(self, rel: str) -> tuple[dict[str, Stat], list[str]] | None:
+        try:
+            entries = self.fs.ls(self._full(rel), detail=True)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a remote listing can fail in many ways; one folder only
+            logger.warning("Cannot list %s: %s", self.url(rel), exc)
+            return None
+        files: dict[str, Stat] = {}
+        dirs: list[str] = []
+        prefix = self._full(rel).rstrip("/") + "/"
+        for info in entries:
+            name = str(info.get("name", "")).rstrip("/")
+            base = name[len(prefix):] if name.startswith(prefix) else posixpath.basename(name)
+            if not base or "/" in base:
+                continue
+            if info.get("type") == "directory":
+                dirs.append(base)
+            else:
+                files[base] = _remote_stat(info)
+        return files, dirs
+
+    def stat(self, rel: str) -> Stat | None:
+        try:
+            info = self.fs.info(self._full(rel))
+        except (FileNotFoundError, OSError):
+            return None
+        return None if info.get("type") == "directory" else _remote_stat(info)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return bytes(self.fs.cat_file(self._full(rel)))
+
+    def open(self, rel: str) -> RangeFile:
+        return _FsspecFile(self.fs, self._full(rel), self.url(rel))
+
+
+def open_source(location: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> Source:
+    """The source of one ``--log-dir``: a local path (or ``file://`` URL) or any fsspec URL."""
+    text = os.fspath(location)
+    if text.startswith("file://"):
+        return LocalSource(text[len("file://"):], location=text)
+    if is_url(text):
+        return FsspecSource(text, storage_options)
+    return LocalSource(text)
