@@ -83,6 +83,7 @@ class SequentialDebugger(BaseDebugger):
         self.forward_debuggers: dict[str, list[ForwardDebugger]] = {}
         """``{layer_name: [debugger, ...]}``, as in the reference; hooks are attached here, not by the trainer."""
         self._layers: list[tuple[ForwardDebugger, torch.nn.Module]] = []
+        self._parents: list[tuple[ForwardDebugger, torch.nn.Module]] = []
         for name, debugger in self.debuggers.items():
             if isinstance(debugger, ForwardDebugger):
                 try:
@@ -91,6 +92,9 @@ class SequentialDebugger(BaseDebugger):
                     raise CaptureError(f"debugger {name!r}: {exc}") from None
                 self.forward_debuggers.setdefault(debugger.layer_name, []).append(debugger)
                 self._layers.append((debugger, layer))
+                if debugger.layer_name:
+                    self._parents.append((debugger, get_layer_by_name(model, debugger.layer_name.rpartition(".")[0])))
+        self._model = model
         self.rank = rank
         self._enabled = False
         self._handles: list[RemovableHandle] = []
@@ -118,8 +122,12 @@ class SequentialDebugger(BaseDebugger):
         if value:
             handles: list[RemovableHandle] = []
             try:
+                if self._layers:  # each call of the model starts a forward pass: earlier layer calls are dropped
+                    handles.append(self._model.register_forward_pre_hook(self._new_forward))
                 for debugger, layer in self._layers:
                     handles.extend(debugger.attach(layer))
+                for debugger, parent in self._parents:
+                    handles.extend(debugger.attach_context(parent))
             except BaseException:
                 for handle in handles:
                     handle.remove()
@@ -131,9 +139,13 @@ class SequentialDebugger(BaseDebugger):
             for handle in self._handles:
                 handle.remove()
             self._handles = []
-            for debugger, _ in self._layers:
-                debugger.last_capture = None  # a capture of a batch nobody asked for is never handed out later
+            self._new_forward()  # a capture of a batch nobody asked for is never handed out later
         self._enabled = value
+
+    def _new_forward(self, *_: Any) -> None:
+        """Forward pre-hook of the model: a new pass begins, so layer calls of an earlier pass are forgotten."""
+        for debugger, _layer in self._layers:
+            debugger.discard()
 
     def start_epoch(self, output_dir: str | os.PathLike[str] | None = None) -> None:
         """Start capturing a new epoch straight into ``output_dir`` (staged until ``save_all`` when None); enables."""
@@ -183,8 +195,7 @@ class SequentialDebugger(BaseDebugger):
             if not isinstance(debugger, ForwardDebugger):
                 captured[name] = debugger(datapoint, model)
         if len(captured) > len(self._layers):
-            for debugger, _ in self._layers:
-                debugger.last_capture = None
+            self._new_forward()
         return {name: captured[name] for name in self.debuggers}
 
     def save_all(self, output_dir: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -260,7 +271,7 @@ def _build_debuggers(config: Sequence[Mapping[str, Any]]) -> dict[str, BaseDebug
 
 def _describe(name: str, debugger: BaseDebugger) -> dict[str, Any]:
     """The index entry of one debugger: its class and the semantic kinds it declares (checked, so typos fail now)."""
-    kinds = dict(debugger.kinds())
+    kinds = debugger.call_kinds() if isinstance(debugger, ForwardDebugger) else dict(debugger.kinds())
     for key, kind in kinds.items():
         if not isinstance(key, str) or kind not in Kind.ALL:
             raise CaptureError(

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from eval_viewer.debuggers.base import ForwardDebugger
+from eval_viewer.debuggers.base import Calls, ForwardDebugger
 from eval_viewer.debuggers.builtins._tensors import per_datapoint_stats, select_tensor
 from eval_viewer.log_format import Kind
 
@@ -27,14 +27,17 @@ class ActivationStatsDebugger(ForwardDebugger):
     ``(B, C, ...)``; pass ``channels_last=True`` for token outputs ``(B, N, C)``.
     """
 
+    batch_first_output = True
+
     def __init__(
         self,
         layer_name: str,
         saturation: float = 1.0,
         output_index: int | str = 0,
         channels_last: bool = False,
+        calls: Calls = "all",
     ) -> None:
-        super().__init__(layer_name)
+        super().__init__(layer_name, calls)
         self.saturation = saturation
         self.output_index = output_index
         self.channels_last = channels_last

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from eval_viewer.debuggers.base import ForwardDebugger
+from eval_viewer.debuggers.base import Calls, ForwardDebugger
 from eval_viewer.debuggers.builtins._tensors import (
     cast_float,
     downsample_spatial,
@@ -42,6 +42,8 @@ class FeatureMapDebugger(ForwardDebugger):
     is laid on its patch grid (``grid`` or a square inferred after class tokens).
     """
 
+    batch_first_output = True
+
     def __init__(
         self,
         layer_name: str,
@@ -50,8 +52,9 @@ class FeatureMapDebugger(ForwardDebugger):
         dtype: torch.dtype | None = None,
         output_index: int | str = 0,
         grid: tuple[int, int] | None = None,
+        calls: Calls = "all",
     ) -> None:
-        super().__init__(layer_name)
+        super().__init__(layer_name, calls)
         self.max_channels = max_channels
         self.max_side = max_side
         self.dtype = dtype
@@ -93,6 +96,8 @@ class LayerOutputDebugger(ForwardDebugger):
     2-D) is not what it means.
     """
 
+    batch_first_output = True
+
     def __init__(
         self,
         layer_name: str,
@@ -101,8 +106,9 @@ class LayerOutputDebugger(ForwardDebugger):
         dtype: torch.dtype | None = None,
         output_index: int | str = 0,
         kind: str | None = None,
+        calls: Calls = "all",
     ) -> None:
-        super().__init__(layer_name)
+        super().__init__(layer_name, calls)
         if downsample_factor < 1:
             raise CaptureError(f"downsample_factor must be >= 1, got {downsample_factor}")
         if kind is not None and kind not in Kind.ALL:
