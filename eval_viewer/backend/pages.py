@@ -62,6 +62,8 @@ def read_datapoint(
         skeleton = _skeleton(page_id, name, idx, stat, fobj, trust, lru, skeletons, submit)
         try:
             value = materialize(skeleton, fobj, name, to_plain)
+        except FileNotFoundError:  # removed between the open and the read (remote storage has no open handle)
+            raise PageError(f"{name}: page is missing (deleted since it was indexed?)") from None
         except OSError as exc:
             raise PageError(f"{name}: cannot read datapoint {idx} ({exc.strerror or exc})") from None
         lru.put(value_key, value, resident_bytes(value))

@@ -34,8 +34,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import joblib
 import numpy as np
-from joblib.numpy_pickle_utils import _detect_compressor, _validate_fileobject_and_memmap
+
+try:  # private joblib API, checked by tests/backend/test_joblib_internals.py
+    from joblib.numpy_pickle_utils import _detect_compressor, _validate_fileobject_and_memmap
+except ImportError as _exc:  # pragma: no cover - only with a joblib that changed them
+    raise ImportError(
+        f"joblib {joblib.__version__} no longer has the private functions the page reader uses ({_exc}); "
+        "check eval_viewer/backend/pickles.py against this joblib "
+        "(tests/backend/test_joblib_internals.py says what changed)"
+    ) from _exc
 
 from eval_viewer.backend.sources import RangeFile
 from eval_viewer.errors import PageError, UntrustedPickleError

@@ -20,6 +20,7 @@ import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,7 @@ class LocalSource(Source):
 
 class _FsspecFile(RangeFile):
     def __init__(self, fs: Any, path: str, name: str) -> None:
+        fs.invalidate_cache(path)  # the object's metadata now, not from a listing taken before it changed
         info = fs.info(path)
         if info.get("type") == "directory":
             raise IsADirectoryError(name)
@@ -257,8 +259,12 @@ def _remote_stat(info: Mapping[str, Any]) -> Stat:
     version = info.get("ETag") or info.get("etag") or info.get("md5") or info.get("generation") or ""
     if not version:
         for key in ("LastModified", "mtime", "updated", "created"):
-            if info.get(key) is not None:
-                version = str(info[key])
+            value = info.get(key)
+            if value is not None:
+                # One time, one string: a listing and an info() may give it as a datetime or as a POSIX timestamp
+                # (fsspec's memory filesystem does both), and the stat of a listing must equal the stat of the open.
+                version = repr(float(value.timestamp() if isinstance(value, datetime) else value)) \
+                    if isinstance(value, (datetime, int, float)) else str(value)
                 break
     return Stat(int(info.get("size") or 0), str(version))
 

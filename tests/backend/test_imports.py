@@ -1,4 +1,5 @@
-"""The backend is usable without the web stack: importing it must not import Dash (or torch, which costs seconds)."""
+"""The backend is usable without the web stack: importing it, every module of it, must not import Dash (or torch,
+which costs seconds)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sys
 
 def test_backend_imports_neither_dash_nor_torch() -> None:
     code = (
-        "import json, sys\n"
+        "import importlib, json, pkgutil, sys\n"
         "import eval_viewer.backend\n"
+        "for m in pkgutil.iter_modules(eval_viewer.backend.__path__):\n"
+        "    importlib.import_module('eval_viewer.backend.' + m.name)\n"
         "from eval_viewer.backend import LogStore, RunInfo, PassKey, PassInfo, Scores, Item, DatapointRecord\n"
         "from eval_viewer.backend import LocalSource, FsspecSource, open_source\n"
         "print(json.dumps({m: m in sys.modules for m in ('dash', 'flask', 'plotly', 'torch')}))\n"
