@@ -34,6 +34,7 @@ from eval_viewer.display import attention, compare, features, images, masks, poi
 from eval_viewer.display.attention import attention_query_from_click, parse_attention
 from eval_viewer.display.colors import INVALID_RGB, PALETTE, SCALES
 from eval_viewer.display.compare import pair_items, render_comparison
+from eval_viewer.display.datapoint import ViewIds, datapoint_view, find_item, item_key, render_keyed
 from eval_viewer.display.figures import figure_view, image_figure
 from eval_viewer.display.html import notebook_html, page, to_html
 from eval_viewer.display.images import image_to_rgb
@@ -69,6 +70,11 @@ __all__ = [
     "unregister",
     "renderer_for",
     "registered_kinds",
+    "datapoint_view",
+    "render_keyed",
+    "find_item",
+    "item_key",
+    "ViewIds",
     "Node",
     "Group",
     "Text",

@@ -136,10 +136,10 @@ class Image(Node):
     alt: str = ""
     cls: str = ""
 
-    @classmethod
-    def from_png(cls, png: bytes, **kwargs: Any) -> Image:
-        """An image of PNG bytes (e.g. :func:`eval_viewer.display.encode.png_bytes`)."""
-        return cls(src="data:image/png;base64," + base64.b64encode(png).decode("ascii"), **kwargs)
+    @staticmethod
+    def from_png(png: bytes, **kwargs: Any) -> Image:
+        """An image of PNG bytes (e.g. :func:`eval_viewer.display.encode.png_bytes`); ``kwargs``: the other fields."""
+        return Image(src="data:image/png;base64," + base64.b64encode(png).decode("ascii"), **kwargs)
 
 
 Cell = Child

@@ -15,7 +15,7 @@ from eval_viewer.display import view
 from eval_viewer.display.view import Child, walk
 
 __all__ = ["walk", "graphs", "figures", "image_sources", "decode_png", "class_names", "text_of", "payload_bytes",
-           "has_error", "tables", "table_rows"]
+           "has_error", "tables", "table_rows", "make_record"]
 
 
 def graphs(node: Child) -> list[view.Figure]:
@@ -70,3 +70,20 @@ def payload_bytes(node: Child) -> int:
 
 def has_error(node: Child) -> bool:
     return "ev-error" in class_names(node)
+
+
+def make_record(idx: int = 0, **fields: Any) -> Any:
+    """A :class:`DatapointRecord` with ``fields`` (inputs, labels, predictions, meta_info, debug, scores, problems).
+
+    Where the record says which pass it belongs to is being renamed (``run``/``epoch`` -> ``pass_key``); this builds
+    it either way, since these tests are about the sections, not the pass."""
+    import dataclasses
+
+    from eval_viewer.backend import model
+
+    names = {f.name for f in dataclasses.fields(model.DatapointRecord)}
+    where: dict[str, Any] = (
+        {"pass_key": model.PassKey("run", "val", 1)} if "pass_key" in names else {"run": "run", "epoch": 1}
+    )
+    fields.setdefault("scores", {})
+    return model.DatapointRecord(idx=idx, **where, **fields)

@@ -2,7 +2,9 @@
 
 The display gives the overlay graph the id ``ids.graph(item_key, "attention-image")`` (through
 ``RenderContext.graph_id``); ``MATCH`` ties each graph to its own item container, so clicking one attention card
-leaves every other card alone.
+leaves every other card alone. The item key names the item (``["debug", "<debugger>", "<item key>"]``, see
+:mod:`eval_viewer.display.datapoint`), so the freshly read record gives back that very item, and a record without
+it says so (a :class:`~eval_viewer.errors.NotFoundError` shown in the card) rather than drawing another one.
 """
 
 from __future__ import annotations
