@@ -304,10 +304,20 @@ class FsspecSource(Source):
         return f"{self.root}/{rel}" if rel else self.root
 
     def refresh(self) -> None:
+        # s3fs (and others) invalidate only the path and its parents, not the folders under it, where new epochs
+        # and pages appear: drop every cached listing at or under the root too.
         try:
             self.fs.invalidate_cache(self.root)
         except Exception:  # noqa: BLE001 - filesystems without a listings cache
             pass
+        dircache = getattr(self.fs, "dircache", None)
+        if dircache is not None:
+            prefix = self.root + "/"
+            try:
+                for key in [k for k in list(dircache) if k == self.root or str(k).startswith(prefix)]:
+                    dircache.pop(key, None)
+            except Exception:  # noqa: BLE001 - a cache we cannot walk: the snapshot may miss what is new, no worse
+                logger.debug("Cannot clear the listings cache of %s", self.location, exc_info=True)
 
     def list(self, rel: str) -> tuple[dict[str, Stat], list[str]] | None:
         try:

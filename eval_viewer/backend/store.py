@@ -100,6 +100,7 @@ class LogStore:
         for source in self._sources:
             if not any(run.location == source.url("") or run.location.startswith(source.url("").rstrip("/") + "/")
                        for run in found.runs.values()):
+                self.close()  # the refresher thread is running already: a failed open must not keep it
                 raise LogDirError(
                     f"{source.location}: no run found: expected a run folder (epoch_N/{VALIDATION_SCORES} or "
                     f"{EVALUATION_SCORES}) or a folder of runs"

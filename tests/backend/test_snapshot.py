@@ -14,7 +14,7 @@ import pytest
 
 from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.backend.sources import LocalSource
-from eval_viewer.errors import NotFoundError
+from eval_viewer.errors import LogDirError, NotFoundError
 from eval_viewer.log_format import DEBUGGER_DIR, EVALUATION_SCORES, VALIDATION_SCORES, epoch_dir_name
 
 N = 12
@@ -216,3 +216,17 @@ def test_no_request_waits_for_an_index(make_store: Callable[..., LogStore], trai
     assert record.problems == ()
     assert (record.debug_item("gradcam").value == outputs_of(4, 10)["gradcam"]).all()
     assert store.meta_table(key)["name"][4] == "img_004.png"
+
+
+def test_a_store_that_cannot_open_leaves_no_background_thread(tmp_path: Path, trainer_run: Path) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    before = set(threading.enumerate())
+    with pytest.raises(LogDirError, match="no run found"):
+        LogStore([trainer_run, tmp_path / "empty"], cache_dir=tmp_path / "cache", rescan_s=0.01)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        started = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+        if not started:
+            break
+        time.sleep(0.02)
+    assert started == []  # a notebook's failed open must not keep listing the disk every rescan_s

@@ -212,3 +212,45 @@ def test_index_and_skeleton_caches_serve_a_memory_log_without_parsing_pages(
         record = again.datapoint(key, idx)
         assert record.problems == ()
         np.testing.assert_array_equal(record.debug_item("gradcam").value, outputs_of(idx, 10)["gradcam"])
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[dict[str, Any]]:
+    """A moto S3 server on loopback for this module; yields the storage options that reach it (dummy credentials)."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing",
+               "client_kwargs": {"region_name": "eu-west-1"}}
+    finally:
+        server.stop()
+
+
+def test_a_refresh_sees_what_another_writer_added_deep_in_an_s3_log(
+        make_store: Callable[..., LogStore], trainer_run: Path, s3_server: dict[str, Any],
+        scores_writer: Callable[..., Path], pages_writer: Callable[..., Any], tmp_path: Path) -> None:
+    """s3fs caches listings and its invalidate_cache(root) drops only the root and its parents: a new epoch of an
+    existing run, or a new debugger folder in an existing epoch, must still appear after store.refresh()."""
+    import s3fs
+
+    writer = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server)  # the trainer: another client
+    bucket = f"ev-{uuid.uuid4().hex[:12]}"
+    writer.mkdir(bucket)
+    _upload(trainer_run, writer, f"{bucket}/logs/trainer")
+    store = make_store(f"s3://{bucket}/logs", storage_options=s3_server)
+    run = store.run("trainer")
+    assert run.steps("val") == (0, 2, 10) and not run.find("val", 2).has_debug
+
+    extra = tmp_path / "extra"
+    scores_writer(extra / epoch_dir_name(11) / VALIDATION_SCORES, epoch=11)
+    pages_writer(extra / epoch_dir_name(2) / DEBUGGER_DIR, range(12), per_page=12, epoch=2)
+    _upload(extra, writer, f"{bucket}/logs/trainer")
+    store.refresh()
+    run = store.run("trainer")
+    assert run.steps("val") == (0, 2, 10, 11)
+    assert run.find("val", 2).has_debug
+    record = store.datapoint(PassKey("trainer", "val", 2), 5)
+    assert record.problems == () and record.debug_item("layer4", "feature_map").value.shape == (8, 4, 4)

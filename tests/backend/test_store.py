@@ -297,3 +297,18 @@ def test_skeletons_let_a_new_process_read_without_parsing_pages(
         path.write_bytes(b"garbage")
     damaged = make_store(trainer_run)
     _assert_same(_record_as_outputs(damaged.datapoint(key, 7)), outputs_of(7, 10))
+
+
+def test_runs_are_found_down_to_max_depth_only(make_store: Callable[..., LogStore], tmp_path: Path,
+                                               scores_writer: Callable[..., Path]) -> None:
+    from eval_viewer.backend.snapshot import MAX_DEPTH
+
+    logs = tmp_path / "deep"
+    at_limit = logs.joinpath(*[f"d{i}" for i in range(1, MAX_DEPTH)], "run")  # MAX_DEPTH folders below the log dir
+    beyond = logs.joinpath(*[f"d{i}" for i in range(1, MAX_DEPTH + 1)], "run")
+    for run in (at_limit, beyond):
+        scores_writer(run / "epoch_0" / VALIDATION_SCORES)
+        scores_writer(run / "epoch_0" / "nested" / "epoch_0" / VALIDATION_SCORES)  # inside a run: never a run
+    store = make_store(logs)
+    assert [r.name for r in store.runs()] == ["/".join([*(f"d{i}" for i in range(1, MAX_DEPTH)), "run"])]
+    assert store.runs()[0].steps("val") == (0,)
