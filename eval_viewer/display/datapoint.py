@@ -85,7 +85,8 @@ def find_item(record: DatapointRecord, key: str) -> Item:
         for meta_key, value in record.meta_info.items():
             if str(meta_key) == wanted:
                 return Item(key=wanted, kind=infer_kind(wanted, value), value=value)
-        raise NotFoundError(f"{where}: no meta info {wanted!r} (keys: {', '.join(map(str, record.meta_info)) or 'none'})")
+        known = ", ".join(map(str, record.meta_info)) or "none"
+        raise NotFoundError(f"{where}: no meta info {wanted!r} (keys: {known})")
     if section == "debug":
         if name not in record.debug:
             raise NotFoundError(f"{where}: no debugger {name!r} (debuggers: {', '.join(record.debug) or 'none'})")
@@ -132,7 +133,8 @@ def _item(item: Item, key: str, image: np.ndarray | None, ids: ViewIds | None) -
                  cls="ev-item-head")
     body = Group([render_keyed(item, key, image, ids=ids)], cls="ev-item-body",
                  id=ids.body(key) if ids is not None else None)
-    return Group([head, body], cls="ev-item-box ev-item-wide" if item.kind in WIDE_KINDS else "ev-item-box ev-item-small")
+    width = "ev-item-wide" if item.kind in WIDE_KINDS else "ev-item-small"
+    return Group([head, body], cls=f"ev-item-box {width}")
 
 
 def _fmt(value: float) -> str:

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 
 from eval_viewer.display.arrays import first_array, scalar_extras, squeeze_leading, strided, to_numpy
 from eval_viewer.display.colors import PALETTE, class_color, class_colors, rgb_css
-from eval_viewer.display.encode import fit_rgb, resize_nearest
+from eval_viewer.display.encode import fit_rgb, png_data_url, resize_nearest
 from eval_viewer.display.figures import (
     FIGURE_HEIGHT,
     IMAGE_MAX_SIDE,
@@ -29,7 +29,7 @@ from eval_viewer.display.figures import (
 )
 from eval_viewer.display.images import context_rgb, extras_caption, image_to_rgb
 from eval_viewer.display.registry import RenderContext, register
-from eval_viewer.display.view import Group, Node
+from eval_viewer.display.view import Group, Image, Node
 from eval_viewer.log_format import Kind
 
 __all__ = ["overlay_mask", "mask_to_classes", "mask_figure", "render_mask", "MASK_KEYS"]
@@ -38,6 +38,7 @@ Palette = Sequence[tuple[int, int, int]]
 MASK_KEYS = ("mask", "masks", "segmentation", "seg", "pred", "prediction", "label", "logits")
 _MAX_LEGEND = 20
 _MAX_STACK = 8
+_STACK_SIDE = 256
 
 
 def overlay_mask(image_rgb: np.ndarray, mask: np.ndarray, opacity: float = 0.5,
@@ -149,16 +150,28 @@ def _is_binary_stack(array: np.ndarray) -> bool:
     return False
 
 
+def _stack_picture(mask: np.ndarray, color_class: int, base: np.ndarray | None, opacity: float) -> Image:
+    """One binary mask of a stack as a plain PNG picture: over the (downsampled) input image, or alone."""
+    classes = mask.astype(np.int64) * color_class
+    if base is not None:
+        small, _ = fit_rgb(base, _STACK_SIDE)
+        rgb = overlay_mask(small, resize_nearest(classes, small.shape[:2]), opacity)
+    else:
+        rgb = class_colors(strided(classes, _STACK_SIDE))
+    return Image(png_data_url(rgb), alt=f"mask {color_class - 1}")
+
+
 def _render_stack(stack: np.ndarray, scores: np.ndarray | None, ctx: RenderContext) -> Node:
+    """Small multiples, one per mask. Plain images, not figures: a binary mask has nothing to hover over (its panel
+    title says which mask it is, its score and its area), and up to eight Plotly graphs would cost the browser far
+    more drawing time than eight PNGs."""
     base = context_rgb(ctx)
     panels = []
     for i in range(min(len(stack), _MAX_STACK)):
-        classes = stack[i].astype(np.int64) * (i + 1)
-        fig = mask_figure(classes, base, opacity=ctx.mask_opacity, height=220, max_side=256)
-        fig.update_layout(showlegend=False)
+        picture = _stack_picture(stack[i], i + 1, base, ctx.mask_opacity)
         score = f" · score {fmt(float(scores[i]))}" if scores is not None and i < scores.size else ""
         area = 100.0 * float(np.count_nonzero(stack[i])) / stack[i].size
-        panels.append(panel(f"mask {i}{score} · {area:.1f}%", figure_view(fig)))
+        panels.append(panel(f"mask {i}{score} · {area:.1f}%", picture))
     more = f"first {_MAX_STACK} of {len(stack)} masks" if len(stack) > _MAX_STACK else f"{len(stack)} masks"
     return Group([row(panels, "ev-row ev-grid"), caption(more, "×".join(map(str, stack.shape[1:])))])
 

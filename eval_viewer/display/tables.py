@@ -215,8 +215,8 @@ def render_scalar(value: Any, ctx: RenderContext) -> Node:
 
 @register(Kind.TEXT)
 def render_text(value: Any, ctx: RenderContext) -> Node:
-    """Text, wrapped and escaped (every adapter writes it as text, never as HTML); truncated past :data:`MAX_TEXT` characters.
-    A list of strings is shown one per line; anything else that is not text gets a summary card."""
+    """Text, wrapped and escaped (every adapter writes it as text, never as HTML); truncated past :data:`MAX_TEXT`
+    characters. A list of strings is shown one per line; anything else that is not text gets a summary card."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
     elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):

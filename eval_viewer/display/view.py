@@ -29,8 +29,8 @@ from typing import Any, Literal, Union
 
 import plotly.graph_objects as go
 
-__all__ = ["FIGURE_HEIGHT", "Node", "Child", "Group", "Text", "Caption", "Badge", "Figure", "Image", "Table", "Details", "Problem",
-           "TextStyle", "GroupTag", "walk", "children_of", "texts"]
+__all__ = ["FIGURE_HEIGHT", "Node", "Child", "Group", "Text", "Caption", "Badge", "Figure", "Image", "Table",
+           "Details", "Problem", "TextStyle", "GroupTag", "walk", "children_of", "texts"]
 
 TextStyle = Literal["plain", "inline", "pre", "bold", "h2", "h3"]
 """``plain``: a block of text; ``inline``: a run inside a line; ``pre``: preformatted, wrapped (code, messages);

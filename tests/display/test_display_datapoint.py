@@ -89,8 +89,8 @@ def test_the_view_has_its_sections_cards_scores_and_problems() -> None:
     assert view.cls == "ev-datapoint-content"
     titles = [c.children[0] for c in _sections(view)]
     assert [t.text for t in titles] == list(SECTION_TITLES) and {t.style for t in titles} == {"h2"}
-    assert [s.cls for s in _sections(view)] == ["ev-section ev-section-inputs", "ev-section ev-section-labels",
-                                                "ev-section ev-section-meta-info", "ev-section ev-section-debug-outputs"]
+    assert [s.cls.split()[1] for s in _sections(view)] == ["ev-section-inputs", "ev-section-labels",
+                                                           "ev-section-meta-info", "ev-section-debug-outputs"]
     cards = [n for n in walk(view) if isinstance(n, Group) and "ev-card" in n.cls.split()]
     assert [c.data["debugger"] for c in cards] == ["layer.4", "attn", "empty"]
     assert [c.cls for c in cards] == ["ev-card", "ev-card ev-card-wide", "ev-card"]
@@ -124,3 +124,17 @@ def test_ids_name_the_items_and_every_one_resolves() -> None:
         find_item(record, key)
     graph_ids = [g.id for g in graphs(view) if g.id is not None]
     assert graph_ids == [{"graph": item_key("debug", "attn", "weights"), "role": "attention-image"}]
+
+
+def test_notebook_views_of_one_item_and_of_the_whole_datapoint() -> None:
+    from eval_viewer.display.notebook import datapoint_view as notebook_datapoint_view
+    from eval_viewer.display.notebook import item_view
+
+    record = _full_record()
+    one = item_view(record, record.debug["attn"][0], attention_query=5)
+    assert one.cls == "ev-item ev-kind-attention" and not has_error(one)
+    assert "query 5" in text_of(one) and len(graphs(one)) >= 3  # drawn over the input image, the query chosen
+    assert all(g.id is None for g in graphs(one))  # no app listening: no ids
+    html_text = one._repr_html_()
+    assert "ev-kind-attention" in html_text and "Plotly.newPlot" in html_text
+    assert notebook_datapoint_view(record, "iou").cls == "ev-datapoint-content"

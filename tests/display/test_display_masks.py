@@ -90,8 +90,17 @@ def test_binary_mask_stack_gets_one_panel_per_mask_with_scores() -> None:
     masks[0, :5] = masks[1, :10] = masks[2] = True
     out = render_item(Item("sam", Kind.MASK, {"masks": masks, "iou_predictions": np.array([0.91, 0.5, 0.12])}))
     assert not has_error(out)
-    assert len(graphs(out)) == 3
+    assert graphs(out) == []  # a binary mask has nothing to hover: plain pictures, one per mask
+    pictures = [decode_png(src) for src in image_sources(out)]
+    assert len(pictures) == 3 and all(p.shape == (20, 20, 3) for p in pictures)
+    assert tuple(pictures[1][9, 0]) == class_color(2) and tuple(pictures[1][10, 0]) == class_color(0)
     assert "mask 0 · score 0.91 · 25.0%" in text_of(out)
+
+    image = np.full((40, 40, 3), 200, dtype=np.uint8)  # over the input image, at its size
+    over = render_item(Item("sam", Kind.MASK, masks), RenderContext(image=image, mask_opacity=1.0))
+    pictures = [decode_png(src) for src in image_sources(over)]
+    assert pictures[0].shape == (40, 40, 3)
+    assert tuple(pictures[0][0, 0]) == class_color(1) and tuple(pictures[0][39, 0]) == (200, 200, 200)
 
 
 def test_mask_agreement_and_comparison_error_map() -> None:
