@@ -131,9 +131,10 @@ class ForwardDebugger(BaseDebugger):
 
     def call_kinds(self) -> dict[str, str]:
         """:meth:`kinds` with the keys of later calls (``key_1``...) added, for as many calls as were seen."""
-        kinds = dict(self.kinds())
+        base = dict(self.kinds())
+        kinds = dict(base)
         for i in range(1, self._max_calls_seen):
-            for key, kind in list(kinds.items()):
+            for key, kind in base.items():
                 if key:
                     head, _, rest = key.partition(".")
                     kinds[f"{head}{call_suffix(i)}" + (f".{rest}" if rest else "")] = kind

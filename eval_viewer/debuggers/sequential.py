@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -60,7 +61,9 @@ class SequentialDebugger(BaseDebugger):
     unique (they are the keys in the pages). Layers of forward debuggers are looked up in ``model`` now, so a typo
     fails at start-up. ``page_size_mb``: pages close at this many bytes of captured data; ``max_queue_mb``: the eval
     loop waits only while this many bytes wait for the writer; ``rank``: the process rank under multi-process
-    evaluation (rank-sharded page and index names), None for one process; ``staging_dir``: parent folder for pages
+    evaluation (rank-sharded page and index names), None for one process, in which case it is taken from
+    ``torch.distributed`` when a process group of more than one process is initialised by the time capture starts
+    (two processes writing one folder under one rank is refused, see :mod:`.claims`); ``staging_dir``: parent folder for pages
     staged before ``save_all`` names the epoch's folder (default: the system temp folder; choose one on a real disk
     if that is a RAM disk).
     """
@@ -95,6 +98,7 @@ class SequentialDebugger(BaseDebugger):
                 if debugger.layer_name:
                     self._parents.append((debugger, get_layer_by_name(model, debugger.layer_name.rpartition(".")[0])))
         self._model = model
+        self._warned_missing: set[str] = set()
         self.rank = rank
         self._enabled = False
         self._handles: list[RemovableHandle] = []
@@ -133,8 +137,11 @@ class SequentialDebugger(BaseDebugger):
                     handle.remove()
                 raise
             self._handles = handles
+            if self._layers:
+                _reset_compiled_code()
+            self._warned_missing = set()
             if not self._writer.epoch_open:
-                self._writer.begin(None)
+                self._begin(None)
         else:
             for handle in self._handles:
                 handle.remove()
@@ -147,14 +154,23 @@ class SequentialDebugger(BaseDebugger):
         for debugger, _layer in self._layers:
             debugger.discard()
 
+    def _begin(self, output_dir: str | os.PathLike[str] | None) -> None:
+        """Open a capture epoch in the writer, under this process's rank."""
+        if self.rank is None:
+            rank = _distributed_rank()
+            if rank is not None:
+                logger.info("Capture of rank %d of a torch.distributed run: rank-sharded pages", rank)
+                self.rank = self._writer.rank = rank
+        self._writer.begin(output_dir)
+
     def start_epoch(self, output_dir: str | os.PathLike[str] | None = None) -> None:
         """Start capturing a new epoch straight into ``output_dir`` (staged until ``save_all`` when None); enables."""
-        self._writer.begin(output_dir)
+        self._begin(output_dir)
         self.enabled = True
 
     def reset_buffer(self) -> None:
         """Start a fresh epoch (page 0, new staging); unsaved captures of an open epoch are dropped with a warning."""
-        self._writer.begin(None)
+        self._begin(None)
 
     # ----------------------------------------------------------------- capture
 
@@ -173,7 +189,7 @@ class SequentialDebugger(BaseDebugger):
             raise CaptureError('the datapoint needs meta_info["idx"] (the dataset indices of the batch) to be captured')
         indices = batch_indices(meta["idx"])
         if not self._writer.epoch_open:
-            self._writer.begin(None)
+            self._begin(None)
         self._writer.check()
         outputs = self._run_debuggers(datapoint, model)
         if not indices:
@@ -191,12 +207,32 @@ class SequentialDebugger(BaseDebugger):
         """Every debugger's output, in config order. Forward debuggers hand over their captures first: a whole-datapoint
         debugger such as GradCAM runs the model again, which fires the hooks again; those re-captures are discarded."""
         captured = {name: d(datapoint, model) for name, d in self.debuggers.items() if isinstance(d, ForwardDebugger)}
+        self._check_hooks_fired(captured)
         for name, debugger in self.debuggers.items():
             if not isinstance(debugger, ForwardDebugger):
                 captured[name] = debugger(datapoint, model)
         if len(captured) > len(self._layers):
             self._new_forward()
         return {name: captured[name] for name in self.debuggers}
+
+    def _check_hooks_fired(self, captured: Mapping[str, Any]) -> None:
+        """Refuse a batch in which no capture hook fired, and warn once per epoch about each layer that did not run.
+
+        An entry of None for every datapoint is what a compiled graph traced without the hooks gives, silently; a
+        layer that only some batches use (a conditional branch) is legitimate but worth one line in the log.
+        """
+        missing = [name for name, value in captured.items() if value is None]
+        if captured and len(missing) == len(captured):
+            raise CaptureError(
+                f"no capture hook fired during this batch (debuggers {', '.join(map(repr, missing))}). Run the model "
+                "on the batch between enabling capture and calling the debugger. A torch.compile'd model calls only "
+                "the hooks it was traced with: capture resets torch.compile's caches when it is switched on, so "
+                "compile with torch.compile (not torch.export/AOT), or capture from the eager model."
+            )
+        for name in missing:
+            if name not in self._warned_missing:
+                self._warned_missing.add(name)
+                logger.warning("Debugger %r: its layer did not run during a captured batch; its entry is None", name)
 
     def save_all(self, output_dir: str | os.PathLike[str] | None = None) -> list[Path]:
         """Write everything captured this epoch into ``output_dir`` and its index; the page paths, in order.
@@ -238,6 +274,39 @@ def _records(
     parts = {name: split_batch(value, len(indices)) for name, value in resolved.items()}
     for i, idx in enumerate(indices):
         yield Record(idx, {name: to_numpy(split[i]) for name, split in parts.items()}, rows[i])
+
+
+def _distributed_rank() -> int | None:
+    """This process's rank when a ``torch.distributed`` group of more than one process is initialised, else None."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return int(dist.get_rank())
+    return None
+
+
+_compiled_frames_at_reset = 0
+
+
+def _reset_compiled_code() -> None:
+    """Drop torch.compile's compiled frames if any were made since our last reset, so the next call sees our hooks.
+
+    Dynamo does not guard on forward hooks added after tracing (``skip_nnmodule_hook_guards``): a model compiled and
+    run before capture was switched on would keep running its hook-less graph and capture nothing. Resetting is
+    global (other compiled functions recompile on their next call too) and is logged, since it costs a recompile.
+    """
+    global _compiled_frames_at_reset
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is None:
+        return
+    frames = int(dynamo.utils.counters["frames"]["ok"])
+    if frames == _compiled_frames_at_reset:
+        return
+    logger.warning(
+        "torch.compile'd code ran before capture was switched on and would not call the capture hooks; resetting "
+        "torch.compile's caches (torch.compiler.reset()), so the next call recompiles with them"
+    )
+    torch.compiler.reset()
+    _compiled_frames_at_reset = int(dynamo.utils.counters["frames"]["ok"])
 
 
 def _build_debuggers(config: Sequence[Mapping[str, Any]]) -> dict[str, BaseDebugger]:

@@ -35,6 +35,7 @@ from typing import Any
 
 from eval_viewer import log_format as lf
 from eval_viewer.debuggers.batching import nbytes
+from eval_viewer.debuggers.claims import claim_folder
 from eval_viewer.debuggers.files import atomic_dump, move_atomic
 from eval_viewer.errors import CaptureError
 
@@ -80,6 +81,7 @@ class _Epoch:
         self.paths: dict[str, Path] = {}
         self.meta: dict[str, Mapping[str, Any]] = {}
         self.seen: set[int] = set()
+        self.claimed: set[Path] = set()
         self.duplicates = 0
 
     def spill_dir(self) -> Path:
@@ -297,6 +299,7 @@ class PageWriter:
         started = time.perf_counter()
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            self._claim(epoch, folder)
             size = atomic_dump(path, epoch.page)
         except Exception as exc:
             raise CaptureError(f"could not write debug page {path}: {exc}") from exc
@@ -309,6 +312,12 @@ class PageWriter:
         epoch.page = {}
         epoch.page_bytes = 0
         self._write_index(epoch, folder)
+
+    def _claim(self, epoch: _Epoch, folder: Path) -> None:
+        """Make sure no other live process writes this rank's pages into ``folder`` (staging is private)."""
+        if folder != epoch.staging and folder not in epoch.claimed:
+            claim_folder(folder, self.rank)
+            epoch.claimed.add(folder)
 
     def _write_index(self, epoch: _Epoch, folder: Path) -> None:
         payload = {
@@ -330,6 +339,7 @@ class PageWriter:
             kept = f" (pages written before the failure are in {where})" if epoch.paths else ""
             raise CaptureError(f"{epoch.error}{kept}") from epoch.error
         target.mkdir(parents=True, exist_ok=True)
+        self._claim(epoch, target)
         for name, path in list(epoch.paths.items()):
             if path.parent != target:
                 try:
