@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import socket
 import sys
@@ -33,8 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rank datapoints by any metric and inspect the saved inputs, predictions and internal states of "
         "the worst ones in the browser.",
     )
-    parser.add_argument("--log-dir", action="append", required=True, metavar="PATH", type=Path,
-                        help="a run folder or a folder of runs; repeat to compare runs from several places")
+    parser.add_argument("--log-dir", action="append", required=True, metavar="PATH_OR_URL",
+                        help="a run folder or a folder of runs: a path, or a URL fsspec can open (s3://bucket/prefix, "
+                        "gs://..., memory://..., file://...); repeat to compare runs from several places")
+    parser.add_argument("--storage-options", type=_json_object, default=None, metavar="JSON",
+                        help="options for fsspec when --log-dir is a URL, e.g. '{\"anon\": true}' or "
+                        "'{\"endpoint_url\": \"http://127.0.0.1:9000\"}' (credentials and endpoints also come "
+                        "from the environment, e.g. AWS_ENDPOINT_URL)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the viewer "
                         "to the network)")
@@ -47,11 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-mb", type=int, default=256, metavar="MB",
                         help="memory for decoded debug pages (default 256)")
     parser.add_argument("--rescan", type=float, default=10.0, metavar="SECONDS",
-                        help="look for new runs and epochs this often while the page is open (default 10; 0: never)")
+                        help="list the logs again this often, in the background, so new runs and passes appear "
+                        "while the page is open (default 10; 0: never)")
     parser.add_argument("--open", action="store_true", help="open the viewer in the default web browser")
     parser.add_argument("--debug", action="store_true",
                         help="Dash dev tools (callback graph, errors in the page) and debug logging")
     return parser
+
+
+def _json_object(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"anon\": true}'")
+    return value
 
 
 def _fail(message: str) -> int:
@@ -90,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         store = LogStore(args.log_dir, trust_pickles=args.trust_pickles, cache_dir=args.cache_dir,
-                         cache_bytes=args.cache_mb * 2**20)
+                         cache_bytes=args.cache_mb * 2**20, rescan_s=args.rescan,
+                         storage_options=args.storage_options)
     except ViewerError as err:
         return _fail(str(err))
     problem = _port_problem(args.host, args.port)

@@ -1,4 +1,4 @@
-"""The failure table's data: one :class:`~eval_viewer.app.table_query.Table` per run, epoch and metric, kept.
+"""The failure table's data: one :class:`~eval_viewer.app.table_query.Table` per pass and metric, kept.
 
 The grid asks for its rows one block at a time, and every block is filtered and sorted over all datapoints, so the
 columns behind it (every metric, every scalar meta field, the rank in the worst-first ranking) are built once per
@@ -92,15 +92,15 @@ class TableCache:
 
     def get(self, state: ViewState) -> LoadedTable:
         assert state.run is not None
-        key = (state.run, state.epoch, state.metric)
+        key = (state.pass_key, state.metric)
         with self._lock:
-            scores = self._store.scores(state.run, state.epoch)
-            status = self._store.debug_status(state.run, state.epoch)  # before reading meta: a change means rebuild
+            scores = self._store.scores(state.pass_key)
+            status = self._store.debug_status(state.pass_key)  # before reading meta: a change means rebuild
             cached = self._entries.get(key)
             if cached is not None and cached[0] == status and cached[1].scores is scores:
                 self._entries.move_to_end(key)
                 return cached[1]
-            meta = without_index_copy(self._store.meta_table(state.run, state.epoch))
+            meta = without_index_copy(self._store.meta_table(state.pass_key))
             loaded = LoadedTable(scores, state.metric, meta, table_data(scores, state.metric, meta))
             self._entries[key] = (status, loaded)
             self._entries.move_to_end(key)

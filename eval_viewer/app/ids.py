@@ -17,7 +17,7 @@ __all__ = [
     "LOG_VERSION",
     "NOTICE",
     "RUN",
-    "EPOCH",
+    "PASS",
     "METRIC",
     "OVERVIEW_VIEW",
     "DATAPOINT_VIEW",
@@ -32,6 +32,7 @@ __all__ = [
     "BACK",
     "POSITION",
     "DATAPOINT_BODY",
+    "INDEX_POLL",
     "ITEM_BODY_TYPE",
     "GRAPH_TYPE",
     "ATTENTION_ROLE",
@@ -39,18 +40,20 @@ __all__ = [
     "graph",
 ]
 
-# State: the URL is the single source of truth; SELECTION mirrors its run/epoch/metric part so the overview only
+# State: the URL is the single source of truth; SELECTION mirrors its run/pass/metric part so the overview only
 # re-renders when one of those changes, not on every step through the datapoints.
 URL = "ev-url"
 SELECTION = "ev-selection"
 NOTICE = "ev-notice"
-# Live logs: RESCAN ticks; LOG_VERSION changes only when a run or an epoch appears (or gains debug pages).
+# Live logs: RESCAN ticks; LOG_VERSION holds the store's snapshot version, which changes only when a run, a pass or
+# a page appears or changes.
 RESCAN = "ev-rescan"
 LOG_VERSION = "ev-log-version"
 
 # Selectors in the header.
 RUN = "ev-run"
-EPOCH = "ev-epoch"
+PASS = "ev-pass"
+"""The pass selector: every epoch of a run and its test pass (values ``"val:9"``, ``"test"``)."""
 METRIC = "ev-metric"
 
 # The two views; one is hidden at any time.
@@ -71,6 +74,8 @@ NEXT = "ev-next"
 BACK = "ev-back"
 POSITION = "ev-position"
 DATAPOINT_BODY = "ev-datapoint-body"
+INDEX_POLL = "ev-index-poll"
+"""Ticks while the shown datapoint's pass is still being indexed, so its view is re-drawn once it is complete."""
 
 # Pattern-matching ids of the per-item parts of the datapoint view.
 ITEM_BODY_TYPE = "ev-item-body"

@@ -61,7 +61,7 @@ def _header() -> html.Header:
             html.Div(
                 [
                     _selector("Run", dcc.Dropdown(id=ids.RUN, clearable=False, className="ev-dropdown ev-run")),
-                    _selector("Epoch", dcc.Dropdown(id=ids.EPOCH, clearable=False, className="ev-dropdown ev-epoch")),
+                    _selector("Pass", dcc.Dropdown(id=ids.PASS, clearable=False, className="ev-dropdown ev-pass")),
                     _selector("Metric", dcc.Dropdown(id=ids.METRIC, clearable=False,
                                                      className="ev-dropdown ev-metric")),
                 ],
@@ -149,14 +149,15 @@ def _datapoint() -> html.Div:
         ],
         className="ev-nav",
     )
+    poll = dcc.Interval(id=ids.INDEX_POLL, interval=500, disabled=True)
     body = dcc.Loading(html.Div(id=ids.DATAPOINT_BODY, className="ev-datapoint-body"), type="dot", delay_show=150,
                        parent_className="ev-loading-body")
-    return html.Div([nav, body], id=ids.DATAPOINT_VIEW, className="ev-view", hidden=True)
+    return html.Div([nav, poll, body], id=ids.DATAPOINT_VIEW, className="ev-view", hidden=True)
 
 
 def make_layout(rescan_s: float = 10.0) -> html.Div:
     """The whole page; the URL (``dcc.Location``) drives everything else. ``rescan_s``: how often to look for new
-    runs and epochs (0: never)."""
+    runs and passes (0: never)."""
     return html.Div(
         [
             dcc.Location(id=ids.URL, refresh="callback-nav"),

@@ -29,13 +29,13 @@ __all__ = ["RenderedViews"]
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str | None, int | None, int | None, str | None]
+Key = tuple[str | None, str | None, int | None, int | None, str | None]
 MAX_PENDING = 4
 """Drawings waiting at most: a user holding → down must not queue up work for views long gone by."""
 
 
 def _key(state: ViewState) -> Key:
-    return (state.run, state.epoch, state.idx, state.metric)
+    return (state.run, state.split, state.step, state.idx, state.metric)
 
 
 class RenderedViews:
@@ -53,8 +53,8 @@ class RenderedViews:
 
     def _draw(self, state: ViewState) -> Component:
         assert state.run is not None and state.idx is not None
-        record = self._store.datapoint(state.run, state.epoch, state.idx)
-        scores = self._store.scores(state.run, state.epoch)
+        record = self._store.datapoint(state.pass_key, state.idx)
+        scores = self._store.scores(state.pass_key)
         view = datapoint_view(record, state.metric, scores.higher_is_better)
         if not record.problems:
             with self._lock:

@@ -1,8 +1,13 @@
-"""What the user is looking at, as it lives in the URL: ``?run=NAME&epoch=N&metric=M&idx=I``.
+"""What the user is looking at, as it lives in the URL: ``?run=NAME&split=val&epoch=N&metric=M&idx=I``.
 
 The query string is the app's single source of truth, so a reload or a shared link opens the same view. This module
 turns it into a :class:`ViewState` and back, and resolves a partial state (``?run=a``) against the store into a
-complete one (latest epoch, first metric). It knows nothing of Dash, so it is tested without a browser.
+complete one (the run's default pass: its latest validated epoch; the first metric). It knows nothing of Dash, so it
+is tested without a browser.
+
+A pass is named by its split and step: ``split=val&epoch=9`` (a trainer's validation epoch), ``split=test`` (an
+evaluation pass, no step), ``split=S&step=K`` for other stepped splits. Older links (``?run=R&epoch=9``, or an
+evaluator run with no epoch) keep working: an epoch without a split means ``val``.
 
 Run names come from the store's index of the ``--log-dir`` paths named on the command line; a URL can only pick one
 of those names and never carries a filesystem path.
@@ -15,20 +20,31 @@ from urllib.parse import parse_qs, urlencode
 
 import numpy as np
 
-from eval_viewer.backend import LogStore, RunInfo, Scores
+from eval_viewer.backend import LogStore, PassKey, RunInfo, Scores
 from eval_viewer.errors import NotFoundError
+from eval_viewer.log_format import SPLIT_VAL
 
-__all__ = ["ViewState", "Resolved", "Position", "parse_query", "to_query", "resolve", "position", "with_idx"]
+__all__ = ["ViewState", "Resolved", "Position", "parse_query", "to_query", "resolve", "position", "with_idx",
+           "pass_value", "parse_pass_value"]
 
 
 @dataclass(frozen=True)
 class ViewState:
-    """Run, epoch, metric and datapoint; ``None`` means "not chosen" (or, for ``epoch``, an evaluator run)."""
+    """Run, pass (split and step), metric and datapoint; ``None`` means "not chosen", except ``step`` of a chosen
+    split without steps (a test pass)."""
 
     run: str | None = None
-    epoch: int | None = None
+    split: str | None = None
+    step: int | None = None
     metric: str | None = None
     idx: int | None = None
+
+    @property
+    def pass_key(self) -> PassKey:
+        """The pass of a resolved state."""
+        if self.run is None or self.split is None:
+            raise NotFoundError("No pass chosen")
+        return PassKey(self.run, self.split, self.step)
 
 
 @dataclass(frozen=True)
@@ -65,12 +81,20 @@ def parse_query(search: str | None) -> ViewState:
     query = parse_qs((search or "").lstrip("?"), keep_blank_values=False)
     run = query.get("run", [None])[-1]
     metric = query.get("metric", [None])[-1]
-    return ViewState(run=run, epoch=_int_param(query, "epoch"), metric=metric, idx=_int_param(query, "idx"))
+    split = query.get("split", [None])[-1]
+    epoch = _int_param(query, "epoch")
+    step = epoch if epoch is not None else _int_param(query, "step")
+    if split is None and epoch is not None:
+        split = SPLIT_VAL  # links from before passes had splits
+    return ViewState(run=run, split=split, step=step, metric=metric, idx=_int_param(query, "idx"))
 
 
 def to_query(state: ViewState) -> str:
-    """The query string of ``state``, parameters in a fixed order and ``None`` left out (no epoch for an evaluator)."""
-    params = [("run", state.run), ("epoch", state.epoch), ("metric", state.metric), ("idx", state.idx)]
+    """The query string of ``state``, parameters in a fixed order and ``None`` left out; a validation pass's step is
+    written ``epoch`` (what a trainer calls it), any other split's ``step``."""
+    step_name = "epoch" if state.split == SPLIT_VAL else "step"
+    params = [("run", state.run), ("split", state.split), (step_name, state.step), ("metric", state.metric),
+              ("idx", state.idx)]
     kept = [(k, str(v)) for k, v in params if v is not None]
     return "?" + urlencode(kept) if kept else ""
 
@@ -78,9 +102,10 @@ def to_query(state: ViewState) -> str:
 def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolved:
     """Fill in what ``state`` leaves open and check the rest against the store.
 
-    Defaults: the first run, its latest epoch, the first metric, no datapoint. With ``strict`` a named run, epoch,
-    metric or datapoint that does not exist raises :class:`NotFoundError` (a stale shared link should say so, not
-    show something else); without it they fall back to the defaults, which is what switching runs or epochs wants.
+    Defaults: the first run, its default pass (latest validated epoch, else its test pass), the first metric, no
+    datapoint. With ``strict`` a named run, pass, metric or datapoint that does not exist raises
+    :class:`NotFoundError` (a stale shared link should say so, not show something else) and nothing of the state is
+    applied; without it they fall back to the defaults, which is what switching runs or passes wants.
     """
     runs = store.runs()
     if not runs:
@@ -91,8 +116,8 @@ def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolv
         run = store.run(state.run)
     else:
         run = runs[0]
-    epoch = _resolve_epoch(run, state.epoch, strict)
-    scores = store.scores(run.name, epoch)
+    key = _resolve_pass(run, state.split, state.step, strict)
+    scores = store.scores(key)
     metric = state.metric
     if metric not in scores.metrics:
         if metric is not None and strict:
@@ -106,18 +131,23 @@ def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolv
                 f"Run {run.name!r} has no datapoint {idx} (it has {scores.num_datapoints}, numbered from 0)"
             )
         idx = None
-    return Resolved(ViewState(run=run.name, epoch=epoch, metric=metric, idx=idx), run, scores)
+    return Resolved(ViewState(run=run.name, split=key.split, step=key.step, metric=metric, idx=idx), run, scores)
 
 
-def _resolve_epoch(run: RunInfo, epoch: int | None, strict: bool) -> int | None:
-    if run.kind == "evaluator" or not run.epochs:
-        return run.epochs[0].epoch if run.epochs else None
-    known = [info.epoch for info in run.epochs]
-    if epoch in known:
-        return epoch
-    if epoch is not None and strict:
-        run.epoch(epoch)  # raises NotFoundError naming the epochs there are
-    return known[-1]
+def _resolve_pass(run: RunInfo, split: str | None, step: int | None, strict: bool) -> PassKey:
+    """The pass ``(split, step)`` names in ``run``; its default pass when none is named (or, leniently, when the
+    named one is not there). A split named without a step takes its latest step."""
+    if split is None and step is None:
+        return run.default_pass.key
+    if split is not None and step is None and None not in run.steps(split) and run.steps(split):
+        return run.find(split, run.steps(split)[-1]).key
+    try:
+        return run.find(split or SPLIT_VAL, step).key
+    except NotFoundError:
+        if strict:
+            raise
+        same_split = [p for p in run.passes if p.split == split and p.has_scores]
+        return (same_split[-1] if same_split else run.default_pass).key
 
 
 def position(scores: Scores, metric: str | None, idx: int) -> Position:
@@ -136,3 +166,23 @@ def with_idx(state: ViewState, idx: int | None) -> ViewState:
     """``state`` looking at datapoint ``idx`` (``None``: back to the overview)."""
     return replace(state, idx=idx)
 
+
+
+def pass_value(split: str | None, step: int | None) -> str | None:
+    """The pass selector's value for a pass: ``"val:9"``, ``"test"``."""
+    if split is None:
+        return None
+    return split if step is None else f"{split}:{step}"
+
+
+def parse_pass_value(value: str | None) -> tuple[str | None, int | None]:
+    """``(split, step)`` of a pass selector value (``(None, None)`` for none or a malformed one)."""
+    if not value:
+        return None, None
+    split, _, step = str(value).partition(":")
+    if not step:
+        return split, None
+    try:
+        return split, int(step)
+    except ValueError:
+        return None, None

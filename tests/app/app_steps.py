@@ -23,7 +23,7 @@ def start(  # noqa: ANN001
     dash_duo, log_dirs: Sequence[Path], *, cache_dir: Path, query: str = "", rescan_s: float = 10.0
 ) -> LogStore:
     """Serve the logs with the real app and open ``/`` + ``query``; returns the store the app reads."""
-    store = LogStore([str(d) for d in log_dirs], cache_dir=cache_dir)
+    store = LogStore([str(d) for d in log_dirs], cache_dir=cache_dir, rescan_s=rescan_s)
     app = create_app(store, rescan_s=rescan_s)
     dash_duo.start_server(app)
     if query:

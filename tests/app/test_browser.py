@@ -50,7 +50,8 @@ def test_reference_layout_worst_row_next_and_metric_switch(dash_duo, serve, refe
     shown = click_table_row(dash_duo, 0)
     assert int(shown) == by_iou[0]
     wait_for_datapoint(dash_duo, by_iou[0])
-    assert url_state(dash_duo) == {"run": "ref_run", "epoch": str(epoch), "metric": "iou", "idx": str(by_iou[0])}
+    assert url_state(dash_duo) == {"run": "ref_run", "split": "val", "epoch": str(epoch), "metric": "iou",
+                                   "idx": str(by_iou[0])}
     assert_sections_and_cards(dash_duo, REFERENCE_DEBUGGERS)
     dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"rank 1 of {REFERENCE_N}")
     meta = dash_duo.find_element(".ev-meta-table").text
@@ -73,7 +74,7 @@ def test_reference_layout_worst_row_next_and_metric_switch(dash_duo, serve, refe
     first = REFERENCE_EPOCHS[0]  # a shared link to another epoch opens that epoch's datapoint, selectors follow
     dash_duo.driver.get(f"{dash_duo.server_url}/?run=ref_run&epoch={first}&idx=3")
     wait_for_datapoint(dash_duo, 3)
-    dash_duo.wait_for_contains_text(f"#{ids.EPOCH}", f"epoch {first}")
+    dash_duo.wait_for_contains_text(f"#{ids.PASS}", f"epoch {first}")
     by_iou_first = _worst_first(reference_scores(reference_log, first)["iou"], higher_is_better=True)
     dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"rank {by_iou_first.index(3) + 1} of {REFERENCE_N}")
     assert_sections_and_cards(dash_duo, REFERENCE_DEBUGGERS)
@@ -113,8 +114,9 @@ def test_example_overview_worst_row_and_next(dash_duo, serve, example_dir: Path)
     assert len(dash_duo.find_elements(f"#{ids.HISTORY} .scatterlayer .trace")) >= 1
 
     trainer = next(r for r in runs if r.kind == "trainer")
-    epoch = next(e.epoch for e in reversed(trainer.epochs) if e.has_debug)
-    scores = store.scores(trainer.name, epoch)
+    key = next(p.key for p in reversed(trainer.passes) if p.has_debug and p.split == "val")
+    epoch = key.step
+    scores = store.scores(key)
     metric = scores.metrics[0]
     dash_duo.driver.get(f"{dash_duo.server_url}/?run={trainer.name}&epoch={epoch}&metric={metric}")
     ranking = [int(i) for i in scores.ranking(metric)]
@@ -122,7 +124,7 @@ def test_example_overview_worst_row_and_next(dash_duo, serve, example_dir: Path)
 
     assert int(click_table_row(dash_duo, 0)) == ranking[0]
     wait_for_datapoint(dash_duo, ranking[0])
-    record = store.datapoint(trainer.name, epoch, ranking[0])
+    record = store.datapoint(key, ranking[0])
     assert len(record.debug) >= 3
     assert_sections_and_cards(dash_duo, list(record.debug))
 
@@ -142,12 +144,12 @@ def test_example_overview_worst_row_and_next(dash_duo, serve, example_dir: Path)
 def test_example_shared_links_open_the_datapoint(dash_duo, serve, example_dir: Path) -> None:
     store = serve([example_dir])
     trainer = next(r for r in store.runs() if r.kind == "trainer")
-    epoch = next(e.epoch for e in reversed(trainer.epochs) if e.has_debug)
-    idx = store.scores(trainer.name, epoch).num_datapoints - 1
-    dash_duo.driver.get(f"{dash_duo.server_url}/?run={trainer.name}&epoch={epoch}&idx={idx}")
+    key = next(p.key for p in reversed(trainer.passes) if p.has_debug and p.split == "val")
+    idx = store.scores(key).num_datapoints - 1
+    dash_duo.driver.get(f"{dash_duo.server_url}/?run={trainer.name}&epoch={key.step}&idx={idx}")  # an old-style link
     wait_for_datapoint(dash_duo, idx)
-    dash_duo.wait_for_contains_text(f"#{ids.EPOCH}", f"epoch {epoch}")
-    assert_sections_and_cards(dash_duo, list(store.datapoint(trainer.name, epoch, idx).debug))
+    dash_duo.wait_for_contains_text(f"#{ids.PASS}", f"epoch {key.step}")
+    assert_sections_and_cards(dash_duo, list(store.datapoint(key, idx).debug))
 
     # The example's attention debugger: a click on the overlay picks the query under it and re-draws that card.
     overlay = dash_duo.wait_for_element(f"[id*='{ids.ATTENTION_ROLE}'] .nsewdrag", timeout=10)
@@ -161,9 +163,9 @@ def test_example_shared_links_open_the_datapoint(dash_duo, serve, example_dir: P
     if evaluator is not None:
         dash_duo.driver.get(f"{dash_duo.server_url}/?run={evaluator.name}&idx=2")
         wait_for_datapoint(dash_duo, 2)
-        assert dash_duo.find_element(f"#{ids.EPOCH}").get_attribute("disabled") is not None  # no epochs to pick
+        dash_duo.wait_for_contains_text(f"#{ids.PASS}", "test")
         assert "epoch" not in url_state(dash_duo)
-        assert_sections_and_cards(dash_duo, list(store.datapoint(evaluator.name, None, 2).debug))
+        assert_sections_and_cards(dash_duo, list(store.datapoint((evaluator.name, "test", None), 2).debug))
 
     dash_duo.driver.get(f"{dash_duo.server_url}/?run=no_such_run&idx=1")
     dash_duo.wait_for_contains_text(f"#{ids.NOTICE}", "no_such_run", timeout=10)
@@ -182,8 +184,8 @@ def test_an_epoch_written_while_the_page_is_open_appears(dash_duo, serve, refere
     atomic_write_text(reference_log / "ref_run" / epoch_dir_name(new_epoch) / VALIDATION_SCORES, source.read_text())
 
     dash_duo.wait_for_text_to_equal(f"{runs_row} td:nth-child(3)", str(len(REFERENCE_EPOCHS) + 1), timeout=15)
-    dash_duo.find_element(f"#{ids.EPOCH}").click()
-    dash_duo.wait_for_contains_text(f"#{ids.EPOCH}", f"epoch {new_epoch}", timeout=5)
+    dash_duo.find_element(f"#{ids.PASS}").click()
+    dash_duo.wait_for_contains_text(f"#{ids.PASS}", f"epoch {new_epoch}", timeout=5)
     history_x = dash_duo.driver.execute_script(
         f"return document.getElementById('{ids.HISTORY}').querySelector('.js-plotly-plot').data[0].x"
     )

@@ -42,7 +42,7 @@ def register(app: dash.Dash, store: LogStore) -> None:
         state = resolved.state
         if state.idx is None:
             raise PreventUpdate
-        record = store.datapoint(state.run, state.epoch, state.idx)
+        record = store.datapoint(state.pass_key, state.idx)
         item = find_item(record, key)
         image = input_image(record)
         if image is None:  # the overlay (the only clickable graph) is drawn over the input image

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output
+from dash import Input, Output, ctx
+from dash.exceptions import PreventUpdate
 
 from eval_viewer.app import ids
 from eval_viewer.app.boundary import guarded
@@ -23,16 +24,28 @@ __all__ = ["register"]
 def register(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
     views = RenderedViews(store, prefetch=prefetch)
 
-    @app.callback(Output(ids.DATAPOINT_BODY, "children"), Input(ids.URL, "search"))
-    @guarded(lambda box: box)
-    def render(search: str | None) -> Any:
-        """Strict: a link naming a datapoint that does not exist says so here instead of showing another one."""
+    @app.callback(
+        Output(ids.DATAPOINT_BODY, "children"),
+        Output(ids.INDEX_POLL, "disabled"),
+        Input(ids.URL, "search"),
+        Input(ids.INDEX_POLL, "n_intervals"),
+    )
+    @guarded(lambda box: (box, True))
+    def render(search: str | None, _polls: int | None) -> Any:
+        """Strict: a link naming a datapoint that does not exist says so here instead of showing another one.
+
+        A pass whose pages are still being indexed is drawn at once with what there is (the view says so), and
+        ``INDEX_POLL`` re-draws it when the index is complete: the request never waits for indexing."""
         state = parse_query(search)
         if state.idx is None:
-            return []  # the overview is shown; drop the last datapoint so it never flashes before the next one
+            return [], True  # the overview is shown; drop the last datapoint so it never flashes before the next one
         resolved = resolve(store, state, strict=True)
         state = resolved.state
+        status = store.debug_status(state.pass_key)
+        indexing = status is not None and not status.ready
+        if ctx.triggered_id == ids.INDEX_POLL and indexing:
+            raise PreventUpdate  # nothing new yet: keep what is shown, ask again at the next tick
         view = views.get(state)
         where = position(resolved.scores, state.metric, state.idx)
         views.prefetch(with_idx(state, i) for i in (where.next_idx, where.prev_idx) if i is not None)
-        return view
+        return view, not indexing

@@ -1,8 +1,8 @@
-"""The URL and everything that moves it: the run/epoch/metric selectors, ← → and "Overview", which view is shown.
+"""The URL and everything that moves it: the run/pass/metric selectors, ← → and "Overview", which view is shown.
 
 The query string is the single source of truth. One callback keeps the selectors and the URL in step (Dash allows a
-component to be input and output of the *same* callback, not of two); it publishes run/epoch/metric to the
-``SELECTION`` store only when they change, so stepping through datapoints never re-draws the overview or resets the
+component to be input and output of the *same* callback, not of two); it publishes run/pass/metric to the
+``SELECTION`` store only when they change (run, split, step, metric), so stepping through datapoints never re-draws the overview or resets the
 table's filters. Clicks elsewhere (table, score map, ← →) write the URL with ``allow_duplicate`` and this callback
 brings the selectors along.
 """
@@ -18,30 +18,41 @@ from dash.exceptions import PreventUpdate
 
 from eval_viewer.app import ids
 from eval_viewer.app.boundary import error_box, guarded
-from eval_viewer.app.state import Resolved, ViewState, parse_query, position, resolve, to_query, with_idx
+from eval_viewer.app.state import (
+    Resolved,
+    ViewState,
+    parse_pass_value,
+    parse_query,
+    pass_value,
+    position,
+    resolve,
+    to_query,
+    with_idx,
+)
 from eval_viewer.backend import LogStore, RunInfo, Scores
 from eval_viewer.errors import ViewerError
 
-__all__ = ["register", "selection_of", "run_options", "epoch_options", "metric_options", "log_version"]
+__all__ = ["register", "selection_of", "run_options", "pass_options", "metric_options"]
 
 log = logging.getLogger(__name__)
 
 
 def selection_of(state: ViewState) -> dict[str, Any]:
     """The overview's part of a state: what the ``SELECTION`` store holds."""
-    return {"run": state.run, "epoch": state.epoch, "metric": state.metric}
+    return {"run": state.run, "split": state.split, "step": state.step, "metric": state.metric}
 
 
 def run_options(runs: tuple[RunInfo, ...]) -> list[dict[str, Any]]:
     return [{"label": run.name, "value": run.name} for run in runs]
 
 
-def epoch_options(run: RunInfo) -> list[dict[str, Any]]:
-    """One option per scored epoch; epochs without debug pages say so (their datapoint view has scores only)."""
+def pass_options(run: RunInfo) -> list[dict[str, Any]]:
+    """One option per scored pass (every epoch, then the test pass); passes without debug pages say so (their
+    datapoint view has scores only)."""
     return [
-        {"label": f"epoch {info.epoch}" + ("" if info.has_debug else "  · scores only"), "value": info.epoch}
-        for info in run.epochs
-        if info.epoch is not None
+        {"label": info.label + ("" if info.has_debug else "  · scores only"), "value": pass_value(info.split, info.step)}
+        for info in run.passes
+        if info.has_scores
     ]
 
 
@@ -52,20 +63,16 @@ def metric_options(scores: Scores) -> list[dict[str, Any]]:
     ]
 
 
-def log_version(runs: tuple[RunInfo, ...]) -> list[Any]:
-    """What the page must redraw for: every run with its epochs and whether they have debug pages."""
-    return [[run.name, [[info.epoch, info.has_debug] for info in run.epochs]] for run in runs]
-
-
 def register(app: dash.Dash, store: LogStore) -> None:
     @app.callback(
         Output(ids.LOG_VERSION, "data"),
         Input(ids.RESCAN, "n_intervals"),
         State(ids.LOG_VERSION, "data"),
     )
-    def rescan(_: int | None, known: list[Any] | None) -> list[Any]:
-        """Publish the log's shape when it changed (the store's ``runs()`` rescans); nothing otherwise."""
-        version = log_version(store.runs())
+    def rescan(_: int | None, known: str | None) -> str:
+        """Publish the snapshot's version when it changed (the store renews it in the background); nothing
+        otherwise. No disk is walked here."""
+        version = store.version
         if version == known:
             raise PreventUpdate
         return version
@@ -74,27 +81,26 @@ def register(app: dash.Dash, store: LogStore) -> None:
         Output(ids.URL, "search"),
         Output(ids.RUN, "options"),
         Output(ids.RUN, "value"),
-        Output(ids.EPOCH, "options"),
-        Output(ids.EPOCH, "value"),
-        Output(ids.EPOCH, "disabled"),
-        Output(ids.EPOCH, "placeholder"),
+        Output(ids.PASS, "options"),
+        Output(ids.PASS, "value"),
+        Output(ids.PASS, "disabled"),
         Output(ids.METRIC, "options"),
         Output(ids.METRIC, "value"),
         Output(ids.SELECTION, "data"),
         Output(ids.NOTICE, "children"),
         Input(ids.URL, "search"),
         Input(ids.RUN, "value"),
-        Input(ids.EPOCH, "value"),
+        Input(ids.PASS, "value"),
         Input(ids.METRIC, "value"),
         Input(ids.LOG_VERSION, "data"),
         State(ids.SELECTION, "data"),
     )
-    @guarded(lambda box: (no_update,) * 10 + (box,))
+    @guarded(lambda box: (no_update,) * 9 + (box,))
     def sync(
-        search: str | None, run: str | None, epoch: int | None, metric: str | None, _version: Any,
+        search: str | None, run: str | None, chosen_pass: str | None, metric: str | None, _version: Any,
         selection: dict[str, Any] | None,
     ) -> tuple[Any, ...]:
-        """URL -> selectors on load/back/links; selector -> URL when the user picks something; new epochs -> the
+        """URL -> selectors on load/back/links; selector -> URL when the user picks something; new passes -> the
         selectors' options."""
         notice: Any = None
         new_search: Any = no_update
@@ -103,8 +109,9 @@ def register(app: dash.Dash, store: LogStore) -> None:
             current = parse_query(search)
         except ViewerError as err:
             notice, current = error_box(str(err), title="This link does not name a view"), ViewState()
-        if trigger in (ids.RUN, ids.EPOCH, ids.METRIC):
-            wanted = ViewState(run=run, epoch=None if trigger == ids.RUN else epoch, metric=metric, idx=current.idx)
+        if trigger in (ids.RUN, ids.PASS, ids.METRIC):
+            split, step = (None, None) if trigger == ids.RUN else parse_pass_value(chosen_pass)
+            wanted = ViewState(run=run, split=split, step=step, metric=metric, idx=current.idx)
             resolved = resolve(store, wanted, strict=False)
             new_search = to_query(resolved.state) if to_query(resolved.state) != (search or "") else no_update
         else:
@@ -114,16 +121,15 @@ def register(app: dash.Dash, store: LogStore) -> None:
                 notice = error_box(str(err), title="This link does not name a view")
                 resolved = resolve(store, current, strict=False)
         state = resolved.state
-        evaluator = resolved.run.kind == "evaluator"
+        options = pass_options(resolved.run)
         new_selection = selection_of(state)
         return (
             new_search,
             run_options(store.runs()),
             state.run,
-            epoch_options(resolved.run),
-            state.epoch,
-            evaluator,
-            "evaluator run" if evaluator else "epoch",
+            options,
+            pass_value(state.split, state.step),
+            len(options) < 2,
             metric_options(resolved.scores),
             state.metric,
             new_selection if new_selection != selection else no_update,

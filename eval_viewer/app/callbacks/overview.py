@@ -18,8 +18,9 @@ from eval_viewer.app import ids
 from eval_viewer.app.boundary import guarded
 from eval_viewer.app.figures import distribution_figure, history_figure, score_map_figure
 from eval_viewer.app.state import ViewState, parse_query, resolve, to_query, with_idx
-from eval_viewer.backend import LogStore
+from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.errors import ViewerError
+from eval_viewer.log_format import SPLIT_VAL
 
 __all__ = ["register", "runs_table"]
 
@@ -42,14 +43,15 @@ def runs_table(
         history: list[tuple[int | None, float]] = []
         if metric is not None:
             try:
-                history = list(store.metric_history(run.name, metric))
+                split = SPLIT_VAL if SPLIT_VAL in run.splits else run.default_pass.split
+                history = [(key.step, value) for key, value in store.metric_history(run.name, metric, split)]
             except ViewerError as err:  # this run lacks the metric: still listed, without a value
                 log.debug("no %s history for %s: %s", metric, run.name, err)
         if history:
             histories[run.name] = history
         latest = history[-1][1] if history else None
-        debug_epochs = sum(info.has_debug for info in run.epochs)
-        epochs = "—" if run.kind == "evaluator" else f"{len(run.epochs)}"
+        debug_epochs = sum(info.has_debug for info in run.passes)
+        epochs = "—" if SPLIT_VAL not in run.splits else f"{len(run.steps(SPLIT_VAL))}"
         rows.append(
             html.Tr(
                 [
@@ -78,12 +80,12 @@ def register(app: dash.Dash, store: LogStore) -> None:
     )
     @guarded(lambda box: (box, no_update))
     def runs_and_history(selection: dict[str, Any] | None, _version: Any) -> tuple[Any, Any]:
-        """The runs table and the metric over epochs; redrawn when the selection changes or new epochs appear."""
+        """The runs table and the metric over epochs; redrawn when the selection changes or new passes appear."""
         if not selection:
             raise PreventUpdate
         table, histories = runs_table(store, selection["metric"], selection["run"])
         figure = history_figure(histories, selection["metric"] or "", selected_run=selection["run"],
-                                selected_epoch=selection["epoch"])
+                                selected_epoch=selection["step"] if selection["split"] == SPLIT_VAL else None)
         return table, figure
 
     @app.callback(
@@ -95,7 +97,7 @@ def register(app: dash.Dash, store: LogStore) -> None:
         if not selection or selection["metric"] is None:
             raise PreventUpdate
         try:
-            scores = store.scores(selection["run"], selection["epoch"])
+            scores = store.scores(PassKey(selection["run"], selection["split"], selection["step"]))
         except ViewerError as err:  # the selector already shows the message in the notice; keep the old figures
             log.info("no scores for %s: %s", selection, err)
             raise PreventUpdate from err

@@ -107,7 +107,8 @@ def register(app: dash.Dash, store: LogStore) -> None:
         """Columns and height for the selection; the rows come block by block from ``rows`` below."""
         if not selection:
             raise PreventUpdate
-        loaded = tables.get(ViewState(run=selection["run"], epoch=selection["epoch"], metric=selection["metric"]))
+        loaded = tables.get(ViewState(run=selection["run"], split=selection["split"], step=selection["step"],
+                                     metric=selection["metric"]))
         height = min(TABLE_MAX_HEIGHT, TABLE_CHROME_PX + TABLE_ROW_PX * max(loaded.scores.num_datapoints, 3))
         return table_columns(loaded.scores, loaded.metric, loaded.meta), {"height": f"{height}px", "width": "100%"}
 
