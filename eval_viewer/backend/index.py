@@ -303,7 +303,13 @@ class DebugIndex:
             for name in names:
                 if generation != self._generation:
                     return
-                self._scan_one(generation, name)
+                try:
+                    self._scan_one(generation, name)
+                except Exception as exc:  # noqa: BLE001 - one page's surprise must not leave the rest unindexed
+                    logger.warning("Indexing %s failed", self.page_path(name), exc_info=True)
+                    with self._lock:
+                        self._page_problems[name] = (None, f"{self.source.url(self.page_path(name))}: cannot be "
+                                                           f"indexed ({type(exc).__name__}: {exc})")
             with self._lock:
                 if generation != self._generation:
                     return

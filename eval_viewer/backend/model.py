@@ -44,10 +44,10 @@ class PassKey:
 
     @classmethod
     def of(cls, value: PassKey | tuple[str, str, int | None] | tuple[str, str]) -> PassKey:
-        """A key from a key or a plain ``(run, split[, step])`` tuple (notebooks)."""
+        """A key from a key or a plain ``(run, split[, step])`` tuple or list (notebooks, JSON round trips)."""
         if isinstance(value, PassKey):
             return value
-        if isinstance(value, tuple) and len(value) in (2, 3):
+        if isinstance(value, (tuple, list)) and len(value) in (2, 3):
             return cls(str(value[0]), str(value[1]), None if len(value) == 2 or value[2] is None else int(value[2]))
         raise TypeError(f"expected a PassKey or a (run, split, step) tuple, got {value!r}")
 

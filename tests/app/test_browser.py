@@ -6,6 +6,7 @@ contract, never from the app's own code, so a wrong ranking, a wrong row or a mi
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -190,4 +191,31 @@ def test_an_epoch_written_while_the_page_is_open_appears(dash_duo, serve, refere
         f"return document.getElementById('{ids.HISTORY}').querySelector('.js-plotly-plot').data[0].x"
     )
     assert list(history_x) == [*REFERENCE_EPOCHS, new_epoch]
+    assert dash_duo.get_logs() == []
+
+
+def test_a_trainer_with_a_final_evaluation_shows_both_passes(dash_duo, serve, reference_log: Path) -> None:
+    """The test pass is a pass of its own: listed in the Pass selector, with its own URL that reopens it; the run
+    still opens on its latest validated epoch."""
+    run_dir = reference_log / "ref_run"
+    final = reference_scores(reference_log, REFERENCE_EPOCHS[0])
+    atomic_write_text(run_dir / "evaluation_scores.json",
+                      json.dumps({"aggregated": {}, "per_datapoint": final}))
+    serve([reference_log], query="?run=ref_run")
+    dash_duo.wait_for_contains_text(f"#{ids.PASS}", f"epoch {REFERENCE_EPOCHS[-1]}", timeout=15)
+    dash_duo.select_dcc_dropdown(f"#{ids.PASS}", index=len(REFERENCE_EPOCHS))  # after the epochs: "test"
+    dash_duo._wait_for(lambda _: url_state(dash_duo).get("split") == "test", timeout=10, msg="no split=test in URL")
+    assert "epoch" not in url_state(dash_duo)
+    by_iou = _worst_first(final["iou"], higher_is_better=True)
+    assert int(click_table_row(dash_duo, 0)) == by_iou[0]
+    wait_for_datapoint(dash_duo, by_iou[0])
+    test_url = dash_duo.driver.current_url
+
+    dash_duo.driver.get(f"{dash_duo.server_url}/?run=ref_run&split=val&epoch={REFERENCE_EPOCHS[-1]}&idx=1")
+    wait_for_datapoint(dash_duo, 1)
+    dash_duo.wait_for_contains_text(f"#{ids.PASS}", f"epoch {REFERENCE_EPOCHS[-1]}")
+    dash_duo.driver.get(test_url)  # the test pass's own URL reopens it
+    wait_for_datapoint(dash_duo, by_iou[0])
+    dash_duo.wait_for_contains_text(f"#{ids.PASS}", "test")
+    assert url_state(dash_duo)["split"] == "test"
     assert dash_duo.get_logs() == []
