@@ -8,7 +8,7 @@ Dash component draws each node. Tags, CSS classes and ids come out as the static
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, overload
 
 from dash import dcc, html
 from dash.development.base_component import Component
@@ -24,7 +24,9 @@ from eval_viewer.display.view import (
     Image,
     Problem,
     Table,
+    Node,
     Text,
+    children_of,
 )
 
 __all__ = ["to_dash"]
@@ -49,8 +51,9 @@ def _list(children: Iterable[Child]) -> list[Component | str]:
 
 
 def _figure(node: Figure) -> dcc.Graph:
-    return dcc.Graph(figure=node.figure, config=dict(node.config), style={"height": f"{node.height}px"},
-                     **_kwargs(node.cls, node.id))
+    props: dict[str, Any] = {"figure": node.figure, "config": dict(node.config),
+                             "style": {"height": f"{node.height}px"}, **_kwargs(node.cls, node.id)}
+    return dcc.Graph(**props)
 
 
 def _table(node: Table) -> html.Table:
@@ -73,16 +76,26 @@ def _problem(node: Problem) -> html.Div:
     return html.Div(children, **_kwargs(node.cls))
 
 
+@overload
+def to_dash(node: Node) -> Component: ...
+
+
+@overload
+def to_dash(node: str) -> str: ...
+
+
 def to_dash(node: Child) -> Component | str:
     """The Dash component drawing ``node`` (a string stays a string: Dash sets it as text, never as HTML)."""
     if isinstance(node, str):
         return node
     if isinstance(node, Group):
-        data = {f"data-{k}": v for k, v in node.data.items()}
-        return _GROUP_TAGS[node.tag](_list(node.children), **_kwargs(node.cls, node.id), **data)
+        props = {**_kwargs(node.cls, node.id), **{f"data-{k}": v for k, v in node.data.items()}}
+        return _GROUP_TAGS[node.tag](_list(children_of(node)), **props)
     if isinstance(node, Text):
-        style = {"style": dict(PRE_STYLE)} if node.style == "pre" else {}
-        return _TEXT_TAGS[node.style](node.text, **_kwargs(node.cls), **style)
+        props = _kwargs(node.cls)
+        if node.style == "pre":
+            props["style"] = dict(PRE_STYLE)
+        return _TEXT_TAGS[node.style](node.text, **props)
     if isinstance(node, Caption):
         return html.Div(node.text, **_kwargs(node.cls))
     if isinstance(node, Badge):
@@ -90,12 +103,12 @@ def to_dash(node: Child) -> Component | str:
     if isinstance(node, Figure):
         return _figure(node)
     if isinstance(node, Image):
-        size = {k: v for k, v in (("width", node.width), ("height", node.height)) if v is not None}
-        return html.Img(src=node.src, alt=node.alt, **size, **_kwargs(node.cls))
+        props = {k: v for k, v in (("width", node.width), ("height", node.height)) if v is not None}
+        return html.Img(src=node.src, alt=node.alt, **props, **_kwargs(node.cls))
     if isinstance(node, Table):
         return _table(node)
     if isinstance(node, Details):
-        return html.Details([html.Summary(node.summary), *_list(node.children)], **_kwargs(node.cls))
+        return html.Details([html.Summary(node.summary), *_list(children_of(node))], **_kwargs(node.cls))
     if isinstance(node, Problem):
         return _problem(node)
     raise TypeError(f"not a view node: {type(node).__name__}")

@@ -77,7 +77,7 @@ def mask_comparison(label: Any, prediction: Any, ctx: RenderContext) -> Node:
     if pred.shape != truth.shape:
         pred = resize_nearest(pred, truth.shape)
     image = context_rgb(ctx)
-    opts = {"opacity": ctx.mask_opacity, "class_names": ctx.class_names, "height": 260}
+    opts: dict[str, Any] = {"opacity": ctx.mask_opacity, "class_names": ctx.class_names, "height": 260}
     label_fig = mask_figure(truth, image, **opts)
     pred_fig = mask_figure(pred, image, **opts)
     base, scale = fit_rgb(image if image is not None else np.zeros((*truth.shape, 3), dtype=np.uint8), IMAGE_MAX_SIDE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +33,7 @@ TILE = 96
 PCA_SIDE = 128
 MAX_STAT_CHANNELS = 256
 _CHUNK_ELEMENTS = 8_000_000
+_BIN_REDUCERS: dict[str, Callable[..., Any]] = {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}
 _GAP = 2
 
 
@@ -167,7 +168,7 @@ def _stats_figure(stats: Mapping[str, np.ndarray]) -> tuple[go.Figure, int]:
     def binned(values: np.ndarray, how: str) -> np.ndarray:
         v = np.concatenate([values.astype(np.float64), np.full(pad, np.nan)]).reshape(n, group)
         with np.errstate(all="ignore"), _quiet():
-            return {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[how](v, axis=1).astype(np.float32)
+            return np.asarray(_BIN_REDUCERS[how](v, axis=1), dtype=np.float32)
 
     x = (np.arange(n) * group).astype(np.int32)
     mean, std = binned(stats["mean"], "mean"), binned(stats["std"], "mean")

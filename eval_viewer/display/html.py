@@ -41,6 +41,7 @@ from eval_viewer.display.view import (
     Problem,
     Table,
     Text,
+    children_of,
 )
 
 __all__ = ["to_html", "page", "notebook_html", "reset_notebook", "plotlyjs_script", "stylesheet", "assets_dir",
@@ -104,7 +105,7 @@ def to_html(node: Child) -> str:
         return html.escape(node)
     if isinstance(node, Group):
         data = {f"data-{k}": v for k, v in node.data.items()}
-        return _element(node.tag, _children(node.children), cls=node.cls, id=node.id, **data)
+        return _element(node.tag, _children(children_of(node)), cls=node.cls, id=node.id, **data)
     if isinstance(node, Text):
         style = PRE_STYLE if node.style == "pre" else None
         return _element(_TEXT_TAGS[node.style], html.escape(node.text), cls=node.cls, style=style)
@@ -119,7 +120,7 @@ def to_html(node: Child) -> str:
     if isinstance(node, Table):
         return _table(node)
     if isinstance(node, Details):
-        return _element("details", _element("summary", html.escape(node.summary)) + _children(node.children),
+        return _element("details", _element("summary", html.escape(node.summary)) + _children(children_of(node)),
                         cls=node.cls)
     if isinstance(node, Problem):
         inner = _element("div", html.escape(node.title), cls="ev-error-title")

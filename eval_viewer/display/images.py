@@ -57,14 +57,14 @@ def _to_uint8(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if array.dtype == bool:
         return array.astype(np.uint8) * 255, None
     if array.dtype.kind in "iu":
-        lo, hi = int(array.min()), int(array.max())
-        if lo >= 0 and hi <= 255:
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high <= 255:
             return array.astype(np.uint8), None
         x = array.astype(np.float32)
-        return np.rint((x - lo) / max(hi - lo, 1) * 255).astype(np.uint8), None
+        return np.rint((x - low) / max(high - low, 1) * 255).astype(np.uint8), None
     x = np.asarray(array, dtype=np.float32)
     valid = np.isfinite(x)
-    invalid = None if valid.all() else ~valid.all(axis=-1)
+    invalid = None if valid.all() else np.asarray(~valid.all(axis=-1))
     finite = x[valid]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if lo >= 0.0 and hi <= 1.0:

@@ -150,8 +150,9 @@ class Table(Node):
     """Rows of cells (strings or nodes). ``header``: a header row; ``row_headers``: the first cell of each row names
     the row (key/value tables)."""
 
-    rows: tuple[tuple[Cell, ...], ...]
-    header: tuple[str, ...] = ()
+    rows: Sequence[Sequence[Cell]]
+    """Stored as a tuple of tuples."""
+    header: Sequence[str] = ()
     cls: str = "ev-table"
     row_headers: bool = False
 
@@ -179,7 +180,7 @@ class Problem(Node):
 
     title: str
     message: str = ""
-    items: tuple[str, ...] = ()
+    items: Sequence[str] = ()
     cls: str = "ev-error"
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import plotly.utils
 from PIL import Image
 
+from eval_viewer.backend.model import DatapointRecord
 from eval_viewer.display import view
 from eval_viewer.display.view import Child, walk
 
@@ -72,7 +73,7 @@ def has_error(node: Child) -> bool:
     return "ev-error" in class_names(node)
 
 
-def make_record(idx: int = 0, **fields: Any) -> Any:
+def make_record(idx: int = 0, **fields: Any) -> DatapointRecord:
     """A :class:`DatapointRecord` with ``fields`` (inputs, labels, predictions, meta_info, debug, scores, problems).
 
     Where the record says which pass it belongs to is being renamed (``run``/``epoch`` -> ``pass_key``); this builds

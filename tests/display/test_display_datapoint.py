@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from display_helpers import class_names, graphs, has_error, make_record, table_rows, text_of, walk
-from eval_viewer.backend.model import Item
+from eval_viewer.backend.model import DatapointRecord, Item
 from eval_viewer.display import Group, ViewIds, datapoint_view, find_item, item_key
 from eval_viewer.display.datapoint import SECTION_TITLES, parse_item_key
 from eval_viewer.display.view import Text
@@ -24,7 +24,7 @@ def _attention(seed: int) -> Item:
     return Item("weights", Kind.ATTENTION, {"attention": weights, "grid": (4, 4)})
 
 
-def _full_record() -> object:
+def _full_record() -> DatapointRecord:
     return make_record(
         idx=7,
         scores={"iou": 0.25, "loss": float("nan")},
