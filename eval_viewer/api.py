@@ -13,8 +13,8 @@ inline in Jupyter (``_repr_html_``). Two differences suit a notebook: a read wai
     logs.scores(key).to_pandas()                        # one column per metric (pandas optional)
     worst = logs.ranking(key, "miou")[:10]
     dp = logs.datapoint(key, int(worst[0]))             # shows the whole datapoint view inline
-    dp.item("attention", "")                            # one debug item by (debugger name, item key)
-    dp.figure("attention")                              # its view alone
+    dp.item("attention", "attention")                   # one debug item by (debugger name, item key)
+    dp.figure("attention")                              # the views of that debugger's items
 """
 
 from __future__ import annotations
@@ -57,14 +57,31 @@ class Datapoint:
     def problems(self) -> tuple[str, ...]:
         return self.record.problems
 
-    def item(self, debugger: str, key: str = "") -> Item:
-        """Debug item ``key`` of ``debugger`` (NotFoundError naming what there is)."""
+    def item(self, debugger: str, key: str | None = None) -> Item:
+        """Debug item ``key`` of ``debugger``; without a key, the debugger's only item (NotFoundError naming the keys
+        when it saved several)."""
+        if key is None:
+            items = self.record.debug.get(debugger, ())
+            if len(items) == 1:
+                return items[0]
+            if items:
+                from eval_viewer.errors import NotFoundError
+
+                keys = ", ".join(repr(i.key) for i in items)
+                raise NotFoundError(f"{self.key}, datapoint {self.idx}: debugger {debugger!r} saved several items "
+                                    f"({keys}); name one")
+            key = ""
         return self.record.debug_item(debugger, key)
 
-    def figure(self, debugger: str, key: str = "") -> Any:
-        """The view of one debug item (drawn over the datapoint's input image where it has one)."""
+    def figure(self, debugger: str, key: str | None = None) -> Any:
+        """The view of one debug item, or of every item of ``debugger`` when no key is given (its card in the app);
+        drawn over the datapoint's input image where it has one."""
         from eval_viewer.display.notebook import item_view
+        from eval_viewer.display.view import Group
 
+        if key is None and len(self.record.debug.get(debugger, ())) > 1:
+            return Group(tuple(item_view(self.record, item) for item in self.record.debug[debugger]),
+                         cls="ev-card-body")
         return item_view(self.record, self.item(debugger, key))
 
     def view(self) -> Any:

@@ -78,6 +78,11 @@ def test_a_datapoint_and_every_items_figure(logs: eval_viewer.Logs) -> None:
     assert drawn >= len(dp.record.debug)
     with pytest.raises(NotFoundError, match="no debugger 'nope'"):
         dp.item("nope")
+    several = next(name for name, items in dp.record.debug.items() if len(items) > 1)
+    with pytest.raises(NotFoundError, match="saved several items"):
+        dp.item(several)
+    card = dp.figure(several)  # every item of the debugger, as its card in the app
+    assert sum(isinstance(n, (v.Figure, v.Image)) for n in v.walk(card)) >= len(dp.record.debug[several]) - 1
     html = dp._repr_html_()  # noqa: SLF001 - the whole datapoint view, as Jupyter shows it
     for title in ("Inputs", "Labels", "Meta info", "Debug outputs", *dp.record.debug):
         assert title in html
