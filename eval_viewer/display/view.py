@@ -18,6 +18,12 @@ pattern-matching id dicts), never Dash objects. Children and table cells may be 
     Table      rows of cells, optionally a header row and a header column
     Details    a folded block with a summary line
     Problem    what went wrong, for a user: a title, a message and/or a list
+
+Two choices kept the tree small. A group's title is its first child (``Text(title, cls="ev-panel-title")``, or an
+``h2`` / ``h3`` for sections and cards) rather than a ``title`` field: titles differ in tag and class from one kind of
+group to another, and a field would have made every adapter re-derive them. And where a colour carries meaning (a
+verdict, a chosen score) the class says it (``ev-match``, ``ev-score-chosen``) instead of a separate ``tone``: every
+adapter already writes classes, and one stylesheet gives them their colours.
 """
 
 from __future__ import annotations
@@ -101,8 +107,7 @@ class Caption(Node):
 
 @dataclass(frozen=True)
 class Badge(Node):
-    """A short inline label, e.g. an item's kind. (No ``tone`` field: where a colour carries meaning, the class says
-    it, ``ev-match`` / ``ev-mismatch``, and every adapter renders classes the same way.)"""
+    """A short inline label: an item's kind, a verdict (``cls="ev-match"`` / ``"ev-mismatch"``)."""
 
     text: str
     cls: str = "ev-kind-tag"
