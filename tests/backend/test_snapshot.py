@@ -199,12 +199,10 @@ def test_no_request_waits_for_an_index(make_store: Callable[..., LogStore], trai
                                        slow_indexing: threading.Event, outputs_of: Callable[..., Any]) -> None:
     store = make_store(trainer_run, index_wait_s=0.0)  # the store's default: the app never waits
     key = PassKey("trainer", "val", 10)  # 3 pages and no index.json: scanned in the background
-    started = time.perf_counter()
+    # the indexer is held until ``slow_indexing`` is set below: any call that waited for it would never return
     record = store.datapoint(key, 4)
     status = store.debug_status(key)
     table = store.meta_table(key)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2.0, elapsed
     assert record.debug == {} and record.scores  # the scores are there at once
     assert any("still indexing pages (0/3)" in p and "datapoint 4" in p for p in record.problems), record.problems
     assert status is not None and not status.ready and status.pages == 3 and status.pages_indexed == 0
