@@ -170,7 +170,7 @@ def _leading_dim(output: Any, index: int | str) -> int | None:
         tensor = select_tensor(output, index)
     except CaptureError:
         return None
-    return int(tensor.shape[0]) if tensor.dim() >= 1 else None
+    return int(tensor.size(0)) if tensor.dim() >= 1 else None
 
 
 def _not_batch_first(cls: str, layer_name: str, rows: int, batch: int) -> str:

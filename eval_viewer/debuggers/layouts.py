@@ -108,7 +108,7 @@ def first_tensor_shape(args: Sequence[Any], kwargs: Mapping[str, Any] | None = N
     """Shape of the first tensor among a call's positional, then keyword arguments (None when there is none)."""
     for value in list(args) + list((kwargs or {}).values()):
         if isinstance(value, torch.Tensor):
-            return tuple(value.shape)
+            return None if value.is_nested else tuple(value.shape)  # a nested tensor has no single shape
     return None
 
 

@@ -7,14 +7,25 @@ the gradient each datapoint receives is exactly its own (a mean would scale it b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import torch
 
 from eval_viewer.errors import CaptureError
 
-__all__ = ["ForwardFn", "Pixels", "default_forward", "select_logits", "input_size", "choose_targets", "class_scores"]
+__all__ = [
+    "ForwardFn",
+    "Pixels",
+    "default_forward",
+    "gradient_pass",
+    "select_logits",
+    "input_size",
+    "choose_targets",
+    "class_scores",
+    "usable_inputs",
+]
 
 ForwardFn = Callable[[torch.nn.Module, Any], Any]
 Pixels = Literal["predicted", "all"]
@@ -23,6 +34,37 @@ Pixels = Literal["predicted", "all"]
 def default_forward(model: torch.nn.Module, inputs: Any) -> Any:
     """``model(inputs)``: how the loop helper calls the model too; pass ``forward_fn`` for anything else."""
     return model(inputs)
+
+
+@contextlib.contextmanager
+def gradient_pass(what: str) -> Iterator[None]:
+    """Gradients on for a re-run of the model, also inside ``torch.inference_mode()`` (which is left for the re-run).
+
+    Tensors made under inference mode (the batch's inputs, say) cannot take part in autograd; :func:`usable_inputs`
+    copies them. A model that keeps inference tensors of its own (buffers or caches filled under inference mode)
+    still fails; that error is turned into one that says what to do.
+    """
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    except RuntimeError as exc:
+        if "nference tensor" not in str(exc):
+            raise
+        raise CaptureError(
+            f"{what} needs gradients, and the model holds tensors made under torch.inference_mode(), which autograd "
+            f"cannot use ({exc}). Evaluate under torch.no_grad() instead of torch.inference_mode()."
+        ) from exc
+
+
+def usable_inputs(inputs: Any) -> Any:
+    """``inputs`` with inference-mode tensors copied into normal ones (dicts, lists and tuples walked)."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.clone() if inputs.is_inference() else inputs
+    if isinstance(inputs, Mapping):
+        return {k: usable_inputs(v) for k, v in inputs.items()}
+    if isinstance(inputs, (list, tuple)) and not hasattr(inputs, "_fields"):
+        return type(inputs)(usable_inputs(v) for v in inputs)
+    return inputs
 
 
 def select_logits(outputs: Any, output_key: str | int | None) -> torch.Tensor:

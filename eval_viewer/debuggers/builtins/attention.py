@@ -53,6 +53,13 @@ from torch.utils.hooks import RemovableHandle
 
 from eval_viewer.debuggers.base import ForwardDebugger, call_suffix, datapoint_batch_size
 from eval_viewer.debuggers.builtins._tensors import cast_float, square_grid
+from eval_viewer.debuggers.builtins._torch_attention import (
+    NATIVE_MODULES,
+    layer_attention_inputs,
+    mha_query_key,
+    native_layers,
+    suspended_hooks,
+)
 from eval_viewer.debuggers.layouts import Groups, Windows, first_tensor_shape, group_layouts, stitch_windows, window_layout
 from eval_viewer.errors import CaptureError
 from eval_viewer.log_format import Kind
@@ -229,15 +236,67 @@ class AttentionDebugger(ForwardDebugger):
         self._parent_shape: tuple[int, ...] | None = None
         self._query_stride: int | None = None
         self._mode: _AttentionMode | None = None
+        self._paused = False
+        self._encoder_call: tuple[tuple, dict[str, Any]] | None = None
         self._fastpath: bool | None = None
 
     # -- hooks -------------------------------------------------------------------------------------------------------
     def attach(self, module: torch.nn.Module) -> list[RemovableHandle]:
-        """Watch ``module`` from its pre-hook to its forward hook (run even when the forward raises)."""
-        return [
+        """Watch ``module`` from its pre-hook to its forward hook (run even when the forward raises).
+
+        PyTorch's own transformer modules inside it (or it itself) are recorded from their weights and run untouched,
+        with the watching paused while they run (see :mod:`._torch_attention`), so their fast paths and nested
+        tensors behave exactly as without capture.
+        """
+        handles = [
             module.register_forward_pre_hook(self._enter, with_kwargs=True),
             module.register_forward_hook(self._leave, always_call=True),
         ]
+        for root in _native_roots(module):
+            handles.append(root.register_forward_pre_hook(self._pause, with_kwargs=True))
+            if not isinstance(root, torch.nn.TransformerEncoder):  # an encoder's layers are replayed in _resume
+                handles.extend(layer.register_forward_pre_hook(self._record_native, with_kwargs=True)
+                               for layer in native_layers(root))
+            handles.append(root.register_forward_hook(self._resume, always_call=True))
+        return handles
+
+    def _pause(self, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+        """A native module starts: leave the watching mode, whose mere presence would switch its fast path off."""
+        if self._mode is not None and not self._paused:
+            self._mode.__exit__(None, None, None)
+            self._paused = True
+        if isinstance(module, torch.nn.TransformerEncoder):
+            self._encoder_call = (args, dict(kwargs))
+
+    def _resume(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        call, self._encoder_call = self._encoder_call, None
+        if call is not None and output is not None:
+            self._replay_encoder(module, *call)
+        if self._mode is not None and self._paused:
+            self._mode.__enter__()
+            self._paused = False
+
+    def _replay_encoder(self, encoder: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Record each layer's attention by running the layers again on the encoder's input, hooks suspended.
+
+        A hook on a layer (or anything inside it) would switch the layer's fused kernel off, so the real forward
+        runs with none and stays bit for bit what it is without capture; the replay gives each layer's input.
+        """
+        bound = inspect.signature(type(encoder).forward).bind(encoder, *args, **kwargs)
+        bound.apply_defaults()
+        call = dict(bound.arguments)
+        x, padding = call["src"], call["src_key_padding_mask"]
+        options = {"src_mask": call["mask"], "src_key_padding_mask": padding, "is_causal": call["is_causal"]}
+        with torch.no_grad(), suspended_hooks(encoder.layers):
+            for layer in encoder.layers:
+                self._record_native(layer, (x,), options)
+                x = layer(x, **options)
+
+    def _record_native(self, layer: torch.nn.Module, args: Any, kwargs: Any) -> None:
+        mha, query, key, padding, mask = layer_attention_inputs(layer, args, kwargs)
+        with torch.no_grad():
+            q, k, additive = mha_query_key(mha, query.detach(), key.detach(), padding, mask)
+        self._record(lambda index: attention_probabilities(q, k, additive, query_index=index), q.shape, k.shape[-2])
 
     def attach_context(self, parent: torch.nn.Module) -> list[RemovableHandle]:
         """Note the parent's input shape: a windowed block partitions its image before calling its attention."""
@@ -251,16 +310,21 @@ class AttentionDebugger(ForwardDebugger):
         stride = getattr(module, "query_stride", None)  # Hiera/SAM2: (s, s) when the module pools its queries
         self._query_stride = int(stride[0]) if isinstance(stride, (tuple, list)) and stride else None
         self._call_start = len(self._calls)
+        if isinstance(module, NATIVE_MODULES):
+            return  # recorded from its weights by _record_native; its forward runs as it would
         # nn.MultiheadAttention's eval fast path calls a fused kernel that bypasses SDPA; the slow path is exact.
         self._fastpath = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)
         self._mode = _AttentionMode(self._record)
+        self._paused = False
         self._mode.__enter__()
 
     def _leave(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if self._mode is not None:
-            self._mode.__exit__(None, None, None)
+            if not self._paused:
+                self._mode.__exit__(None, None, None)
             self._mode = None
+            self._paused = False
         if self._fastpath is not None:
             torch.backends.mha.set_fastpath_enabled(self._fastpath)
             self._fastpath = None
@@ -409,6 +473,16 @@ class AttentionDebugger(ForwardDebugger):
 
     def call_kinds(self) -> dict[str, str]:
         return self.kinds()  # every call already has its own keys
+
+
+def _native_roots(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The outermost PyTorch transformer modules in ``module`` (itself included), recorded from their weights."""
+    if isinstance(module, NATIVE_MODULES):
+        return [module]
+    roots: list[torch.nn.Module] = []
+    for child in module.children():
+        roots.extend(_native_roots(child))
+    return roots
 
 
 @dataclass

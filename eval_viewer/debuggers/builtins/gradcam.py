@@ -23,8 +23,10 @@ from eval_viewer.debuggers.builtins._targets import (
     choose_targets,
     class_scores,
     default_forward,
+    gradient_pass,
     input_size,
     select_logits,
+    usable_inputs,
 )
 from eval_viewer.debuggers.builtins._tensors import cast_float, select_tensor, tokens_to_grid
 from eval_viewer.debuggers.layers import get_layer_by_name
@@ -111,8 +113,9 @@ class GradCAMDebugger(BaseDebugger):
         store: dict[str, torch.Tensor] = {}
         handle = layer.register_forward_hook(lambda m, i, o: _leaf_output(o, self.output_index, store))
         try:
-            with torch.enable_grad():
-                logits = select_logits(self.forward_fn(model, datapoint["inputs"]), self.output_key)
+            with gradient_pass("GradCAM"):
+                inputs = usable_inputs(datapoint["inputs"])
+                logits = select_logits(self.forward_fn(model, inputs), self.output_key)
                 targets = choose_targets(logits, self.target_class, self.background_class)
                 scores = class_scores(logits, targets, self.pixels)
                 if "activation" not in store:

@@ -22,7 +22,9 @@ from eval_viewer.debuggers.builtins._targets import (
     choose_targets,
     class_scores,
     default_forward,
+    gradient_pass,
     select_logits,
+    usable_inputs,
 )
 from eval_viewer.debuggers.builtins._tensors import cast_float, downsample_spatial
 from eval_viewer.debuggers.layers import get_layer_by_name
@@ -108,8 +110,9 @@ class GradientsDebugger(BaseDebugger):
 
         handles = [layer.register_forward_pre_hook(fresh_input), layer.register_full_backward_hook(backward_hook)]
         try:
-            with torch.enable_grad():
-                objective = self._objective(self.forward_fn(model, datapoint["inputs"]), datapoint)
+            with gradient_pass("GradientsDebugger"):
+                inputs = usable_inputs(datapoint["inputs"])
+                objective = self._objective(self.forward_fn(model, inputs), datapoint)
                 if "input" not in seen:
                     raise CaptureError(f"Layer {self.layer_name!r} did not run in the forward pass")
                 (grad_input,) = torch.autograd.grad(objective.sum(), seen["input"], allow_unused=True)
