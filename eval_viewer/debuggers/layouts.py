@@ -25,7 +25,16 @@ from typing import Any, Union
 
 import torch
 
-__all__ = ["Windows", "Groups", "Layout", "first_tensor_shape", "window_layout", "group_layouts", "stitch_windows"]
+__all__ = [
+    "Windows",
+    "Groups",
+    "Layout",
+    "first_tensor_shape",
+    "window_layout",
+    "group_layouts",
+    "stitch_windows",
+    "window_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -176,3 +185,21 @@ def stitch_windows(attn: torch.Tensor, layout: Windows, query_cells: torch.Tenso
     placed.scatter_add_(-1, index, rows * inside)
     padding_mass = (rows * ~inside).sum(dim=-1)
     return placed, padding_mass
+
+
+def window_rows(attn: torch.Tensor, layout: Windows, query_cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-window attention -> each kept query's row over its own window's keys, and where that window lies.
+
+    Returns ``(B, heads, len(query_cells), wh * ww)`` (rows sum to 1, padding keys included: they are part of the
+    window) and ``(len(query_cells), 2)``: the (row, column) of the query's window's top-left key on the image's key
+    grid. Exact at any image size, where :func:`stitch_windows` onto a pooled image grid would blur whole windows.
+    """
+    batch, per_image = layout.batch, layout.per_image
+    heads, lq, lk = attn.shape[1:]
+    windows = attn.reshape(batch, per_image, heads, lq, lk).permute(0, 2, 1, 3, 4)
+    window_of, token_of = layout.query_slots()
+    window_of, token_of = window_of[query_cells], token_of[query_cells]
+    rows = windows[:, :, window_of.to(attn.device), token_of.to(attn.device), :]
+    origin = torch.stack([(window_of // layout.windows[1]) * layout.key_window[0],
+                          (window_of % layout.windows[1]) * layout.key_window[1]], dim=1)
+    return rows, origin

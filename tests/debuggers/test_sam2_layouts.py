@@ -136,15 +136,39 @@ def test_sam2_image_encoder_windows_are_each_datapoints_own_and_placed_on_the_im
     assert abs(row_sums + stats["padding_mass"] - 1) < 1e-5
 
 
-def test_sam2_windows_with_the_default_budget_pool_keys_on_the_image_grid(tmp_path: Path) -> None:
+def test_sam2_windows_beyond_the_budget_keep_each_querys_own_window_exactly(tmp_path: Path) -> None:
     model = _encoder()
     images = torch.randn(2, 3, 64, 64)
-    page = _capture(model, [_entry("b0", AttentionDebugger, layer_name="blocks.0.attn", max_tokens=64)],
-                    lambda: model(images), tmp_path)
-    attention = page[3]["b0"]["attention"]
-    assert attention["weights"].shape == (1, 64, 64) and attention["key_grid"] == [8, 8] and attention["key_pool"] == 2
-    assert attention["query_grid"] == [16, 16] and len(attention["query_index"]) == 64
-    assert abs(attention["weights"].sum(-1) - 1).max() < 1e-5  # no padding here: rows keep their mass
+    inputs: dict[int, torch.Tensor] = {}
+    for i in (0, 4):
+        model.blocks[i].register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0].detach()))
+    entries = [_entry("b0", AttentionDebugger, layer_name="blocks.0.attn", max_tokens=64),  # 16x16 keys > 64: local
+               _entry("b4", AttentionDebugger, layer_name="blocks.4.attn", max_tokens=8),  # 4x4 grid, padded windows
+               _entry("stitched", AttentionDebugger, layer_name="blocks.0.attn", max_tokens=64, windows="stitch")]
+    page = _capture(model, entries, lambda: model(images), tmp_path)
+    with torch.no_grad():
+        for name, block in (("b0", 0), ("b4", 4)):
+            oracle = _windowed_oracle(model.blocks[block], inputs[block])
+            height, width = inputs[block].shape[1:3]
+            for b, idx in enumerate(IDX):
+                attention = page[idx][name]["attention"]
+                layout = attention["windows"]
+                wh, ww = layout["window_size"]
+                assert layout["form"] == "local" and attention["key_grid"] == [wh, ww]
+                weights = torch.from_numpy(attention["weights"])
+                assert weights.shape == (model.blocks[block].attn.num_attention_heads, len(attention["query_index"]),
+                                         wh * ww)
+                torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]), rtol=0, atol=1e-5)
+                for row, (cell, (top, left)) in enumerate(zip(attention["query_index"], layout["key_window_origin"])):
+                    local = weights[:, row].reshape(-1, wh, ww)
+                    image = oracle[b][:, cell].reshape(-1, height, width)
+                    inside = image[:, top:top + wh, left:left + ww]  # the window, cut at the image's edge
+                    torch.testing.assert_close(local[:, :inside.shape[1], :inside.shape[2]], inside, rtol=0, atol=2e-6)
+                    assert image.sum() - inside.sum() < 1e-6  # nothing outside the window
+    stitched = page[3]["stitched"]["attention"]
+    assert stitched["weights"].shape == (1, 64, 64) and stitched["key_grid"] == [8, 8] and stitched["key_pool"] == 2
+    assert stitched["windows"]["form"] == "stitched" and len(stitched["query_index"]) == 64
+    assert abs(stitched["weights"].sum(-1) - 1).max() < 1e-5  # no padding in block 0: rows keep their mass
 
 
 def _decoder(implementation: str) -> Sam2MaskDecoder:

@@ -23,10 +23,13 @@ the module in the forward pass, so a module run several times keeps each run)::
      "attention_1": ..., "stats_1": ...}
 
 Kernels whose leading dimension is not the batch (:mod:`eval_viewer.debuggers.layouts`): *windowed* attention
-(SAM2/Hiera, ViTDet) is stitched back into each image: queries and keys are cells of the image's token grids
-(``query_grid``/``key_grid``), each row holds the query's attention where its window's keys lie, ``"windows"``
-records the layout (window size, grid of windows, padding, pooled query windows) and ``stats["padding_mass"]`` the
-mass rows gave to padding tokens outside the image (rows then sum to 1 minus it). *Grouped* attention (SAM2's mask
+(SAM2/Hiera, ViTDet) is filed per image with its layout in ``"windows"`` (window size, grid of windows, padding,
+pooled query windows); queries are cells of the image's query grid (``query_grid``, ``query_index``). Its form is
+``windows["form"]``: ``"stitched"``, each row the query's attention placed where its window's keys lie on the image's
+key grid (``key_grid``, pooled like any map; ``stats["padding_mass"]``: the mass rows gave to padding tokens outside
+the image, rows then sum to 1 minus it), or ``"local"``, each row over the query's own window (``key_grid`` = the
+window, padding keys included) and ``windows["key_window_origin"]`` the (row, column) of each kept query's window on
+the image's key grid. *Grouped* attention (SAM2's mask
 decoder: ``batch × prompts``) keeps the group as the first axis of ``weights`` (``num_prompts`` says how many).
 Rows that cannot be mapped to datapoints raise :class:`~eval_viewer.errors.CaptureError`.
 
@@ -60,7 +63,15 @@ from eval_viewer.debuggers.builtins._torch_attention import (
     native_layers,
     suspended_hooks,
 )
-from eval_viewer.debuggers.layouts import Groups, Windows, first_tensor_shape, group_layouts, stitch_windows, window_layout
+from eval_viewer.debuggers.layouts import (
+    Groups,
+    Windows,
+    first_tensor_shape,
+    group_layouts,
+    stitch_windows,
+    window_layout,
+    window_rows,
+)
 from eval_viewer.errors import CaptureError
 from eval_viewer.log_format import Kind
 
@@ -205,7 +216,11 @@ class AttentionDebugger(ForwardDebugger):
     ``infer_grid=False`` turns inference off for sequences that are not images. ``dtype=torch.float16`` halves the
     page size. ``groups=G`` declares that the kernel's leading dimension is ``batch × G`` in batch-major order when
     that cannot be read from the module's inputs (see :mod:`eval_viewer.debuggers.layouts`); ``group_axis`` names
-    that axis in the output (SAM2's mask decoder: one entry per prompt).
+    that axis in the output (SAM2's mask decoder: one entry per prompt). ``windows``: how windowed attention is kept,
+    ``"stitch"`` (rows over the whole image's key grid, pooled to ``max_tokens`` keys), ``"local"`` (rows over the
+    query's own window, exact at any size, with each window's place on the image) or ``"auto"`` (stitched when the
+    image's key grid fits ``max_tokens`` unpooled, else local: pooling keys in blocks as large as a window would
+    leave nothing of the map).
     """
 
     def __init__(
@@ -217,6 +232,7 @@ class AttentionDebugger(ForwardDebugger):
         dtype: torch.dtype | None = None,
         groups: int | None = None,
         group_axis: str = "prompt",
+        windows: str = "auto",
     ) -> None:
         super().__init__(layer_name)
         if max_tokens is not None and max_tokens < 1:
@@ -227,8 +243,11 @@ class AttentionDebugger(ForwardDebugger):
         self.grid = grid
         self.infer_grid = infer_grid
         self.dtype = dtype
+        if windows not in ("auto", "stitch", "local"):
+            raise CaptureError(f"windows must be 'auto', 'stitch' or 'local', got {windows!r}")
         self.groups = groups
         self.group_axis = group_axis
+        self.windows = windows
         self._calls: list[_Call] = []
         self._call_start = 0
         self._module_calls = 0
@@ -388,18 +407,28 @@ class AttentionDebugger(ForwardDebugger):
 
     def _windowed(self, probabilities: Callable[[torch.Tensor | None], torch.Tensor],
                   windows: Windows) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
-        """Windows stitched back into their image: rows of kept image queries over the image's key grid."""
+        """Windowed rows of the kept image queries: stitched onto the image's key grid, or over their own window."""
         attn = probabilities(None).detach().float()
         while attn.dim() < 4:
             attn = attn.unsqueeze(1)
         num_queries = windows.query_grid[0] * windows.query_grid[1]
-        kept = limit_tokens(num_queries, self.max_tokens)
-        placed, padding_mass = stitch_windows(attn, windows, torch.tensor(kept, device=attn.device))
-        placed, pooled_grid, block = _pool_keys(placed, windows.key_grid, 0, self.max_tokens)
         num_keys = windows.key_grid[0] * windows.key_grid[1]
-        info = _token_info(kept, num_queries, num_keys, windows.query_grid, pooled_grid, 0, block)
-        info["windows"] = windows.describe()
-        return placed, info, {"padding_mass": padding_mass.flatten(1).mean(dim=1)}
+        kept = limit_tokens(num_queries, self.max_tokens)
+        cells = torch.tensor(kept, device=attn.device)
+        form = self.windows
+        if form == "auto":  # stitch only when the image's key grid needs no pooling, which would blur whole windows
+            form = "stitch" if self.max_tokens is None or num_keys <= self.max_tokens else "local"
+        if form == "stitch":
+            placed, padding_mass = stitch_windows(attn, windows, cells)
+            placed, pooled_grid, block = _pool_keys(placed, windows.key_grid, 0, self.max_tokens)
+            info = _token_info(kept, num_queries, num_keys, windows.query_grid, pooled_grid, 0, block)
+            info["windows"] = {**windows.describe(), "form": "stitched"}
+            return placed, info, {"padding_mass": padding_mass.flatten(1).mean(dim=1)}
+        rows, origin = window_rows(attn, windows, cells)
+        info = _token_info(kept, num_queries, windows.key_window[0] * windows.key_window[1], windows.query_grid,
+                           windows.key_window, 0, 1)
+        info["windows"] = {**windows.describe(), "form": "local", "key_window_origin": origin.tolist()}
+        return rows, info, {}
 
     def _grid(self, num_tokens: int) -> tuple[tuple[int, int] | None, int]:
         if self.grid is not None:
