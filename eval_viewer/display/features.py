@@ -207,8 +207,8 @@ def render_feature_map(value: Any, ctx: RenderContext) -> Node:
     pca_note = None
     if fmap.shape[0] >= 2:
         rgb, ratios = pca_rgb(fmap)
-        panels.append(panel("PCA → RGB", figure_view(image_figure(rgb, scale=fmap.shape[2] / rgb.shape[1],
-                                                                      height=320))))
+        pca = image_figure(rgb, scale=fmap.shape[2] / rgb.shape[1], height=320)
+        panels.append(panel("PCA → RGB", figure_view(pca)))
         pca_note = "PCA explains " + "/".join(f"{100 * r:.0f}" for r in ratios) + " % of variance"
     stats_fig, _ = _stats_figure(stats)
     total_nan, total_inf = int(stats["n_nan"].sum()), int(stats["n_inf"].sum())
