@@ -9,7 +9,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eval_viewer.debuggers.builtins.attention import AttentionDebugger, attention_probabilities, limit_tokens
+from eval_viewer.debuggers.builtins.attention import (
+    AttentionDebugger,
+    attention_probabilities,
+    limit_grid_tokens,
+    limit_tokens,
+)
 from eval_viewer.log_format import Kind
 
 
@@ -179,3 +184,15 @@ def test_a_failing_forward_leaves_no_mode_and_restores_the_fast_path() -> None:
     for handle in handles:
         handle.remove()
     assert debugger(None, block) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("grid,budget", [((64, 64), 256), ((4, 4), 8), ((30, 60), 256), ((5, 3), 100), ((1, 40), 7)])
+def test_grid_queries_are_a_lattice_over_the_whole_grid_within_the_budget(grid: tuple[int, int], budget: int) -> None:
+    cells = limit_grid_tokens(grid, budget)
+    h, w = grid
+    assert len(cells) <= budget and cells == sorted(set(cells)) and all(0 <= c < h * w for c in cells)
+    rows, cols = {c // w for c in cells}, {c % w for c in cells}
+    assert {0, h - 1} <= rows and {0, w - 1} <= cols  # corners to corners, not the first rows only
+    assert len(cells) == len(rows) * len(cols)  # a lattice
+    if h * w > budget:
+        assert len(cells) >= budget // 2

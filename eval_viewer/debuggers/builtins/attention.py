@@ -75,7 +75,7 @@ from eval_viewer.debuggers.layouts import (
 from eval_viewer.errors import CaptureError
 from eval_viewer.log_format import Kind
 
-__all__ = ["AttentionDebugger", "attention_probabilities", "limit_tokens"]
+__all__ = ["AttentionDebugger", "attention_probabilities", "limit_tokens", "limit_grid_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,20 @@ def limit_tokens(num_tokens: int, max_tokens: int | None) -> list[int]:
     if max_tokens <= 1:
         return [0]
     return sorted({round(i * (num_tokens - 1) / (max_tokens - 1)) for i in range(max_tokens)})
+
+
+def limit_grid_tokens(grid: tuple[int, int], max_tokens: int | None) -> list[int]:
+    """Cells of an ``h x w`` grid (row-major) on an evenly spaced lattice of at most ``max_tokens`` cells.
+
+    Evenly spaced in raster order would keep the same few columns of every row; a lattice samples the whole image.
+    """
+    h, w = grid
+    if max_tokens is None or h * w <= max_tokens:
+        return list(range(h * w))
+    side = max(1, math.isqrt(max_tokens))
+    rows = limit_tokens(h, max(1, min(h, round(side * math.sqrt(h / w)))))
+    cols = limit_tokens(w, max(1, min(w, max_tokens // len(rows))))
+    return [r * w + c for r in rows for c in cols]
 
 
 def _pool_keys(
@@ -413,7 +427,7 @@ class AttentionDebugger(ForwardDebugger):
             attn = attn.unsqueeze(1)
         num_queries = windows.query_grid[0] * windows.query_grid[1]
         num_keys = windows.key_grid[0] * windows.key_grid[1]
-        kept = limit_tokens(num_queries, self.max_tokens)
+        kept = limit_grid_tokens(windows.query_grid, self.max_tokens)
         cells = torch.tensor(kept, device=attn.device)
         form = self.windows
         if form == "auto":  # stitch only when the image's key grid needs no pooling, which would blur whole windows
