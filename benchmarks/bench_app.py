@@ -15,7 +15,7 @@ then drew the neighbour while the previous datapoint was on screen. The very fir
 apart: on a log without an index the backend is still building its page caches then.
 
 The overview's failure table is measured the same way, request by request as the grid sends them: its columns (once
-per run/epoch/metric choice) and one block of rows (``getRowsRequest`` -> ``getRowsResponse`` and the caption), for
+per run/pass/metric choice) and one block of rows (``getRowsRequest`` -> ``getRowsResponse`` and the caption), for
 the first block in the default worst-first order, a block deep down, a block sorted by a text and a metric column,
 and a block under a text and a number filter. Each kind is sent ``TABLE_REPEATS`` times; the first-block figure also
 reports the very first request (nothing computed yet).
@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from eval_viewer.app import create_app, ids
-from eval_viewer.app.state import ViewState, to_query
+from eval_viewer.app.state import ViewState, pass_value, to_query
 from eval_viewer.backend import LogStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backend import build  # noqa: E402  (a sibling script, not a package)
+from dash_browser import payload as _payload  # noqa: E402
 
 __all__ = ["main"]
 
@@ -56,33 +57,23 @@ TABLE_REPEATS = 10
 BLOCK = 100
 
 
-def _payload(outputs: list[tuple[str, str]], inputs: list[tuple[str, str, Any]],
-             state: list[tuple[str, str, Any]] = ()) -> dict[str, Any]:
-    """The JSON body Dash's renderer POSTs for one callback (several outputs joined with ``..``)."""
-    out = [{"id": i, "property": p} for i, p in outputs]
-    return {
-        "output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".." if len(outputs) > 1
-        else f"{outputs[0][0]}.{outputs[0][1]}",
-        "outputs": out if len(outputs) > 1 else out[0],
-        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
-        "state": [{"id": i, "property": p, "value": v} for i, p, v in state],
-        "changedPropIds": [f"{inputs[0][0]}.{inputs[0][1]}"],
-    }
-
-
-def _opening_requests(search: str, selection: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    sync_out = [(ids.URL, "search"), (ids.RUN, "options"), (ids.RUN, "value"), (ids.EPOCH, "options"),
-                (ids.EPOCH, "value"), (ids.EPOCH, "disabled"), (ids.EPOCH, "placeholder"), (ids.METRIC, "options"),
-                (ids.METRIC, "value"), (ids.SELECTION, "data"), (ids.NOTICE, "children")]
+def _opening_requests(search: str, selection: dict[str, Any], version: str) -> dict[str, dict[str, Any]]:
+    """What the browser sends when the URL gains ``idx=``: ``sync``, ``show`` and ``render``, with the values the page
+    holds (the selectors of ``selection``, the store's ``version`` in LOG_VERSION)."""
+    sync_out = [(ids.URL, "search"), (ids.RUN, "options"), (ids.RUN, "value"), (ids.PASS, "options"),
+                (ids.PASS, "value"), (ids.PASS, "disabled"), (ids.METRIC, "options"), (ids.METRIC, "value"),
+                (ids.SELECTION, "data"), (ids.NOTICE, "children")]
     sync_in = [(ids.URL, "search", search), (ids.RUN, "value", selection["run"]),
-               (ids.EPOCH, "value", selection["epoch"]), (ids.METRIC, "value", selection["metric"]),
-               (ids.LOG_VERSION, "data", None)]
+               (ids.PASS, "value", pass_value(selection["split"], selection["step"])),
+               (ids.METRIC, "value", selection["metric"]), (ids.LOG_VERSION, "data", version)]
     show_out = [(ids.OVERVIEW_VIEW, "hidden"), (ids.DATAPOINT_VIEW, "hidden"), (ids.POSITION, "children"),
                 (ids.PREV, "disabled"), (ids.NEXT, "disabled")]
+    render_out = [(ids.DATAPOINT_BODY, "children"), (ids.INDEX_POLL, "disabled")]
+    render_in = [(ids.URL, "search", search), (ids.INDEX_POLL, "n_intervals", None)]
     return {
         "sync": _payload(sync_out, sync_in, [(ids.SELECTION, "data", selection)]),
         "show": _payload(show_out, [(ids.URL, "search", search)]),
-        "render": _payload([(ids.DATAPOINT_BODY, "children")], [(ids.URL, "search", search)]),
+        "render": _payload(render_out, render_in),
     }
 
 
@@ -116,7 +107,7 @@ def measure_table(store: LogStore, search: str, selection: dict[str, Any], n: in
     """Time the table's requests; every answer is checked (a block of the right length, the right row count).
 
     First the first block of a selection the app has not seen (a new app each time, so the table behind the blocks is
-    built from the store's scores and meta fields: what a user waits for after picking another run, epoch or
+    built from the store's scores and meta fields: what a user waits for after picking another run, pass or
     metric), then the columns and every kind of block with that table kept."""
     first_block = _rows_request(search, 0, [{"colId": "rank", "sort": "asc"}], {})
     new_selection = []
@@ -159,31 +150,36 @@ def measure_table(store: LogStore, search: str, selection: dict[str, Any], n: in
 
 
 def measure(log_dir: Path, cache: Path, opens: int, seed: int) -> dict[str, Any]:
-    """Open ``opens`` random datapoints of the first trainer run's last epoch with debug outputs (else any run)."""
+    """Open ``opens`` random datapoints of the first trainer run's last pass with debug outputs (else any run)."""
     store = LogStore([log_dir], cache_dir=cache)
     try:
         runs = store.runs()
-        run = next((r for r in runs if r.kind == "trainer" and any(e.has_debug for e in r.epochs)), runs[0])
-        epoch = next(e.epoch for e in reversed(run.epochs) if e.has_debug)
-        store.wait_for_index(run.name, epoch, timeout=600)
-        scores = store.scores(run.name, epoch)
+        run = next((r for r in runs if r.kind == "trainer" and any(p.has_debug for p in r.passes)), runs[0])
+        drawable = [p for p in run.passes if p.has_debug and p.has_scores]
+        shown = run.default_pass if run.default_pass in drawable else drawable[-1]  # its latest validated epoch
+        key = shown.key
+        store.wait_for_index(key, timeout=600)
+        scores = store.scores(key)
         metric = scores.metrics[0]
         app = create_app(store, prefetch=False)  # cold opens: nothing drawn ahead
         client = app.server.test_client()
-        selection = {"run": run.name, "epoch": epoch, "metric": metric}
+        selection = {"run": run.name, "split": key.split, "step": key.step, "metric": metric}
         rng = random.Random(seed)
         picks = rng.sample(range(scores.num_datapoints), min(opens + 1, scores.num_datapoints))
 
+        def state(idx: int | None = None) -> ViewState:
+            return ViewState(run=run.name, split=key.split, step=key.step, metric=metric, idx=idx)
+
         def open_one(idx: int) -> dict[str, Any]:
-            search = to_query(ViewState(run=run.name, epoch=epoch, metric=metric, idx=idx))
-            timings = {name: _post(client, body) for name, body in _opening_requests(search, selection).items()}
+            search = to_query(state(idx))
+            requests = _opening_requests(search, selection, store.version)
+            timings = {name: _post(client, body) for name, body in requests.items()}
             return {"idx": idx, "ms": sum(t for t, _ in timings.values()), "render_ms": timings["render"][0],
                     "bytes": sum(b for _, b in timings.values())}
 
         first = open_one(picks[0])  # right after start-up: the backend may still be building its page caches
         store.wait_background()
-        table = measure_table(store, to_query(ViewState(run=run.name, epoch=epoch, metric=metric)), selection,
-                              scores.num_datapoints)
+        table = measure_table(store, to_query(state()), selection, scores.num_datapoints)
         rows = [open_one(idx) for idx in picks[1:]]
         client = create_app(store, prefetch=True).server.test_client()  # a user stepping with → instead
         ranking = [int(i) for i in scores.ranking(metric)]
@@ -192,7 +188,7 @@ def measure(log_dir: Path, cache: Path, opens: int, seed: int) -> dict[str, Any]
             open_one(ranking[ranking.index(idx) - 1])
             time.sleep(STEP_PAUSE_S)  # the user looks at the datapoint; its neighbours are drawn meanwhile
             steps.append(open_one(idx))
-        return {"run": run.name, "epoch": epoch, "datapoints": scores.num_datapoints, "first": first, "opens": rows,
+        return {"run": run.name, "pass": shown.label, "datapoints": scores.num_datapoints, "first": first, "opens": rows,
                 "steps": steps, "table": table}
     finally:
         store.close()
@@ -208,7 +204,7 @@ def report(name: str, result: dict[str, Any]) -> bool:
     sizes = [r["bytes"] for r in result["opens"]]
     first = result["first"]
     ok = _pct(ms, 0.95) < SERVER_MS_TARGET and max(sizes + [first["bytes"]]) < BYTES_TARGET
-    print(f"{name}: {result['run']} epoch {result['epoch']}, {result['datapoints']:,} datapoints")
+    print(f"{name}: {result['run']} {result['pass']}, {result['datapoints']:,} datapoints")
     print(f"  first open after start-up: {first['ms']:.0f} ms, {first['bytes'] / 2**10:.0f} KiB")
     print(f"  open one datapoint (sync + show + render), server time: "
           f"p50 {statistics.median(ms):.0f} ms, p95 {_pct(ms, 0.95):.0f} ms, max {max(ms):.0f} ms (n={len(ms)})")
