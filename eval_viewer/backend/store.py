@@ -113,6 +113,11 @@ class LogStore:
         return self._refresher.snapshot
 
     @property
+    def cache_dir(self) -> Path:
+        """Where indexes, skeletons and comparison summaries are cached (never inside a log dir)."""
+        return self._cache_dir
+
+    @property
     def version(self) -> str:
         """Changes whenever a run, pass, scores file or page appears, disappears or changes."""
         return self._refresher.snapshot.version

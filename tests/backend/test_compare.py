@@ -1,0 +1,267 @@
+"""Comparing passes: divergences against scipy, deltas and alignment on crafted logs, internals and the pass summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import entropy as scipy_entropy
+
+from eval_viewer.backend.compare import (
+    CompareError,
+    Thresholds,
+    align,
+    attention_weights,
+    common_failures,
+    compare_items,
+    deltas,
+)
+from eval_viewer.backend.divergence import cosine_similarity, entropy, js_divergence, relative_error, sqnr_db, top_k_mass
+from eval_viewer.backend.model import PassKey
+from eval_viewer.backend.summary import LayerSummary, SummaryJobs, compute_summary
+from eval_viewer.log_format import DEBUGGER_DIR, EVALUATION_SCORES, FORMAT_VERSION, INDEX_DEBUGGERS, INDEX_META, \
+    INDEX_PAGES, index_name, page_name
+
+RNG = np.random.default_rng(7)
+EDGE_CASES = [
+    (np.eye(6)[2], np.eye(6)[2]),  # the same one-hot
+    (np.eye(6)[0], np.eye(6)[5]),  # disjoint one-hots: 1 bit
+    (np.full(6, 1 / 6), np.eye(6)[3]),  # uniform vs one-hot
+    (np.full(6, 1 / 6), np.full(6, 1 / 6)),
+    (np.array([0.5, 0.5, 0, 0]), np.array([0.1, 0.2, 0.3, 0.4])),  # zeros on one side
+    (np.array([0, 0, 3.0, 1.0]), np.array([2.0, 2.0, 0, 0])),  # unnormalised, disjoint
+]
+
+
+# ------------------------------------------------------------------------------------------------------ divergences
+@pytest.mark.parametrize("p, q", EDGE_CASES + [(RNG.random(9), RNG.random(9)) for _ in range(5)])
+def test_js_divergence_is_scipy_jensenshannon_squared_in_bits(p: np.ndarray, q: np.ndarray) -> None:
+    assert js_divergence(p, q) == pytest.approx(jensenshannon(p, q, base=2) ** 2, abs=1e-12)
+    assert js_divergence(q, p) == pytest.approx(js_divergence(p, q), abs=1e-12)
+    assert 0.0 <= float(js_divergence(p, q)) <= 1.0
+
+
+def test_js_divergence_vectorised_over_heads_and_queries() -> None:
+    p, q = RNG.random((3, 7, 11)), RNG.random((3, 7, 11))
+    expected = jensenshannon(p, q, base=2, axis=-1) ** 2
+    np.testing.assert_allclose(js_divergence(p, q), expected, atol=1e-12)
+    assert js_divergence(np.eye(4)[0], np.eye(4)[1]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("p", [p for p, _ in EDGE_CASES] + [RNG.random(13) for _ in range(5)])
+def test_entropy_is_scipy_entropy_in_bits(p: np.ndarray) -> None:
+    assert entropy(p) == pytest.approx(scipy_entropy(p, base=2), abs=1e-12)
+
+
+def test_entropy_and_top_k_on_known_distributions() -> None:
+    assert entropy(np.full(8, 1 / 8)) == pytest.approx(3.0)
+    assert entropy(np.eye(8)[4]) == pytest.approx(0.0)
+    assert top_k_mass(np.eye(8)[4], 1) == pytest.approx(1.0)
+    assert top_k_mass(np.full(8, 1 / 8), 3) == pytest.approx(3 / 8)
+    assert top_k_mass(np.array([1.0, 3.0, 0.0, 4.0]), 2) == pytest.approx(7 / 8)
+    assert top_k_mass(np.array([1.0, 3.0]), 5) == pytest.approx(1.0)
+    rows = RNG.random((4, 10))
+    expected = np.sort(rows / rows.sum(-1, keepdims=True), axis=-1)[:, -3:].sum(-1)
+    np.testing.assert_allclose(top_k_mass(rows, 3), expected)
+
+
+def test_an_empty_row_is_nan_not_an_answer() -> None:
+    assert math.isnan(float(js_divergence(np.zeros(4), np.full(4, 0.25))))
+    assert math.isnan(float(entropy(np.zeros(4))))
+    assert math.isnan(float(top_k_mass(np.zeros(4), 2)))
+
+
+def test_sqnr_cosine_relative_error_on_known_arrays() -> None:
+    a = np.array([3.0, 4.0])
+    b = np.array([3.0, 4.5])  # noise 0.25, signal 25: 20 dB
+    assert sqnr_db(a, b) == pytest.approx(20.0)
+    assert relative_error(a, b) == pytest.approx(0.1)
+    assert cosine_similarity(a, np.array([-4.0, 3.0])) == pytest.approx(0.0)
+    assert cosine_similarity(a, 2 * a) == pytest.approx(1.0)
+    assert cosine_similarity(a, -a) == pytest.approx(-1.0)
+    assert sqnr_db(a, a) == math.inf
+    x = RNG.standard_normal((4, 5, 6))
+    noise = 1e-2 * RNG.standard_normal(x.shape)
+    assert sqnr_db(x, x + noise) == pytest.approx(10 * np.log10((x ** 2).sum() / (noise ** 2).sum()))
+    with pytest.raises(ValueError, match="shapes differ"):
+        sqnr_db(a, np.ones(3))
+
+
+# -------------------------------------------------------------------------------------------------- alignment, deltas
+def test_align_by_meta_key_counts_and_lists_unmatched() -> None:
+    meta_a = {"image_id": ["x", "y", "z", None, "w", "y"]}  # idx 3 has no id, idx 5 repeats "y"
+    meta_b = {"image_id": ["z", "q", "x", "w"]}
+    al = align(6, 4, "image_id", meta_a, meta_b)
+    assert list(zip(al.a.tolist(), al.b.tolist())) == [(0, 2), (2, 0), (4, 3)]
+    assert al.unmatched_a.tolist() == [1, 3, 5] and al.unmatched_b.tolist() == [1]
+    assert al.b_of(2) == 0 and al.a_of(3) == 4 and al.b_of(1) is None
+    by_index = align(5, 3)
+    assert by_index.a.tolist() == [0, 1, 2] and by_index.unmatched_a.tolist() == [3, 4]
+    with pytest.raises(CompareError, match="image_id"):
+        align(2, 2, "image_id", {"other": [1, 2]}, meta_b)
+
+
+def test_deltas_rank_regressions_first_and_select_forgotten() -> None:
+    a = np.array([0.9, 0.8, 0.2, 0.95, 0.5, np.nan, 0.85, 0.1])
+    b = np.array([0.3, 0.82, 0.6, np.nan, 0.45, 0.7, 0.86, np.nan])
+    d = deltas(a, b, "miou", True, thresholds=Thresholds(change=0.1, good=0.8, bad=0.4))
+    assert d.order().tolist()[:3] == [3, 7, 0]  # became NaN (worst first, by index), then -0.6
+    assert d.order("regressed").tolist() == [3, 7, 0]
+    assert d.order("improved", worst_first=False).tolist() == [5, 2]  # NaN -> value first, then +0.4
+    assert d.order("improved").tolist() == [2, 5]
+    assert d.forgotten.tolist() == [True, False, False, True, False, False, False, False]
+    assert d.counts()["forgotten"] == 2 and d.counts()["regressed"] == 3
+    assert d.order("changed", worst_first=False).tolist()[:2] == [5, 2]
+    np.testing.assert_allclose(d.delta[[0, 2]], [-0.6, 0.4])
+
+
+def test_lower_is_better_flips_the_meaning() -> None:
+    loss_a = np.array([0.1, 0.1, 1.0, 0.5])
+    loss_b = np.array([0.9, 0.1, 0.2, 0.5])
+    d = deltas(loss_a, loss_b, "loss", higher_is_better=False, thresholds=Thresholds(change=0.05, good=0.2, bad=0.6))
+    assert d.regressed.tolist() == [True, False, False, False]
+    assert d.improved.tolist() == [False, False, True, False]
+    assert d.forgotten.tolist() == [True, False, False, False]
+    assert d.order()[0] == 0
+
+
+def test_default_thresholds_are_documented_percentiles() -> None:
+    a = np.linspace(0, 1, 101)
+    d = deltas(a, a[::-1], "acc")
+    assert d.thresholds.change == pytest.approx(0.05 * 0.9)
+    assert d.thresholds.good == pytest.approx(0.5) and d.thresholds.bad == pytest.approx(0.25)
+    loss = deltas(a, a, "loss", higher_is_better=False)
+    assert loss.thresholds.good == pytest.approx(0.5) and loss.thresholds.bad == pytest.approx(0.75)
+    assert not loss.regressed.any() and not loss.forgotten.any()
+
+
+def test_common_failures_count_passes() -> None:
+    table = np.array([[0.1, 0.9, 0.5, 0.8], [0.2, 0.7, np.nan, 0.9], [0.05, 0.95, 0.6, 0.1]])
+    cf = common_failures(table, "acc", True, percentile=25)
+    assert cf.counts.tolist() == [3, 0, 1, 0]
+    assert cf.order()[0] == 0
+    loss = common_failures(-table, "loss", False, percentile=25)
+    assert loss.counts.tolist() == cf.counts.tolist()
+
+
+# -------------------------------------------------------------------------------------------------- on crafted logs
+def _attention(rng: np.random.Generator, heads: int = 2, n: int = 9) -> np.ndarray:
+    w = rng.random((heads, n, n)).astype(np.float32) ** 4
+    return w / w.sum(-1, keepdims=True)
+
+
+def write_run(root: Path, name: str, miou: list[float], ids: list[str], shift: float, seed: int = 0) -> Path:
+    """An evaluator run: scores, and one page with an attention debugger and a feature map per datapoint; ``shift``
+    perturbs the attention of head 1 and the feature map (a 'quantized' copy of the seed-0 run)."""
+    run = root / name
+    debug = run / DEBUGGER_DIR
+    debug.mkdir(parents=True)
+    (run / EVALUATION_SCORES).write_text(json.dumps(
+        {"aggregated": {"miou": float(np.nanmean(miou))}, "per_datapoint": {"miou": miou}}))
+    page: dict[int, Any] = {}
+    for idx, image_id in enumerate(ids):
+        rng = np.random.default_rng(1000 + int(image_id[3:]))  # the same image has the same internals
+        att = _attention(rng)
+        fmap = rng.standard_normal((4, 3, 3)).astype(np.float32)
+        if shift:
+            noise = np.random.default_rng(seed * 100 + idx).random(att.shape[1:]).astype(np.float32)
+            att[1] = (1 - shift) * att[1] + shift * noise / noise.sum(-1, keepdims=True)
+            fmap = fmap + shift * np.random.default_rng(idx).standard_normal(fmap.shape).astype(np.float32)
+        page[idx] = {
+            "record": {"inputs": {"image": rng.random((3, 6, 6), dtype=np.float32)},
+                       "meta_info": {"idx": idx, "image_id": image_id}},
+            "attn": {"attention": att, "note": "block 0"},
+            "features": {"feature_map": fmap},
+        }
+    joblib.dump(page, debug / page_name(0))
+    (debug / index_name(None)).write_text(json.dumps({
+        "format_version": FORMAT_VERSION, "rank": None,
+        INDEX_PAGES: {page_name(0): {"indices": list(page), "bytes": 0}},
+        INDEX_DEBUGGERS: {"attn": {"class": "t", "kinds": {"attention": "attention", "note": "text"}},
+                          "features": {"class": "t", "kinds": {"feature_map": "feature_map"}}},
+        INDEX_META: {str(i): {"image_id": v} for i, v in enumerate(ids)},
+    }))
+    return run
+
+
+@pytest.fixture
+def pair(tmp_path: Path, make_store: Any) -> Any:
+    logs = tmp_path / "logs"
+    write_run(logs, "fp", [0.9, 0.8, 0.7, 0.6, 0.5], ["img0", "img1", "img2", "img3", "img4"], 0.0)
+    write_run(logs, "q8", [0.2, 0.65, 0.5, 0.9], ["img3", "img1", "img0", "img9"], 0.3, seed=1)
+    return make_store(logs)
+
+
+def test_internals_of_one_datapoint_match_by_debugger_and_key(pair: Any) -> None:
+    a, b = PassKey("fp", "test"), PassKey("q8", "test")
+    same = compare_items(pair.datapoint(a, 1), pair.datapoint(a, 1))
+    by_layer = {c.layer: c for c in same}
+    assert set(by_layer) >= {"attn/attention", "features/feature_map"}
+    np.testing.assert_allclose(by_layer["attn/attention"].metrics["jsd"], [0, 0], atol=1e-9)
+    assert by_layer["features/feature_map"].metrics["sqnr_db"] == math.inf
+    changed = {c.layer: c for c in compare_items(pair.datapoint(a, 1), pair.datapoint(b, 1))}  # both img1
+    jsd = changed["attn/attention"].metrics["jsd"]
+    assert jsd[0] == pytest.approx(0, abs=1e-6) and jsd[1] > 0.01  # only head 1 was perturbed
+    wa = attention_weights(pair.datapoint(a, 1).debug_item("attn", "attention").value)
+    wb = attention_weights(pair.datapoint(b, 1).debug_item("attn", "attention").value)
+    assert wa is not None and wb is not None and wa.shape == (2, 9, 9)
+    expected = (jensenshannon(wa[1].astype(np.float64), wb[1].astype(np.float64), base=2, axis=-1) ** 2).mean()
+    assert jsd[1] == pytest.approx(expected, rel=1e-6)
+    assert 0 < changed["features/feature_map"].metrics["rel_error"] < 1
+
+
+def test_deltas_on_a_crafted_log_aligned_by_image_id(pair: Any) -> None:
+    a, b = PassKey("fp", "test"), PassKey("q8", "test")
+    al = align(5, 4, "image_id", pair.meta_table(a), pair.meta_table(b))
+    assert list(zip(al.a.tolist(), al.b.tolist())) == [(0, 2), (1, 1), (3, 0)]
+    assert al.unmatched_a.tolist() == [2, 4] and al.unmatched_b.tolist() == [3]
+    d = deltas(pair.scores(a).per_datapoint["miou"], pair.scores(b).per_datapoint["miou"], "miou", True, al,
+               Thresholds(change=0.1, good=0.75, bad=0.6))
+    np.testing.assert_allclose(d.delta, [0.5 - 0.9, 0.65 - 0.8, 0.2 - 0.6])
+    assert d.idx_a[d.order()].tolist() == [0, 3, 1]
+    assert d.forgotten.tolist() == [True, False, False]  # img0: 0.9 -> 0.5; img1 0.8 -> 0.65 is not bad
+
+
+def test_pass_summary_finds_the_perturbed_head_and_its_worst_datapoints(pair: Any, tmp_path: Path) -> None:
+    a, b = PassKey("fp", "test"), PassKey("q8", "test")
+    seen: list[tuple[int, int]] = []
+    summary = compute_summary(pair, a, b, "image_id", progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (3, 3)
+    rows = summary.table()
+    assert (rows[0].layer, rows[0].head) == ("attn/attention", 1)
+    assert rows[1].head == 0 and rows[1].values["jsd"] == pytest.approx(0, abs=1e-6)
+    assert rows[-1].layer == "features/feature_map" and rows[-1].head is None
+    worst = summary.worst("attn/attention", 1)
+    column = summary.arrays["attn/attention"]["jsd"][:, 1]
+    assert [w[2] for w in worst] == sorted(column.tolist(), reverse=True)
+    assert {(w[0], w[1]) for w in worst} == {(0, 2), (1, 1), (3, 0)}
+    again = LayerSummary.from_bytes(summary.to_bytes())
+    assert again.table() == rows and again.pass_b == b
+
+
+def test_summary_jobs_run_in_background_and_reuse_the_disk_cache(pair: Any, tmp_path: Path) -> None:
+    a, b = PassKey("fp", "test"), PassKey("q8", "test")
+    jobs = SummaryJobs(pair)
+    try:
+        key = jobs.start(a, b)
+        status = jobs.wait(key, 30)
+        assert status is not None and status.finished and not status.error and not status.cached
+        assert status.done == status.total == 4
+        files = list((pair.cache_dir / "compare").glob("*.npz"))
+        assert [f.stem for f in files] == [key]
+        assert not any(p.suffix == ".npz" for p in (tmp_path / "logs").rglob("*"))
+    finally:
+        jobs.close()
+    fresh = SummaryJobs(pair)  # as after a restart
+    try:
+        status = fresh.wait(fresh.start(a, b), 5)
+        assert status is not None and status.cached and status.summary is not None
+        assert status.summary.table() == compute_summary(pair, a, b).table()
+    finally:
+        fresh.close()
