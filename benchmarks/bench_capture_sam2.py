@@ -150,7 +150,8 @@ def _report(args: argparse.Namespace, names: list[str], times: dict[str, list[fl
     for kind, size in per_kind.items():
         print(f"    {kind:13s} {size / _MB:6.2f} MB/image (in memory, before pickling)")
     block0 = [page[i][names[0]]["attention"]["weights"] for i in sorted(page)]
-    print(f"  {names[0]}: per image {block0[0].shape}, windows {page[min(page)][names[0]]['attention']['windows']}")
+    layout = {k: v for k, v in page[min(page)][names[0]]["attention"]["windows"].items() if k != "key_window_origin"}
+    print(f"  {names[0]}: per image {block0[0].shape}, windows {layout}")
     if len(block0) > 1:
         print(f"  datapoints' own windows: max |map0 - map1| = {float(np.abs(block0[0] - block0[1]).max()):.3g} "
               "(0 would mean every datapoint got the same windows)")

@@ -44,17 +44,21 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 from eval_viewer.debuggers.base import ForwardDebugger, call_suffix, datapoint_batch_size
+from eval_viewer.debuggers.builtins._attention_math import (
+    AttentionMode,
+    attention_probabilities,
+    limit_grid_tokens,
+    limit_tokens,
+    pool_keys,
+)
 from eval_viewer.debuggers.builtins._tensors import cast_float, square_grid
 from eval_viewer.debuggers.builtins._torch_attention import (
     NATIVE_MODULES,
@@ -78,150 +82,6 @@ from eval_viewer.log_format import Kind
 __all__ = ["AttentionDebugger", "attention_probabilities", "limit_tokens", "limit_grid_tokens"]
 
 logger = logging.getLogger(__name__)
-
-_SDPA = F.scaled_dot_product_attention
-_MHA_FORWARD = F.multi_head_attention_forward
-_MHA_SIGNATURE = inspect.signature(_MHA_FORWARD)
-
-
-def attention_probabilities(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    attn_mask: torch.Tensor | None = None,
-    is_causal: bool = False,
-    scale: float | None = None,
-    enable_gqa: bool = False,
-    query_index: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``softmax(q kᵀ · scale + mask)`` with the semantics of ``scaled_dot_product_attention``, for the kept queries.
-
-    ``query`` ``(..., Lq, E)``, ``key`` ``(..., Lk, E)``; a boolean mask marks the pairs that take part, a float mask
-    is added; causal masking is top-left aligned like the fused kernel. Only the rows in ``query_index`` are computed,
-    so memory grows with the kept queries, not with ``Lq²``. Computed in float32.
-    """
-    q, k = query.float(), key.float()
-    if enable_gqa and k.dim() >= 3 and q.shape[-3] != k.shape[-3]:
-        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
-    num_q, num_k = q.shape[-2], k.shape[-2]
-    if query_index is not None:
-        q = q.index_select(-2, query_index)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    logits = (q @ k.transpose(-2, -1)) * scale
-    rows = query_index if query_index is not None else torch.arange(num_q, device=q.device)
-    if is_causal:
-        allowed = torch.ones(num_q, num_k, dtype=torch.bool, device=q.device).tril().index_select(0, rows)
-        logits = logits.masked_fill(~allowed, float("-inf"))
-    if attn_mask is not None:
-        mask = attn_mask
-        if mask.dim() >= 2 and mask.shape[-2] == num_q and query_index is not None:
-            mask = mask.index_select(-2, query_index)
-        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask.float()
-    return torch.softmax(logits, dim=-1).nan_to_num(0.0)  # a fully masked row attends nowhere
-
-
-def limit_tokens(num_tokens: int, max_tokens: int | None) -> list[int]:
-    """Evenly spaced token indices, at most ``max_tokens`` of them, first and last included."""
-    if max_tokens is None or num_tokens <= max_tokens:
-        return list(range(num_tokens))
-    if max_tokens <= 1:
-        return [0]
-    return sorted({round(i * (num_tokens - 1) / (max_tokens - 1)) for i in range(max_tokens)})
-
-
-def limit_grid_tokens(grid: tuple[int, int], max_tokens: int | None) -> list[int]:
-    """Cells of an ``h x w`` grid (row-major) on an evenly spaced lattice of at most ``max_tokens`` cells.
-
-    Evenly spaced in raster order would keep the same few columns of every row; a lattice samples the whole image.
-    """
-    h, w = grid
-    if max_tokens is None or h * w <= max_tokens:
-        return list(range(h * w))
-    side = max(1, math.isqrt(max_tokens))
-    rows = limit_tokens(h, max(1, min(h, round(side * math.sqrt(h / w)))))
-    cols = limit_tokens(w, max(1, min(w, max_tokens // len(rows))))
-    return [r * w + c for r in rows for c in cols]
-
-
-def _pool_keys(
-    attn: torch.Tensor, grid: tuple[int, int] | None, prefix: int, max_tokens: int | None
-) -> tuple[torch.Tensor, tuple[int, int] | None, int]:
-    """Sum probability mass over blocks of neighbouring keys until at most ``max_tokens`` remain (rows keep sum 1)."""
-    num_k = attn.shape[-1]
-    if max_tokens is None or num_k <= max_tokens:
-        return attn, grid, 1
-    lead = attn.shape[:-1]
-    if grid is not None:
-        h, w = grid
-        room = max(1, max_tokens - prefix)
-        block = max(2, math.ceil(math.sqrt(h * w / room)))
-        spatial = attn[..., prefix:].reshape(-1, 1, h, w)
-        spatial = F.pad(spatial, (0, (-w) % block, 0, (-h) % block))
-        pooled = F.avg_pool2d(spatial, block) * (block * block)
-        new_grid = (pooled.shape[-2], pooled.shape[-1])
-        pooled = pooled.reshape(*lead, -1)
-        return torch.cat([attn[..., :prefix], pooled], dim=-1), new_grid, block
-    block = math.ceil(num_k / max_tokens)
-    padded = F.pad(attn, (0, (-num_k) % block))
-    return padded.reshape(*lead, -1, block).sum(dim=-1), None, block
-
-
-class _AttentionMode(TorchFunctionMode):
-    """Sees every torch call made while the watched module runs; records SDPA calls and lets everything else pass."""
-
-    def __init__(self, record: Callable[..., None]) -> None:
-        super().__init__()
-        self._record = record
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        if func is _SDPA:
-            self._record_sdpa(*args, **kwargs)
-            return func(*args, **kwargs)
-        if func is _MHA_FORWARD:
-            return self._multi_head_attention(func, args, kwargs)
-        return func(*args, **kwargs)
-
-    def _record_sdpa(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
-        dropout_p: float = 0.0,
-        is_causal: bool = False,
-        scale: float | None = None,
-        enable_gqa: bool = False,
-    ) -> None:
-        self._record(
-            lambda index: attention_probabilities(query, key, attn_mask, is_causal, scale, enable_gqa, index),
-            query.shape,
-            key.shape[-2],
-        )
-
-    def _multi_head_attention(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        """``F.multi_head_attention_forward`` runs its body without this mode, so watch its SDPA call directly."""
-        names = list(_MHA_SIGNATURE.parameters)
-        bound = dict(zip(names, args), **kwargs)
-        if bound.get("need_weights", True):
-            average = bound.get("average_attn_weights", True)
-            bound["average_attn_weights"] = False
-            out, weights = func(**bound)
-            per_head = weights if weights.dim() == 4 else weights.unsqueeze(0)
-            self._record(lambda index: per_head if index is None else per_head.index_select(-2, index),
-                         per_head.shape, per_head.shape[-1])
-            return out, (weights.mean(dim=-3) if average else weights)
-        original = F.scaled_dot_product_attention
-
-        def watched(*sdpa_args: Any, **sdpa_kwargs: Any) -> torch.Tensor:
-            self._record_sdpa(*sdpa_args, **sdpa_kwargs)
-            return original(*sdpa_args, **sdpa_kwargs)
-
-        F.scaled_dot_product_attention = watched  # the name multi_head_attention_forward looks up
-        try:
-            return func(*args, **kwargs)
-        finally:
-            F.scaled_dot_product_attention = original
-
 
 class AttentionDebugger(ForwardDebugger):
     """Per-head attention maps of every attention call inside the module ``layer_name`` (see the module docstring).
@@ -268,7 +128,7 @@ class AttentionDebugger(ForwardDebugger):
         self._module_shape: tuple[int, ...] | None = None
         self._parent_shape: tuple[int, ...] | None = None
         self._query_stride: int | None = None
-        self._mode: _AttentionMode | None = None
+        self._mode: AttentionMode | None = None
         self._paused = False
         self._encoder_call: tuple[tuple, dict[str, Any]] | None = None
         self._fastpath: bool | None = None
@@ -303,13 +163,13 @@ class AttentionDebugger(ForwardDebugger):
 
     def _resume(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         call, self._encoder_call = self._encoder_call, None
-        if call is not None and output is not None:
+        if call is not None and output is not None and isinstance(module, torch.nn.TransformerEncoder):
             self._replay_encoder(module, *call)
         if self._mode is not None and self._paused:
             self._mode.__enter__()
             self._paused = False
 
-    def _replay_encoder(self, encoder: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+    def _replay_encoder(self, encoder: torch.nn.TransformerEncoder, args: tuple, kwargs: dict[str, Any]) -> None:
         """Record each layer's attention by running the layers again on the encoder's input, hooks suspended.
 
         A hook on a layer (or anything inside it) would switch the layer's fused kernel off, so the real forward
@@ -348,7 +208,7 @@ class AttentionDebugger(ForwardDebugger):
         # nn.MultiheadAttention's eval fast path calls a fused kernel that bypasses SDPA; the slow path is exact.
         self._fastpath = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)
-        self._mode = _AttentionMode(self._record)
+        self._mode = AttentionMode(self._record)
         self._paused = False
         self._mode.__enter__()
 
@@ -416,7 +276,7 @@ class AttentionDebugger(ForwardDebugger):
             attn = attn.reshape(attn.shape[0], -1, *attn.shape[-2:])
         key_grid, prefix = self._grid(num_keys)
         query_grid, _ = self._grid(num_queries)
-        attn, pooled_grid, block = _pool_keys(attn.float(), key_grid, prefix, self.max_tokens)
+        attn, pooled_grid, block = pool_keys(attn.float(), key_grid, prefix, self.max_tokens)
         return attn, _token_info(kept, num_queries, num_keys, query_grid, pooled_grid, prefix, block), {}
 
     def _windowed(self, probabilities: Callable[[torch.Tensor | None], torch.Tensor],
@@ -434,7 +294,7 @@ class AttentionDebugger(ForwardDebugger):
             form = "stitch" if self.max_tokens is None or num_keys <= self.max_tokens else "local"
         if form == "stitch":
             placed, padding_mass = stitch_windows(attn, windows, cells)
-            placed, pooled_grid, block = _pool_keys(placed, windows.key_grid, 0, self.max_tokens)
+            placed, pooled_grid, block = pool_keys(placed, windows.key_grid, 0, self.max_tokens)
             info = _token_info(kept, num_queries, num_keys, windows.query_grid, pooled_grid, 0, block)
             info["windows"] = {**windows.describe(), "form": "stitched"}
             return placed, info, {"padding_mass": padding_mass.flatten(1).mean(dim=1)}
