@@ -289,7 +289,7 @@ def report(info: dict[str, Any], measured: dict[str, Any], args: argparse.Namesp
         naive, cold, first = (p50[(m, side)] for m in ("naive", "cold, skeletons built", "first read of a page"))
         print(f"  {side:5}: naive / cold = {naive / cold:6.1f}x time, "
               f"{fetched[('naive', side)] / fetched[('cold, skeletons built', side)]:6.0f}x bytes;  "
-              f"naive / first read = {naive / first:5.1f}x time, "
+              f"naive / first read = {naive / first:5.2f}x time, "
               f"{fetched[('naive', side)] / fetched[('first read of a page', side)]:5.1f}x bytes")
     for mode in ("cold, skeletons built", "first read of a page", "naive"):
         print(f"  s3 / local, {mode:22}: {p50[(mode, 's3')] / p50[(mode, 'local')]:5.1f}x time")

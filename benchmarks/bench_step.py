@@ -20,7 +20,8 @@ feature map and a 32x32 GradCAM map per datapoint; written once and hard-linked 
 ``index.json``.
 
 Each version runs in its own subprocess (``before``: ``git archive 69621c2 eval_viewer assets`` extracted to a
-temporary folder, first on ``PYTHONPATH``), which opens both logs, one app per log with prefetching off, opens the
+temporary folder, first on ``PYTHONPATH``; ``after``: the ``eval_viewer`` this interpreter imports, i.e. the
+repository, or a snapshot named by ``PYTHONPATH``), which opens both logs, one app per log with prefetching off, opens the
 worst datapoint of the latest epoch of run 25 (big) / run 0 (small), then alternates presses of → on the two apps, so
 both sizes see the same machine load. What is warm: the OS page cache, the store's parsed scores of the shown pass,
 its page index and parsed page (after the first open); every press draws a datapoint never drawn before in that
@@ -31,6 +32,7 @@ in the background every 10 s (the CLI's default ``--rescan``), as it would in us
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -196,6 +198,15 @@ def _run_version(label: str, pythonpath: Path, work: Path, args: argparse.Namesp
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _importable_root() -> Path:
+    """The folder holding the ``eval_viewer`` this interpreter imports (the repository, or what ``PYTHONPATH``
+    names, e.g. a ``git archive HEAD`` snapshot while the working tree has edits in progress)."""
+    spec = importlib.util.find_spec("eval_viewer")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("eval_viewer is not importable: pip install -e . or set PYTHONPATH")
+    return Path(spec.origin).resolve().parent.parent
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                                      check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
             results["before"] = _run_version("before", old, work, args)
-        results["after"] = _run_version("after", REPO, work, args)
+        results["after"] = _run_version("after", _importable_root(), work, args)
         report(results, info, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
