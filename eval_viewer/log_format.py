@@ -63,6 +63,10 @@ __all__ = [
     "SPLIT_VAL",
     "SPLIT_TEST",
     "SPLIT_ORDER",
+    "VIEWER_FILE",
+    "VIEWER_KINDS",
+    "VIEWER_CLASS_NAMES",
+    "VIEWER_PALETTE",
 ]
 
 FORMAT_VERSION = 1
@@ -97,6 +101,23 @@ INDEX_META = "meta"
 datapoint, so a reader can tabulate them without opening a page."""
 KINDS_KEY = "kinds"
 
+# The viewer sidecar: what a log declares so the reader need not guess (any tool may write it, by hand too).
+VIEWER_FILE = "viewer.json"
+"""Optional sidecar beside the pages (``.../debugger/viewer.json``) or at the run root (``RUN/viewer.json``; the
+folder beside the pages wins key by key). A JSON object with any of the keys below; unknown keys are ignored::
+
+    {"kinds": {"sample": {"image": "image", "gt": "mask", "pred": "mask", "logits": "logits"}},
+     "class_names": ["background", "road", "car"],
+     "palette": [[0, 0, 0], "#56b4e9", [230, 159, 0]]}
+"""
+VIEWER_KINDS = "kinds"
+"""``{debugger_name: {dotted key path: Kind}}``: as ``index.json``'s per-debugger ``kinds``, and winning over them."""
+VIEWER_CLASS_NAMES = "class_names"
+"""``[name of class 0, name of class 1, ...]``: shown in mask legends and beside class ids."""
+VIEWER_PALETTE = "palette"
+"""``[colour of class 0, colour of class 1, ...]``, each ``[r, g, b]`` (0..255) or ``"#rrggbb"``; class 0 stays
+transparent over the image. Classes past the list's end take the built-in palette's colours."""
+
 RECORD_SECTIONS = ("inputs", "labels", "outputs", "meta_info")
 """Keys of the datapoint recorder's output (``outputs`` = the model's predictions). Any debugger output that is a dict
 whose keys are a subset of these and include ``inputs`` is read as a datapoint record, by our reader and others'."""
@@ -119,7 +140,8 @@ class Kind:
     HEATMAP = "heatmap"  # float map meant to be drawn over the input image (GradCAM, saliency)
     PROMPTS = "prompts"  # points (N, 2) / boxes (N, 4) / point labels
     POINT_CLOUD = "point_cloud"  # (N, 3+)
-    FEATURE_MAP = "feature_map"  # (C, H, W)
+    FEATURE_MAP = "feature_map"  # (C, H, W), or more leading axes (flattened into channels)
+    LOGITS = "logits"  # (C, H, W) per-class logits or probabilities: drawn as the arg-max class map + confidence
     ATTENTION = "attention"  # (heads, queries, keys), rows sum to 1
     STATS = "stats"  # flat dict of scalars
     SERIES = "series"  # 1-D array
@@ -129,6 +151,7 @@ class Kind:
 
     ALL = (
         IMAGE, MASK, DEPTH, HEATMAP, PROMPTS, POINT_CLOUD, FEATURE_MAP, ATTENTION, STATS, SERIES, SCALAR, TEXT, UNKNOWN,
+        LOGITS,
     )
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from eval_viewer.log_format import Kind
+from eval_viewer.log_format import VIEWER_CLASS_NAMES, VIEWER_KINDS, VIEWER_PALETTE, Kind
 
-__all__ = ["infer_kind", "items_of", "resolve_kind"]
+__all__ = ["infer_kind", "items_of", "resolve_kind", "ViewerHints", "parse_viewer"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +27,24 @@ _TOKEN_RE = re.compile(r"[a-z0-9]+")
 _POINT_CLOUD_MIN_POINTS = 64
 _ATTENTION_ROWS_CHECKED = 16
 
-# Name rules, most specific first: "image_feats" is a feature map, "seg_logits" is not a mask unless integer.
+# Name rules, most specific first: "image_feats" is a feature map, "seg_logits" per-class scores, "gt" a mask only
+# when it holds integers. Each is confirmed by the shape check of its kind below.
 _NAME_RULES: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
     (Kind.ATTENTION, frozenset({"attn", "attention", "attentions", "attns"}), ("attn", "attention")),
     (Kind.HEATMAP, frozenset({"gradcam", "cam", "saliency", "heatmap", "gradcampp"}), ("gradcam", "saliency")),
     (Kind.FEATURE_MAP, frozenset({"feature", "features", "feat", "feats", "fmap", "fmaps"}), ("feat",)),
+    (Kind.LOGITS, frozenset({"logits", "logit", "probs", "prob", "probabilities", "probas", "softmax", "pred",
+                             "preds", "prediction", "predictions", "seg", "segmentation", "scores"}),
+     ("logit", "prob", "softmax")),
     (Kind.POINT_CLOUD, frozenset({"pointcloud", "pcd", "pc", "xyz", "cloud"}), ("pointcloud",)),
     (Kind.PROMPTS, frozenset({"points", "point", "boxes", "box", "bbox", "bboxes", "prompt", "prompts", "clicks"}),
      ("prompt",)),
     (Kind.DEPTH, frozenset({"depth", "disparity", "disp"}), ("depth",)),
-    (Kind.MASK, frozenset({"mask", "masks", "seg", "segmentation", "label", "labels", "semantic"}), ("mask", "seg")),
-    (Kind.IMAGE, frozenset({"image", "images", "img", "imgs", "rgb", "photo"}), ("image",)),
+    (Kind.MASK, frozenset({"mask", "masks", "seg", "segmentation", "label", "labels", "semantic", "gt", "gts",
+                           "target", "targets", "groundtruth", "pred", "preds", "prediction", "predictions",
+                           "classes", "argmax"}), ("mask", "seg")),
+    (Kind.IMAGE, frozenset({"image", "images", "img", "imgs", "rgb", "photo", "input", "inputs"}), ("image",)),
 )
-
 
 def _tokens(key: str) -> list[str]:
     return _TOKEN_RE.findall(key.lower())
@@ -84,6 +90,28 @@ def _is_integer(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "iub"
 
 
+def _squeeze_batch(arr: np.ndarray) -> np.ndarray:
+    """Leading axes of length 1 dropped (a batch of one, as batch-first debuggers save a datapoint), down to 2 axes."""
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
+
+
+def _class_scores(arr: np.ndarray) -> bool:
+    """(C, H, W) float with C >= 2 classes: logits or probabilities per pixel."""
+    return arr.ndim == 3 and arr.dtype.kind == "f" and arr.shape[0] >= 2 and min(arr.shape[1:]) >= 2
+
+
+def _sums_to_one_over_classes(arr: np.ndarray) -> bool:
+    """Whether a (C, H, W) float map looks like softmax over C: a few pixels checked, so O(C) whatever the size."""
+    if not _class_scores(arr):
+        return False
+    probe = np.asarray(arr[:, :: max(1, arr.shape[1] // 4), :: max(1, arr.shape[2] // 4)], dtype=np.float64)
+    if probe.size == 0 or not np.all(np.isfinite(probe)) or np.any(probe < 0) or np.any(probe > 1):
+        return False
+    return bool(np.allclose(probe.sum(axis=0), 1.0, atol=1e-3))
+
+
 def _rows_sum_to_one(arr: np.ndarray) -> bool:
     """Whether the last axis looks like softmax rows; only a few rows are checked, so this stays O(1) in size."""
     if arr.dtype.kind != "f" or arr.shape[-1] < 2:
@@ -100,7 +128,8 @@ _SHAPE_CHECKS: dict[str, Callable[[np.ndarray], bool]] = {
     Kind.DEPTH: lambda a: _map_like(a.shape) and a.dtype.kind in "fiu",
     Kind.HEATMAP: lambda a: _map_like(a.shape) or a.ndim == 3,
     Kind.ATTENTION: lambda a: a.ndim in (2, 3, 4) and a.dtype.kind == "f",
-    Kind.FEATURE_MAP: lambda a: a.ndim == 3 and a.dtype.kind in "fiu",
+    Kind.FEATURE_MAP: lambda a: a.ndim >= 3 and a.dtype.kind in "fiu" and min(a.shape[-2:]) >= 2,
+    Kind.LOGITS: _class_scores,
     Kind.POINT_CLOUD: lambda a: a.ndim == 2 and a.shape[1] >= 3,
     Kind.PROMPTS: lambda a: a.ndim <= 2 and (a.ndim < 2 or a.shape[-1] in (2, 3, 4, 5)),
 }
@@ -111,6 +140,7 @@ def _array_kind(key: str, arr: np.ndarray) -> str:
         return Kind.SCALAR
     if arr.dtype.kind in "OUSV":
         return Kind.TEXT if arr.dtype.kind in "US" and arr.ndim <= 1 else Kind.UNKNOWN
+    arr = _squeeze_batch(arr)
     for kind in _name_kinds(key):
         if _SHAPE_CHECKS[kind](arr):
             return kind
@@ -126,14 +156,19 @@ def _array_kind(key: str, arr: np.ndarray) -> str:
             return Kind.ATTENTION
         return Kind.IMAGE if min(shape) >= 8 else Kind.UNKNOWN
     if arr.ndim == 3:
+        if _sums_to_one_over_classes(arr) and not _rows_sum_to_one(arr):
+            return Kind.LOGITS
         if (shape[0] in (1, 3) and min(shape[1:]) >= 2) or (shape[2] in (3, 4) and min(shape[:2]) >= 5):
             return Kind.IMAGE
         if _rows_sum_to_one(arr):
             return Kind.ATTENTION
-        if arr.dtype.kind in "fiu" and shape[0] > 4:
+        if arr.dtype.kind in "fiu" and shape[0] >= 2 and min(shape[1:]) >= 2:
             return Kind.FEATURE_MAP
-    if arr.ndim == 4 and _rows_sum_to_one(arr):
-        return Kind.ATTENTION
+    if arr.ndim >= 4:
+        if arr.ndim == 4 and _rows_sum_to_one(arr):
+            return Kind.ATTENTION
+        if arr.dtype.kind in "fiu" and min(shape[-2:]) >= 2:
+            return Kind.FEATURE_MAP  # (C, D, H, W), a batch of maps...: leading axes become channels
     return Kind.UNKNOWN
 
 
@@ -235,3 +270,70 @@ def items_of(output: Any, tags: Mapping[str, str], prefix: str = "", name_hint: 
         ]
     whole = prefix[:-1] if prefix.endswith(".") else prefix
     return [("", resolve_kind(whole, output, tags, name_hint=name_hint or whole), output)]
+
+
+@dataclass(frozen=True)
+class ViewerHints:
+    """What a log declares in its viewer sidecar (:data:`~eval_viewer.log_format.VIEWER_FILE`), checked."""
+
+    kinds: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """``{debugger name: {dotted key: kind}}``, known kinds only."""
+    class_names: tuple[str, ...] | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    problems: tuple[str, ...] = ()
+    """What was ignored and why, for the datapoint view's problem list."""
+
+    def merged(self, other: ViewerHints) -> ViewerHints:
+        """``other`` over ``self``, key by key (kinds debugger by debugger)."""
+        kinds = {name: dict(tags) for name, tags in self.kinds.items()}
+        for name, tags in other.kinds.items():
+            kinds.setdefault(name, {}).update(tags)
+        return ViewerHints(kinds, other.class_names if other.class_names is not None else self.class_names,
+                           other.palette if other.palette is not None else self.palette,
+                           self.problems + other.problems)
+
+
+def _colour(value: Any) -> tuple[int, int, int] | None:
+    if isinstance(value, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+        return (int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16))
+    if (isinstance(value, (list, tuple)) and len(value) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)):
+        return (int(value[0]), int(value[1]), int(value[2]))
+    return None
+
+
+def parse_viewer(payload: Any, where: str) -> ViewerHints:
+    """The hints of one sidecar's JSON object; anything malformed is dropped and named in ``problems``."""
+    if not isinstance(payload, Mapping):
+        return ViewerHints(problems=(f"{where}: not a JSON object; ignored",))
+    problems: list[str] = []
+    kinds: dict[str, dict[str, str]] = {}
+    raw_kinds = payload.get(VIEWER_KINDS, {})
+    if isinstance(raw_kinds, Mapping):
+        for name, tags in raw_kinds.items():
+            if not isinstance(tags, Mapping):
+                problems.append(f"{where}: {VIEWER_KINDS}.{name} is not an object; ignored")
+                continue
+            for key, kind in tags.items():
+                if kind in Kind.ALL:
+                    kinds.setdefault(str(name), {})[str(key)] = str(kind)
+                else:
+                    problems.append(f"{where}: unknown kind {kind!r} for {name}.{key} (known: {', '.join(Kind.ALL)})")
+    else:
+        problems.append(f"{where}: {VIEWER_KINDS} is not an object; ignored")
+    names = payload.get(VIEWER_CLASS_NAMES)
+    class_names = None
+    if names is not None:
+        if isinstance(names, list) and all(isinstance(n, (str, int, float)) for n in names):
+            class_names = tuple(str(n) for n in names)
+        else:
+            problems.append(f"{where}: {VIEWER_CLASS_NAMES} is not a list of names; ignored")
+    raw_palette = payload.get(VIEWER_PALETTE)
+    palette = None
+    if raw_palette is not None:
+        colours = [_colour(c) for c in raw_palette] if isinstance(raw_palette, list) else [None]
+        if colours and all(c is not None for c in colours):
+            palette = tuple(c for c in colours if c is not None)
+        else:
+            problems.append(f"{where}: {VIEWER_PALETTE} must be a list of [r, g, b] or \"#rrggbb\"; ignored")
+    return ViewerHints(kinds, class_names, palette, tuple(problems))

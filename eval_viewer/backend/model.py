@@ -214,6 +214,13 @@ class DatapointRecord:
     """debugger name -> its items, in the order the debuggers ran."""
     problems: tuple[str, ...] = ()
     """User-facing messages for what could not be read (a corrupt page...); the rest of the record is still valid."""
+    notes: Mapping[str, str] = field(default_factory=dict)
+    """Per section (``"inputs"``, ``"labels"``): where its items came from when not from a datapoint recorder (values
+    found under usual names in a debugger's output)."""
+    class_names: tuple[str, ...] | None = None
+    """Names of class ids, as the log's viewer sidecar declares them (``log_format.VIEWER_CLASS_NAMES``)."""
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    """Class colours the sidecar declares (``log_format.VIEWER_PALETTE``); None: the built-in palette."""
 
     @property
     def run(self) -> str:

@@ -4,6 +4,11 @@ The datapoint recorder's output is recognised by shape, not by name (any dict wh
 :data:`~eval_viewer.log_format.RECORD_SECTIONS` and include ``inputs``), so other tools' recorders work too; its
 sections fill ``inputs`` / ``labels`` / ``predictions`` / ``meta_info``. Every other output becomes a tuple of
 :class:`Item` under ``debug[name]``, each tagged with a kind from the writer's tags or :mod:`.kinds`.
+
+Logs of other tools often saved no recorder at all (their viewer rebuilt the dataset), yet a debugger's output holds
+the image, the label and the prediction under the usual names (:data:`INPUT_NAMES`, :data:`LABEL_NAMES`,
+:data:`PREDICTION_NAMES`). A section no recorder filled takes those values, and ``record.notes`` says where they came
+from; they leave their debugger's card rather than being drawn twice.
 """
 
 from __future__ import annotations
@@ -13,11 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from eval_viewer.backend.kinds import items_of
+from eval_viewer.backend.kinds import ViewerHints, items_of, resolve_kind
 from eval_viewer.backend.model import DatapointRecord, Item, PassKey
 from eval_viewer.log_format import KINDS_KEY, RECORD_SECTIONS
 
-__all__ = ["is_record", "scalar_meta", "to_plain", "build_record"]
+__all__ = ["is_record", "scalar_meta", "to_plain", "build_record", "INPUT_NAMES", "LABEL_NAMES", "PREDICTION_NAMES"]
+
+INPUT_NAMES = ("image", "img", "input", "inputs", "rgb", "images")
+LABEL_NAMES = ("gt", "label", "labels", "target", "targets", "mask", "gt_mask", "ground_truth", "groundtruth", "seg_gt")
+PREDICTION_NAMES = ("pred", "prediction", "predictions", "output", "outputs", "pred_mask", "seg_pred")
+"""Keys (case-insensitive) of a debugger's output that fill Inputs / Labels / predictions when no recorder did."""
 
 _SECTIONS = frozenset(RECORD_SECTIONS)
 
@@ -74,6 +84,40 @@ def _items(output: Any, tags: Mapping[str, str], prefix: str, name_hint: str) ->
     return tuple(Item(key, kind, value) for key, kind, value in items_of(output, tags, prefix, name_hint))
 
 
+def _tags_of(debuggers: Mapping[str, Any], hints: ViewerHints, name: str) -> Mapping[str, str]:
+    info = debuggers.get(name)
+    tags = info.get(KINDS_KEY, {}) if isinstance(info, Mapping) else {}
+    tags = dict(tags) if isinstance(tags, Mapping) else {}
+    tags.update(hints.kinds.get(name, {}))
+    return tags
+
+
+def _found(debug_outputs: dict[str, Any], names: tuple[str, ...], all_tags: Mapping[str, Mapping[str, str]],
+           section: str) -> tuple[tuple[Item, ...], str | None]:
+    """Values under ``names`` in the first debugger output that has any, taken out of it; and a note saying where."""
+    wanted = set(names)
+    for name, output in debug_outputs.items():
+        tags = all_tags.get(name, {})
+        if not isinstance(output, Mapping):
+            if name.lower() in wanted and output is not None:
+                del debug_outputs[name]
+                kind = resolve_kind("", output, tags, name_hint=name)
+                return (Item(name, kind, output),), f"{section} found in the output of debugger {name!r}"
+            continue
+        keys = [key for key in output if str(key).lower() in wanted and output[key] is not None]
+        if not keys:
+            continue
+        items = tuple(Item(str(key), resolve_kind(str(key), output[key], tags), output[key]) for key in keys)
+        rest = {key: value for key, value in output.items() if key not in keys}
+        if rest:
+            debug_outputs[name] = rest
+        else:  # everything it saved is drawn in the section now: no empty card
+            del debug_outputs[name]
+        quoted = ", ".join(repr(str(key)) for key in keys)
+        return items, f"{section} found in the output of debugger {name!r} ({quoted})"
+    return (), None
+
+
 def build_record(
     pass_key: PassKey,
     idx: int,
@@ -81,22 +125,26 @@ def build_record(
     value: Any,
     debuggers: Mapping[str, Any],
     problems: list[str],
+    hints: ViewerHints | None = None,
 ) -> DatapointRecord:
-    """The record for one datapoint; ``debuggers`` is index.json's ``debuggers`` object (kind tags per debugger)."""
+    """The record for one datapoint; ``debuggers`` is index.json's ``debuggers`` object (kind tags per debugger),
+    ``hints`` what the log's viewer sidecar declares (its kinds win over index.json's)."""
+    hints = hints or ViewerHints()
+    problems.extend(hints.problems)
     inputs: tuple[Item, ...] = ()
     labels: tuple[Item, ...] = ()
     predictions: tuple[Item, ...] = ()
     meta_info: Mapping[str, Any] = {}
-    debug: dict[str, tuple[Item, ...]] = {}
+    notes: dict[str, str] = {}
     recorded = False
     if value is not None and not isinstance(value, Mapping):
         problems.append(f"datapoint {idx}: the page holds a {type(value).__name__}, expected {{debugger: output}}")
         value = {"": value}
+    outputs: dict[str, Any] = {}
+    all_tags: dict[str, Mapping[str, str]] = {}
     for name, output in (value or {}).items():
         name = str(name)
-        info = debuggers.get(name)
-        tags = info.get(KINDS_KEY, {}) if isinstance(info, Mapping) else {}
-        tags = tags if isinstance(tags, Mapping) else {}
+        tags = all_tags[name] = _tags_of(debuggers, hints, name)
         if not recorded and is_record(output):
             recorded = True
             inputs = _items(output.get("inputs"), tags, "inputs.", "inputs")
@@ -107,7 +155,14 @@ def build_record(
             meta = output.get("meta_info")
             meta_info = dict(meta) if isinstance(meta, Mapping) else ({} if meta is None else {"": meta})
             continue
-        debug[name] = _items(output, tags, "", name)
+        outputs[name] = output
+    if not inputs:
+        inputs, notes["inputs"] = _found(outputs, INPUT_NAMES, all_tags, "inputs")  # type: ignore[assignment]
+    if not labels and not predictions:
+        labels, label_note = _found(outputs, LABEL_NAMES, all_tags, "labels")
+        predictions, prediction_note = _found(outputs, PREDICTION_NAMES, all_tags, "predictions")
+        notes["labels"] = "; ".join(n for n in (label_note, prediction_note) if n)
+    debug = {name: _items(output, all_tags[name], "", name) for name, output in outputs.items()}
     return DatapointRecord(
         pass_key=pass_key,
         idx=idx,
@@ -118,4 +173,7 @@ def build_record(
         meta_info=meta_info,
         debug=debug,
         problems=tuple(problems),
+        notes={section: note for section, note in notes.items() if note},
+        class_names=hints.class_names,
+        palette=hints.palette,
     )

@@ -12,6 +12,7 @@ snapshot changes, so the viewer follows a run that is still training. Log dirs a
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from typing import Any, Union
 import numpy as np
 
 from eval_viewer.backend.index import DebugIndex, IndexStatus
+from eval_viewer.backend.kinds import ViewerHints, parse_viewer
 from eval_viewer.backend.lru import ByteLRU
 from eval_viewer.backend.model import DatapointRecord, PassInfo, PassKey, RunInfo, Scores
 from eval_viewer.backend.pages import read_datapoint
@@ -33,9 +35,9 @@ from eval_viewer.backend.records import build_record
 from eval_viewer.backend.scores import decode_scores
 from eval_viewer.backend.skeletons import SkeletonStore
 from eval_viewer.backend.snapshot import PassFiles, Refresher, Snapshot
-from eval_viewer.backend.sources import Source, open_source
+from eval_viewer.backend.sources import Source, join, open_source
 from eval_viewer.errors import LogDirError, NotFoundError, PageError, ScoresError
-from eval_viewer.log_format import EVALUATION_SCORES, SPLIT_VAL, VALIDATION_SCORES
+from eval_viewer.log_format import EVALUATION_SCORES, SPLIT_VAL, VALIDATION_SCORES, VIEWER_FILE, parse_epoch_dir
 
 __all__ = ["LogStore", "default_cache_dir", "PassLike"]
 
@@ -91,6 +93,7 @@ class LogStore:
         self._index_wait_s = index_wait_s
         self._lock = threading.RLock()
         self._indexes: dict[str, DebugIndex] = {}
+        self._hints: dict[str, tuple[str, ViewerHints]] = {}
         self._counts: dict[PassKey, int] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-viewer-index")
         self._pending: list[Future[Any]] = []
@@ -340,7 +343,42 @@ class LogStore:
             index = self._debug_index(files)
             value = self._debug_value(index, idx, problems)
             debuggers = index.debuggers
-        return build_record(key, idx, scores, value, debuggers, problems)
+        return build_record(key, idx, scores, value, debuggers, problems, self.viewer_hints(key))
+
+    def viewer_hints(self, key: PassLike) -> ViewerHints:
+        """What the pass's viewer sidecars declare (``RUN/viewer.json``, then the pass folder's, then the one beside
+        the pages, each key winning over the one before). Read once per listing version: a sidecar is small and a
+        request must not touch storage for it every time."""
+        key, files = self._files(key)
+        ident = f"{files.source.identity}/{files.folder}"
+        version = self.version
+        with self._lock:
+            cached = self._hints.get(ident)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        folders = [files.folder, files.debug_dir]
+        parent, _, base = files.folder.rpartition("/")
+        if parse_epoch_dir(base) is not None:
+            folders.insert(0, parent)
+        hints = ViewerHints()
+        for folder in folders:
+            path = join(folder, VIEWER_FILE) if folder else VIEWER_FILE
+            try:
+                data = files.source.read_bytes(path)
+            except FileNotFoundError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - OSError locally, anything from remote storage
+                hints = hints.merged(ViewerHints(problems=(f"{files.source.url(path)}: cannot read ({exc})",)))
+                continue
+            try:
+                payload = json.loads(data)
+            except ValueError as exc:
+                hints = hints.merged(ViewerHints(problems=(f"{files.source.url(path)}: not JSON ({exc})",)))
+                continue
+            hints = hints.merged(parse_viewer(payload, files.source.url(path)))
+        with self._lock:
+            self._hints[ident] = (version, hints)
+        return hints
 
     def _debug_value(self, index: DebugIndex, idx: int, problems: list[str]) -> Any:
         page = index.page_of(idx)

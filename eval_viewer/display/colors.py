@@ -13,6 +13,7 @@ import plotly.colors as pc
 
 __all__ = [
     "PALETTE",
+    "ERROR_RGB",
     "INVALID_RGB",
     "SCALES",
     "class_color",
@@ -33,28 +34,30 @@ INVALID_INDEX = 255
 
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0),  # 0: background, transparent in overlays
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (220, 190, 255),
-    (170, 110, 40),
-    (255, 250, 200),
-    (128, 0, 0),
-    (170, 255, 195),
-    (128, 128, 0),
-    (255, 215, 180),
-    (0, 0, 128),
+    (86, 180, 233),  # sky blue      (Okabe & Ito)
+    (230, 159, 0),  # orange
+    (0, 158, 115),  # bluish green
+    (204, 121, 167),  # reddish purple
+    (0, 114, 178),  # blue
+    (240, 228, 66),  # yellow
+    (51, 34, 136),  # indigo        (Paul Tol, muted)
+    (221, 204, 119),  # sand
+    (68, 170, 153),  # teal
+    (136, 34, 85),  # wine
+    (153, 153, 51),  # olive
+    (136, 204, 238),  # pale cyan
+    (170, 68, 153),  # purple
+    (17, 119, 51),  # green
+    (221, 221, 221),  # pale grey
 )
-"""Fixed class palette (Sasha Trubetskoy's 20 distinct colours, class 0 black). Class ``c > 0`` gets
-``PALETTE[1 + (c - 1) % 19]``, so a class keeps its colour on every page and in every run."""
+"""Fixed class palette, colour-blind safe: Okabe & Ito's qualitative colours for classes 1-6 (told apart with every
+common colour-vision deficiency), then Paul Tol's muted scheme. Red and vermillion are left out: red is the error
+colour of label-vs-prediction maps (:data:`ERROR_RGB`). Class ``c > 0`` gets ``PALETTE[1 + (c - 1) % 15]``, so a
+class keeps its colour on every page and in every run; overlays outline each class region in black or white
+(:func:`eval_viewer.display.masks.overlay_mask`), so a class stays visible on an image of its own colour."""
+
+ERROR_RGB: tuple[int, int, int] = (255, 40, 40)
+"""Colour of pixels where a prediction differs from its label: absent from :data:`PALETTE`."""
 
 INVALID_RGB: tuple[int, int, int] = (255, 0, 255)
 """Colour of NaN / Inf pixels in colour-mapped maps and images (magenta: absent from every scale used here)."""
@@ -65,6 +68,7 @@ SCALES: dict[str, str] = {
     "depth": "Turbo",
     "heatmap": "Jet",
     "error": "Reds",
+    "confidence": "Cividis",
 }
 """One Plotly colour scale per kind of value, so the same kind looks the same everywhere."""
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from eval_viewer.backend.model import Item
+from eval_viewer.display import colors
 from eval_viewer.display.arrays import to_numpy
 from eval_viewer.display.encode import fit_rgb, resize_nearest
 from eval_viewer.display.figures import IMAGE_MAX_SIDE, caption, figure_view, fmt, image_figure, panel, row
@@ -27,8 +28,13 @@ __all__ = ["pair_items", "render_comparison", "mask_comparison", "mask_agreement
 
 logger = logging.getLogger(__name__)
 
-ERROR_RGB = (255, 40, 40)
+ERROR_RGB = colors.ERROR_RGB
 """Colour of pixels where the prediction differs from the label."""
+
+
+def _family(kind: str) -> str:
+    """Kinds that compare with each other: a class map and per-class scores (its arg-max) are both class maps."""
+    return Kind.MASK if kind == Kind.LOGITS else kind
 
 
 def pair_items(labels: Sequence[Item], predictions: Sequence[Item]) -> list[tuple[Item | None, Item | None]]:
@@ -47,8 +53,8 @@ def pair_items(labels: Sequence[Item], predictions: Sequence[Item]) -> list[tupl
             rest.append(label)
     left = [p for p in predictions if id(p) not in used]
     for label in rest:
-        same_kind = [p for p in left if p.kind == label.kind]
-        if len(same_kind) == 1 and sum(1 for r in rest if r.kind == label.kind) == 1:
+        same_kind = [p for p in left if _family(p.kind) == _family(label.kind)]
+        if len(same_kind) == 1 and sum(1 for r in rest if _family(r.kind) == _family(label.kind)) == 1:
             pairs.append((label, same_kind[0]))
             left.remove(same_kind[0])
         else:
@@ -77,7 +83,8 @@ def mask_comparison(label: Any, prediction: Any, ctx: RenderContext) -> Node:
     if pred.shape != truth.shape:
         pred = resize_nearest(pred, truth.shape)
     image = context_rgb(ctx)
-    opts: dict[str, Any] = {"opacity": ctx.mask_opacity, "class_names": ctx.class_names, "height": 260}
+    opts: dict[str, Any] = {"opacity": ctx.mask_opacity, "class_names": ctx.class_names, "height": 260,
+                            "palette": ctx.palette or colors.PALETTE}
     label_fig = mask_figure(truth, image, **opts)
     pred_fig = mask_figure(pred, image, **opts)
     base, scale = fit_rgb(image if image is not None else np.zeros((*truth.shape, 3), dtype=np.uint8), IMAGE_MAX_SIDE)
@@ -124,7 +131,7 @@ def render_comparison(label: Item | None, prediction: Item | None, ctx: RenderCo
     """A label and its prediction side by side; masks as overlays with an error map, class ids with a verdict."""
     if label is not None and prediction is not None:
         try:
-            if Kind.MASK in (label.kind, prediction.kind):
+            if {Kind.MASK, Kind.LOGITS} & {label.kind, prediction.kind}:
                 return mask_comparison(label.value, prediction.value, ctx)
             ids = _class_id(label.value), _class_id(prediction.value)
             if ids[0] is not None and ids[1] is not None:

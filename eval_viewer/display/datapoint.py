@@ -33,7 +33,7 @@ from eval_viewer.backend.model import DatapointRecord, Item
 from eval_viewer.display.compare import pair_items, render_comparison
 from eval_viewer.display.images import image_to_rgb
 from eval_viewer.display.registry import RenderContext, render_item
-from eval_viewer.display.view import Badge, Child, Group, Node, Problem, Table, Text
+from eval_viewer.display.view import Badge, Caption, Child, Group, Node, Problem, Table, Text
 from eval_viewer.errors import NotFoundError
 from eval_viewer.log_format import Kind
 
@@ -115,23 +115,27 @@ def input_image(record: DatapointRecord) -> np.ndarray | None:
 
 
 def render_context(image: np.ndarray | None, key: str, attention_query: int | None = None,
-                   ids: ViewIds | None = None) -> RenderContext:
-    """The context of item ``key``: the input image for overlays and, with ``ids``, ids for its interactive figures."""
+                   ids: ViewIds | None = None, record: DatapointRecord | None = None) -> RenderContext:
+    """The context of item ``key``: the input image for overlays, the class names and palette ``record``'s log
+    declares, and, with ``ids``, ids for its interactive figures."""
     graph_id = None if ids is None else (lambda role: ids.graph(key, role))
-    return RenderContext(image=image, attention_query=attention_query, graph_id=graph_id)
+    return RenderContext(image=image, attention_query=attention_query, graph_id=graph_id,
+                         class_names=record.class_names if record is not None else None,
+                         palette=record.palette if record is not None else None)
 
 
 def render_keyed(item: Item, key: str, image: np.ndarray | None, attention_query: int | None = None,
-                 ids: ViewIds | None = None) -> Node:
+                 ids: ViewIds | None = None, record: DatapointRecord | None = None) -> Node:
     """What goes inside the container of item ``key``: the rendered item (re-rendered with a new query later)."""
-    return render_item(item, render_context(image, key, attention_query, ids))
+    return render_item(item, render_context(image, key, attention_query, ids, record))
 
 
-def _item(item: Item, key: str, image: np.ndarray | None, ids: ViewIds | None) -> Group:
+def _item(item: Item, key: str, image: np.ndarray | None, ids: ViewIds | None,
+          record: DatapointRecord | None = None) -> Group:
     """An item under a small head: its key (none for a debugger's whole output) and its semantic kind."""
     head = Group([Text(item.key, cls="ev-item-key", style="inline") if item.key else None, Badge(item.kind)],
                  cls="ev-item-head")
-    body = Group([render_keyed(item, key, image, ids=ids)], cls="ev-item-body",
+    body = Group([render_keyed(item, key, image, ids=ids, record=record)], cls="ev-item-body",
                  id=ids.body(key) if ids is not None else None)
     width = "ev-item-wide" if item.kind in WIDE_KINDS else "ev-item-small"
     return Group([head, body], cls=f"ev-item-box {width}")
@@ -152,10 +156,12 @@ def _scores(record: DatapointRecord, metric: str | None, higher_is_better: Mappi
     return Group(chips, cls="ev-scores")
 
 
-def _section(title: str, children: Sequence[Child], empty: str) -> Group:
+def _section(title: str, children: Sequence[Child], empty: str, note: str | None = None) -> Group:
     body = list(children) if children else [Text(empty, cls="ev-empty")]
     slug = title.lower().replace(" ", "-")
-    return Group([Text(title, cls="ev-section-title", style="h2"), Group(body, cls="ev-section-body")],
+    return Group([Text(title, cls="ev-section-title", style="h2"),
+                  Caption(note[:1].upper() + note[1:] + ".", cls="ev-section-note") if note else None,
+                  Group(body, cls="ev-section-body")],
                  cls=f"ev-section ev-section-{slug}", tag="section")
 
 
@@ -173,7 +179,8 @@ def _labels(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | No
         key = item_key("labels", "", named.key)
         head = Group([Text(title, cls="ev-item-key", style="inline"), Badge(" / ".join(sorted(kinds)))],
                      cls="ev-item-head")
-        rows.append(Group([head, render_comparison(label, prediction, render_context(image, key, ids=ids))],
+        rows.append(Group([head, render_comparison(label, prediction, render_context(image, key, ids=ids,
+                                                                                      record=record))],
                           cls="ev-item-box ev-pair"))
     return rows
 
@@ -189,7 +196,7 @@ def _meta(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | None
     for key, value in record.meta_info.items():
         if not _is_scalar(value):
             item = Item(key=str(key), kind=infer_kind(str(key), value), value=value)
-            parts.append(_item(item, item_key("meta", "", str(key)), image, ids))
+            parts.append(_item(item, item_key("meta", "", str(key)), image, ids, record))
     return parts
 
 
@@ -197,7 +204,7 @@ def _debug(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | Non
     """One card per debugger, titled with its name, holding every item it saved."""
     cards = []
     for name, items in record.debug.items():
-        body = [_item(item, item_key("debug", name, item.key), image, ids) for item in items]
+        body = [_item(item, item_key("debug", name, item.key), image, ids, record) for item in items]
         wide = any(item.kind in WIDE_KINDS for item in items)
         cards.append(Group([Text(name, cls="ev-card-title", style="h3"),
                             Group(body or [Text("saved nothing", cls="ev-empty")], cls="ev-card-body")],
@@ -212,10 +219,11 @@ def datapoint_view(record: DatapointRecord, metric: str | None = None,
     image = input_image(record)
     problems = Problem("Some of this datapoint could not be read", items=record.problems,
                        cls="ev-error ev-problems") if record.problems else None
-    inputs = [_item(item, item_key("inputs", "", item.key), image, ids) for item in record.inputs]
+    inputs = [_item(item, item_key("inputs", "", item.key), image, ids, record) for item in record.inputs]
     sections = Group([
-        _section("Inputs", inputs, "No inputs were saved for this datapoint."),
-        _section("Labels", _labels(record, image, ids), "No labels or predictions were saved for this datapoint."),
+        _section("Inputs", inputs, "No inputs were saved for this datapoint.", record.notes.get("inputs")),
+        _section("Labels", _labels(record, image, ids), "No labels or predictions were saved for this datapoint.",
+                 record.notes.get("labels")),
         _section("Meta info", _meta(record, image, ids), "No meta info was saved for this datapoint."),
         _section("Debug outputs", _debug(record, image, ids),
                  "No debugger saved anything for this datapoint in this epoch."),

@@ -40,9 +40,9 @@ _GAP = 2
 def _as_chw(value: Any) -> tuple[np.ndarray, str | None]:
     array = squeeze_leading(to_numpy(value), 3)
     note = None
-    if array.ndim == 4:
-        note = f"first of a batch of {array.shape[0]}"
-        array = array[0]
+    if array.ndim > 3:  # (C, D, H, W), (T, C, H, W)...: every leading axis becomes channels
+        note = "channels are the " + "×".join(map(str, array.shape[:-2])) + " leading axes, flattened"
+        array = array.reshape(-1, *array.shape[-2:])
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:

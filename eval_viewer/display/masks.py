@@ -1,8 +1,11 @@
 """Segmentation masks: a fixed class palette, overlays on the input image, legends with class names and areas.
 
 Masks are class maps; they are resized nearest-neighbour only (never interpolated: no class that is not in the map
-appears at a boundary). Class 0 is background and transparent in overlays. A stack of binary masks (SAM's multimask
-output, instance masks) is drawn as one small panel per mask rather than squashed into one map.
+appears at a boundary). Class 0 is background and transparent in overlays; every class region is outlined in black or
+white, whichever stands out more, so a class stays visible on an image of its own colour. A stack of binary masks
+(SAM's multimask output, instance masks) is drawn as one small panel per mask rather than squashed into one map.
+Per-class scores (logits or probabilities, :data:`Kind.LOGITS`) are drawn as their arg-max class map beside the
+confidence of each pixel.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from eval_viewer.display.arrays import first_array, scalar_extras, squeeze_leading, strided, to_numpy
-from eval_viewer.display.colors import PALETTE, class_color, class_colors, rgb_css
+from eval_viewer.display.arrays import block_mean, first_array, scalar_extras, squeeze_leading, strided, to_numpy
+from eval_viewer.display.colors import PALETTE, SCALES, class_color, class_colors, colormap_indices, indexed_palette, rgb_css
 from eval_viewer.display.encode import fit_rgb, png_data_url, resize_nearest
 from eval_viewer.display.figures import (
     FIGURE_HEIGHT,
     IMAGE_MAX_SIDE,
+    add_colorbar,
     add_hover_layer,
     caption,
     figure_view,
@@ -32,7 +36,8 @@ from eval_viewer.display.registry import RenderContext, register
 from eval_viewer.display.view import Group, Image, Node
 from eval_viewer.log_format import Kind
 
-__all__ = ["overlay_mask", "mask_to_classes", "mask_figure", "render_mask", "MASK_KEYS"]
+__all__ = ["overlay_mask", "mask_to_classes", "mask_figure", "render_mask", "render_logits", "class_probabilities",
+           "outline", "MASK_KEYS"]
 
 Palette = Sequence[tuple[int, int, int]]
 MASK_KEYS = ("mask", "masks", "segmentation", "seg", "pred", "prediction", "label", "logits")
@@ -41,10 +46,25 @@ _MAX_STACK = 8
 _STACK_SIDE = 256
 
 
+def outline(classes: np.ndarray) -> np.ndarray:
+    """Pixels of a foreground class region whose right or lower neighbour holds another class (a 1-px boundary)."""
+    edge = np.zeros(classes.shape, dtype=bool)
+    right = classes[:, 1:] != classes[:, :-1]
+    down = classes[1:, :] != classes[:-1, :]
+    edge[:, :-1] |= right
+    edge[:, 1:] |= right
+    edge[:-1, :] |= down
+    edge[1:, :] |= down
+    return edge & (classes != 0)
+
+
 def overlay_mask(image_rgb: np.ndarray, mask: np.ndarray, opacity: float = 0.5,
-                 palette: Palette = PALETTE) -> np.ndarray:
+                 palette: Palette = PALETTE, outlined: bool = True) -> np.ndarray:
     """``image_rgb`` (H, W, 3 uint8) with every non-zero class of ``mask`` blended in its palette colour at
-    ``opacity``; class 0 leaves the image untouched. A mask of another size is resized (nearest) to the image."""
+    ``opacity``; class 0 leaves the image untouched. A mask of another size is resized (nearest) to the image.
+
+    ``outlined``: the boundary of each class region is drawn in black or white (whichever differs more from the
+    blended colour there), so a class whose colour matches the image under it is still seen."""
     image = np.asarray(image_rgb, dtype=np.uint8)
     classes = np.asarray(mask)
     if classes.shape != image.shape[:2]:
@@ -56,6 +76,10 @@ def overlay_mask(image_rgb: np.ndarray, mask: np.ndarray, opacity: float = 0.5,
         colors = class_colors(classes[fg], tuple(palette)).astype(np.float32)
         blended = (1.0 - alpha) * image[fg].astype(np.float32) + alpha * colors
         out[fg] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        if outlined and min(classes.shape) >= 8:
+            edge = outline(classes)
+            luma = out[edge].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            out[edge] = np.where(luma[:, None] > 128, 0, 255).astype(np.uint8)
     return out
 
 
@@ -196,8 +220,67 @@ def render_mask(value: Any, ctx: RenderContext) -> Node:
     if _is_binary_stack(array):
         return _render_stack(array, scores, ctx)
     classes = mask_to_classes(array)
-    fig = mask_figure(classes, context_rgb(ctx), opacity=ctx.mask_opacity, class_names=ctx.class_names)
+    fig = mask_figure(classes, context_rgb(ctx), opacity=ctx.mask_opacity, class_names=ctx.class_names,
+                      palette=ctx.palette or PALETTE)
     return Group([
         figure_view(fig),
         caption("×".join(map(str, classes.shape)), _class_list(classes, ctx), extras_caption(extras, ctx)),
+    ])
+
+
+def class_probabilities(scores: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(C, H, W)`` per-class scores as probabilities, and whether they were logits (a softmax over C was applied).
+
+    Scores already in [0, 1] that sum to 1 over C are kept; anything else is soft-maxed (NaN counts as -inf)."""
+    x = np.asarray(scores, dtype=np.float32)
+    finite = np.isfinite(x)
+    if finite.all() and x.min() >= 0.0 and x.max() <= 1.0 and np.allclose(x.sum(axis=0), 1.0, atol=1e-3):
+        return x, False
+    x = np.where(finite, x, -np.inf)
+    top = np.max(x, axis=0, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    e = np.exp(x - top)
+    total = e.sum(axis=0, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, e / total, 1.0 / x.shape[0]).astype(np.float32), True
+
+
+@register(Kind.LOGITS)
+def render_logits(value: Any, ctx: RenderContext) -> Node:
+    """Per-class scores: the arg-max class map (over the input image, with a legend) beside the confidence of each
+    pixel (its top probability, on a fixed [1/C, 1] scale: 1/C is as unsure as C classes allow)."""
+    extras: dict[str, Any] = {}
+    if isinstance(value, Mapping):
+        key, array = first_array(value, ("logits", "probs", "probabilities", "scores", "pred", "prediction",
+                                         "output"), min_ndim=3)
+        extras = scalar_extras(value, skip=(key,))
+    else:
+        array = to_numpy(value)
+    array = squeeze_leading(array, 3)
+    note = None
+    if array.ndim == 4:
+        note = f"first of a batch of {array.shape[0]}"
+        array = array[0]
+    if array.ndim != 3 or array.shape[0] < 2:
+        raise ValueError(f"per-class scores need shape (C, H, W) with C >= 2, got {tuple(array.shape)}")
+    probs, were_logits = class_probabilities(array)
+    classes = np.argmax(probs, axis=0).astype(np.int64)
+    confidence = probs.max(axis=0)
+    n = array.shape[0]
+    palette = ctx.palette or PALETTE
+    class_fig = mask_figure(classes, context_rgb(ctx), opacity=ctx.mask_opacity, class_names=ctx.class_names,
+                            palette=palette, height=260)
+    low = 1.0 / n
+    small = block_mean(confidence, IMAGE_MAX_SIDE)
+    conf_fig = image_figure(colormap_indices(small, low, 1.0), scale=confidence.shape[1] / small.shape[1],
+                            palette=indexed_palette(SCALES["confidence"]), height=260)
+    add_colorbar(conf_fig, SCALES["confidence"], low, 1.0, "confidence")
+    add_hover_layer(conf_fig, confidence, "confidence")
+    unsure = 100.0 * float(np.mean(confidence < 0.5))
+    return Group([
+        row([panel("arg-max class", figure_view(class_fig)), panel("confidence", figure_view(conf_fig))]),
+        caption(f"{n} classes × " + "×".join(map(str, classes.shape)),
+                "softmax of logits" if were_logits else "probabilities",
+                f"confidence mean {fmt(float(confidence.mean()))}, {unsure:.1f}% of pixels below 0.5",
+                _class_list(classes, ctx), note, extras_caption(extras, ctx)),
     ])

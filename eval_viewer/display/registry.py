@@ -35,6 +35,8 @@ class RenderContext:
     """Opacity of masks, heatmaps and attention drawn over ``image``."""
     class_names: Sequence[str] | None = None
     """Names of class ids, for mask legends and class-id scalars."""
+    palette: Sequence[tuple[int, int, int]] | None = None
+    """Class colours a log declares (its viewer sidecar); None: :data:`eval_viewer.display.colors.PALETTE`."""
     attention_query: int | None = None
     """Selected query of attention renderers. When the queries sit on the key grid: the grid cell (what
     :func:`attention_query_from_click` returns); otherwise the query token index (see

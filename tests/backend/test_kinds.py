@@ -34,7 +34,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
         ("pointcloud", rng.random((100, 3)), Kind.POINT_CLOUD),
         # a name whose shape does not fit falls through to shape rules
         ("image", rng.random((64, 8, 8)).astype(np.float32), Kind.FEATURE_MAP),
-        ("seg_logits", rng.random((21, 8, 8)), Kind.FEATURE_MAP),
+        ("seg_logits", rng.random((21, 8, 8)), Kind.LOGITS),
+        # the reference layout: batch-first values of a batch of one, plain names
+        ("image", rng.random((1, 3, 32, 32)).astype(np.float32), Kind.IMAGE),
+        ("img", rng.integers(0, 255, (1, 32, 32, 3), dtype=np.uint8), Kind.IMAGE),
+        ("gt", rng.integers(0, 3, (1, 32, 32)), Kind.MASK),
+        ("pred", rng.integers(0, 3, (1, 32, 32)), Kind.MASK),
+        ("target", rng.integers(0, 3, (1, 1, 32, 32)), Kind.MASK),
+        ("logits", rng.standard_normal((1, 3, 32, 32)).astype(np.float32), Kind.LOGITS),
+        ("pred", rng.standard_normal((1, 5, 16, 16)).astype(np.float32), Kind.LOGITS),
+        ("feature_map", rng.standard_normal((1, 16, 8, 8)).astype(np.float32), Kind.FEATURE_MAP),
+        ("x", np.moveaxis(_softmax(rng.random((8, 8, 4))), -1, 0), Kind.LOGITS),  # probabilities over classes
+        ("x", rng.standard_normal((1, 4, 6, 8, 8)).astype(np.float32), Kind.FEATURE_MAP),  # any rank
         # dtype and shape alone
         ("x", rng.random((3, 32, 32)), Kind.IMAGE),
         ("x", rng.random((32, 32, 3)), Kind.IMAGE),
@@ -53,7 +64,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
         ("x", {"nested": {"a": 1}}, Kind.UNKNOWN),
         ("x", None, Kind.UNKNOWN),
         ("x", object(), Kind.UNKNOWN),
-        ("x", rng.random((2, 3, 4, 5)), Kind.UNKNOWN),
+        ("x", rng.random((2, 3, 4, 5)), Kind.FEATURE_MAP),
         ("x", rng.random((3, 2)), Kind.UNKNOWN),
     ],
 )

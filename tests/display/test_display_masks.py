@@ -35,8 +35,8 @@ def test_overlay_mask_resizes_mask_nearest() -> None:
 
 
 def test_palette_is_fixed_and_cycles_past_its_end() -> None:
-    assert len(PALETTE) == 20 and len(set(PALETTE)) == 20
-    assert class_color(1) == PALETTE[1] and class_color(20) == PALETTE[1] and class_color(19) == PALETTE[19]
+    assert len(PALETTE) == 16 and len(set(PALETTE)) == 16
+    assert class_color(1) == PALETTE[1] and class_color(16) == PALETTE[1] and class_color(15) == PALETTE[15]
 
 
 @pytest.mark.parametrize("form", ["int", "bool", "float_ids", "prob", "logits", "onehot", "hw1"])
