@@ -4,7 +4,7 @@ on every call), in one run.
 
 Run from the repository root::
 
-    python benchmarks/bench_step.py                  # about 1.5 minutes on 2 cores
+    python benchmarks/bench_step.py                  # 1 to 2.5 minutes on 2 cores, with the load
     python benchmarks/bench_step.py --presses 10     # a quick look
 
 An arrow press in the browser is the ``step`` callback (the click on NEXT -> a new URL search), then the new URL fires
@@ -60,6 +60,7 @@ SHOWN_RUN = {"small": 0, "big": 25}
 METRIC = "loss"
 RESCAN_S = 10.0
 TARGET_RATIO = 1.2
+PRESS = ["step", "sync", "show", "render"]  # the callbacks one press must fire (checked on every press)
 
 
 # ---------------------------------------------------------------------------------------------------- the logs
@@ -142,14 +143,18 @@ def _start(log_dir: Path, cache: Path, size: str) -> tuple[Any, Browser, str]:
 def _press(browser: Browser) -> dict[str, Any]:
     from eval_viewer.app import ids
 
+    search = browser.props.get((ids.URL, "search"))
     clicks = (browser.props.get((ids.NEXT, "n_clicks")) or 0) + 1
     requests = browser.act({(ids.NEXT, "n_clicks"): clicks})
     for r in requests:
         if b"ev-error" in r.body or b"still indexing" in r.body:
             raise RuntimeError(f"{r.output} shows an error or an unfinished index: {r.body[:600]!r}")
     names = [_name(r.output) for r in requests]
+    if sorted(names) != sorted(PRESS) or search == browser.props.get((ids.URL, "search")):
+        raise RuntimeError(f"a press sent {names} and went from {search!r} to "
+                           f"{browser.props.get((ids.URL, 'search'))!r}; expected {PRESS} and a new datapoint")
     return {"ms": sum(r.ms for r in requests), "by": {n: r.ms for n, r in zip(names, requests)},
-            "bytes": sum(r.nbytes for r in requests), "search": browser.props.get((ids.URL, "search"))}
+            "bytes": sum(r.nbytes for r in requests), "callbacks": names}
 
 
 def _name(output: str) -> str:
@@ -215,8 +220,9 @@ def report(results: dict[str, dict[str, Any]], info: dict[str, Any], args: argpa
     print(f"logs: small = 1 run x 10 epochs, big = 50 runs x 100 epochs; {args.datapoints} datapoints per epoch, "
           f"one page of {info['page_bytes'] / 2**10:.0f} KiB per epoch; {info['files']:,} files, written in "
           f"{info['build_s']:.1f} s")
+    fired = {" -> ".join(p["callbacks"]) for result in results.values() for size in SIZES for p in result[size]}
     print(f"{args.presses} presses of → per version and log (after {args.warmup} untimed), the two logs alternating; "
-          "server time of step + sync + show + render")
+          f"server time of the requests each press sent: {' | '.join(sorted(fired))}")
     print(f"{'version':8} {'log':6} {'median':>9} {'p90':>9}   {'step':>7} {'sync':>7} {'show':>7} {'render':>7}  "
           f"(medians, ms)  response")
     medians: dict[tuple[str, str], float] = {}
