@@ -43,6 +43,7 @@ from eval_viewer.display.features import mosaic_figure
 from eval_viewer.display.figures import (
     IMAGE_MAX_SIDE,
     add_colorbar,
+    colorbar_ticks,
     add_hover_layer,
     caption,
     hline,
@@ -268,6 +269,13 @@ def _overlay(att: Attention, image: np.ndarray, r: int, mean: np.ndarray, ctx: R
     return fig
 
 
+def _top(values: np.ndarray) -> float:
+    """The largest finite value (1 when there is none or it is not above 0): the top of a [0, top] colour scale."""
+    finite = values[np.isfinite(values)]
+    top = float(finite.max()) if finite.size else 1.0
+    return top if top > 0 else 1.0
+
+
 def _matrix_figure(mean: np.ndarray, r: int) -> go.Figure:
     n_q, n_k = mean.shape
     small = block_mean(mean, _MATRIX_SIDE)
@@ -275,7 +283,8 @@ def _matrix_figure(mean: np.ndarray, r: int) -> go.Figure:
     heatmap = go.Heatmap(
         z=small, x=((np.arange(small.shape[1]) + 0.5) * fx - 0.5).astype(np.float32),
         y=((np.arange(small.shape[0]) + 0.5) * fy - 0.5).astype(np.float32), colorscale=SCALES["attention"],
-        zmin=0.0, colorbar={"thickness": 10, "len": 0.9}, hoverongaps=False,
+        zmin=0.0, zmax=_top(small), colorbar={"thickness": 10, "len": 0.9, **colorbar_ticks(0.0, _top(small))},
+        hoverongaps=False,
         hovertemplate="query row %{y:.0f}<br>key %{x:.0f}<br>%{z:.4g}<extra></extra>",
     )
     return new_figure(heatmap, height=300, shapes=[hline(r, color="#00e5ff", width=1, dash="dot")],

@@ -25,8 +25,17 @@ __all__ = [
     "indexed_palette",
     "GAP_INDEX",
     "INVALID_INDEX",
+    "DEAD_INDEX",
+    "DEAD_RGB",
+    "SCALE_TOP",
 ]
 
+DEAD_INDEX = 253
+"""Palette index of tiles that hold no information (a channel zero or constant everywhere): :data:`DEAD_RGB`."""
+DEAD_RGB: tuple[int, int, int] = (170, 170, 170)
+"""Grey of dead tiles: absent from every scale used for maps here, so a dead channel never passes for a live one."""
+SCALE_TOP = DEAD_INDEX - 1
+"""The highest palette index of a colour scale's colours (0..SCALE_TOP)."""
 GAP_INDEX = 254
 """Palette index of the white gaps between tiles of a mosaic."""
 INVALID_INDEX = 255
@@ -139,20 +148,21 @@ def apply_colormap(values: np.ndarray, name: str, vmin: float, vmax: float) -> n
 
 @lru_cache(maxsize=16)
 def indexed_palette(name: str) -> np.ndarray:
-    """A (256, 3) uint8 PNG palette: 254 colours of scale ``name`` (indices 0..253), white (:data:`GAP_INDEX`) and
-    :data:`INVALID_RGB` (:data:`INVALID_INDEX`).
+    """A (256, 3) uint8 PNG palette: 253 colours of scale ``name`` (indices 0..:data:`SCALE_TOP`), the grey of dead
+    tiles (:data:`DEAD_INDEX`), white (:data:`GAP_INDEX`) and :data:`INVALID_RGB` (:data:`INVALID_INDEX`).
 
     Colour-mapped maps travel as palette PNGs, one byte per pixel instead of three: a third of the payload for
     noisy maps (feature channels), with no visible loss.
     """
     lut = colormap_lut(name)
-    picks = np.rint(np.linspace(0, 255, GAP_INDEX)).astype(np.int64)
-    return np.concatenate([lut[picks], np.asarray([(255, 255, 255), INVALID_RGB], dtype=np.uint8)])
+    picks = np.rint(np.linspace(0, 255, SCALE_TOP + 1)).astype(np.int64)
+    return np.concatenate([lut[picks], np.asarray([DEAD_RGB, (255, 255, 255), INVALID_RGB], dtype=np.uint8)])
 
 
 def colormap_indices(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """Palette indices (uint8, 0..253; :data:`INVALID_INDEX` for NaN/Inf) of ``values`` for :func:`indexed_palette`."""
+    """Palette indices (uint8, 0..:data:`SCALE_TOP`; :data:`INVALID_INDEX` for NaN/Inf) of ``values`` for
+    :func:`indexed_palette`."""
     t, valid = _unit(values, vmin, vmax)
-    idx = np.clip(np.rint(t * (GAP_INDEX - 1)), 0, GAP_INDEX - 1).astype(np.uint8)
+    idx = np.clip(np.rint(t * SCALE_TOP), 0, SCALE_TOP).astype(np.uint8)
     idx[~valid] = INVALID_INDEX
     return idx

@@ -18,19 +18,22 @@ import numpy as np
 import plotly.graph_objects as go
 
 from eval_viewer.display.arrays import block_mean, first_array, scalar_extras, squeeze_leading, strided, to_numpy
-from eval_viewer.display.colors import GAP_INDEX, SCALES, colormap_indices, indexed_palette
+from eval_viewer.display.colors import DEAD_INDEX, GAP_INDEX, SCALES, colormap_indices, indexed_palette
 from eval_viewer.display.figures import caption, figure_view, fmt, image_figure, new_figure, panel, row
 from eval_viewer.display.images import extras_caption
 from eval_viewer.display.registry import RenderContext, register
-from eval_viewer.display.view import Details, Group, Node, Table
+from eval_viewer.display.view import Details, Group, Node, Table, Text
 from eval_viewer.log_format import Kind
 
 __all__ = ["channel_stats", "top_channels", "channel_mosaic", "mosaic_figure", "pca_rgb", "render_feature_map",
-           "TOP_K", "TILE", "MAX_STAT_CHANNELS"]
+           "dead_channels", "TOP_K", "TILE", "MAX_STAT_CHANNELS", "PCA_MIN_RATIO"]
 
 TOP_K = 16
 TILE = 96
 PCA_SIDE = 128
+PCA_MIN_RATIO = 0.01
+"""A principal component explaining less than this share of the variance is not stretched to full colour: its RGB
+channel stays dark (stretching 0.2 % of the variance over 0..255 would paint noise as structure)."""
 MAX_STAT_CHANNELS = 256
 _CHUNK_ELEMENTS = 8_000_000
 _BIN_REDUCERS: dict[str, Callable[..., Any]] = {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}
@@ -110,9 +113,19 @@ def channel_mosaic(fmap: np.ndarray, channels: np.ndarray, tile: int = TILE) -> 
         r, c = divmod(i, cols)
         finite = t[np.isfinite(t)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        mosaic[r * (th + _GAP): r * (th + _GAP) + th, c * (tw + _GAP): c * (tw + _GAP) + tw] = \
-            colormap_indices(t, lo, hi)
+        cell = (slice(r * (th + _GAP), r * (th + _GAP) + th), slice(c * (tw + _GAP), c * (tw + _GAP) + tw))
+        if finite.size and hi <= lo:  # constant: nothing to stretch; grey, never a colour of the scale
+            mosaic[cell] = np.where(np.isfinite(t), DEAD_INDEX, colormap_indices(t, lo, hi))
+        else:
+            mosaic[cell] = colormap_indices(t, lo, hi)
     return mosaic, cols, (th, tw)
+
+
+def dead_channels(stats: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(dead, constant)`` boolean masks over channels: zero everywhere, and one non-zero value everywhere."""
+    flat = (np.asarray(stats["max"]) == np.asarray(stats["min"])) & np.isfinite(stats["min"])
+    dead = flat & (np.asarray(stats["max"]) == 0)
+    return dead, flat & ~dead
 
 
 def mosaic_figure(stack: np.ndarray, picks: np.ndarray, labels: list[str], scale_name: str, tile: int = TILE,
@@ -129,10 +142,12 @@ def mosaic_figure(stack: np.ndarray, picks: np.ndarray, labels: list[str], scale
                         annotations=notes)
 
 
-def pca_rgb(fmap: np.ndarray, max_side: int = PCA_SIDE) -> tuple[np.ndarray, np.ndarray]:
+def pca_rgb(fmap: np.ndarray, max_side: int = PCA_SIDE,
+            min_ratio: float = PCA_MIN_RATIO) -> tuple[np.ndarray, np.ndarray]:
     """The first three principal components over channels, per pixel, as an RGB uint8 image (computed on a strided
-    subsample of at most ``max_side`` px). Each component is stretched between its 1st and 99th percentile; its sign
-    is fixed by its largest loading so colours do not flip between redraws. Returns (rgb, explained variance ratios).
+    subsample of at most ``max_side`` px). Each component explaining at least ``min_ratio`` of the variance is
+    stretched between its 1st and 99th percentile, the others stay dark; a component's sign is fixed by its largest
+    loading so colours do not flip between redraws. Returns (rgb, explained variance ratios).
     """
     x = np.asarray(strided(fmap, max_side), dtype=np.float32)
     c, h, w = x.shape
@@ -151,8 +166,10 @@ def pca_rgb(fmap: np.ndarray, max_side: int = PCA_SIDE) -> tuple[np.ndarray, np.
     ratios = np.clip(eigvals[order], 0, None) / total if total > 0 else np.zeros(len(order))
     rgb = np.zeros((3, comps.shape[1]), dtype=np.float64)
     for i, comp in enumerate(comps):
+        if ratios[i] < min_ratio:
+            continue  # too little variance to show: the channel stays dark rather than stretched
         lo, hi = np.percentile(comp, [1, 99])
-        rgb[i] = np.clip((comp - lo) / (hi - lo), 0, 1) if hi > lo else 0.5
+        rgb[i] = np.clip((comp - lo) / (hi - lo), 0, 1) if hi > lo else 0.0
     image = np.rint(rgb.T.reshape(h, w, 3) * 255).astype(np.uint8)
     invalid = ~finite.all(axis=0).reshape(h, w)
     image[invalid] = (255, 0, 255)
@@ -202,25 +219,41 @@ def render_feature_map(value: Any, ctx: RenderContext) -> Node:
     fmap, note = _as_chw(value)
     stats = channel_stats(fmap)
     channels = top_channels(stats)
-    mosaic = mosaic_figure(fmap, channels, [f"c{int(c)}" for c in channels], SCALES["feature"])
+    dead, constant = dead_channels(stats)
+    labels = [f"c{int(c)}" + (" dead" if dead[c] else " const" if constant[c] else "") for c in channels]
+    mosaic = mosaic_figure(fmap, channels, labels, SCALES["feature"])
     panels = [panel(f"top {len(channels)} of {fmap.shape[0]} channels by std", figure_view(mosaic))]
-    pca_note = None
     if fmap.shape[0] >= 2:
         rgb, ratios = pca_rgb(fmap)
         pca = image_figure(rgb, scale=fmap.shape[2] / rgb.shape[1], height=320)
-        panels.append(panel("PCA → RGB", figure_view(pca)))
-        pca_note = "PCA explains " + "/".join(f"{100 * r:.0f}" for r in ratios) + " % of variance"
+        panels.append(panel(_pca_title(ratios), figure_view(pca)))
     stats_fig, _ = _stats_figure(stats)
     total_nan, total_inf = int(stats["n_nan"].sum()), int(stats["n_inf"].sum())
     with _quiet():
         lo, hi = float(np.nanmin(stats["min"])), float(np.nanmax(stats["max"]))
+    n_dead, n_const = int(dead.sum()), int(constant.sum())
     return Group([
+        Text(f"{n_dead} of {fmap.shape[0]} channels are dead (zero everywhere)", cls="ev-dead-note")
+        if n_dead else None,
         row(panels),
         figure_view(stats_fig),
         caption("×".join(map(str, fmap.shape)) + f" {fmap.dtype}",
                 f"range [{fmt(lo)}, {fmt(hi)}]",
-                note, pca_note,
+                f"{n_dead} dead" + (" (grey)" if dead[channels].any() else "") if n_dead else None,
+                f"{n_const} constant" if n_const else None,
+                "each tile scaled to its own range",
+                note,
                 f"{total_nan} NaN, {total_inf} Inf (magenta)" if total_nan or total_inf else None,
                 extras_caption(extras, ctx)),
         _top_table(stats, channels),
     ])
+
+
+def _pca_title(ratios: np.ndarray) -> str:
+    """``PCA → RGB · R 61% · G 22% · B 0.2% (too little, dark)``: what each colour explains."""
+    parts = []
+    for name, ratio in zip("RGB", ratios):
+        pct = 100 * float(ratio)
+        text = f"{name} {pct:.0f}%" if pct >= 10 else f"{name} {pct:.1f}%"
+        parts.append(text + (" (too little, dark)" if ratio < PCA_MIN_RATIO else ""))
+    return "PCA → RGB · " + " · ".join(parts) + " of variance"

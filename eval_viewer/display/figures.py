@@ -27,6 +27,7 @@ __all__ = [
     "image_figure",
     "add_image",
     "add_colorbar",
+    "colorbar_ticks",
     "add_hover_layer",
     "figure_view",
     "caption",
@@ -118,15 +119,23 @@ def image_figure(rgb: np.ndarray, *, scale: float = 1.0, height: int = FIGURE_HE
     return add_image(fig, small, scale=scale * extra, palette=palette, **(trace or {}))
 
 
+def colorbar_ticks(lo: float, hi: float, n: int = 5) -> dict[str, Any]:
+    """Colour-bar ticks that state the range: ``n`` evenly spaced values from ``lo`` to ``hi``, both ends labelled
+    with their value (Plotly's automatic ticks stop short of the ends, so a bar would not say where it starts)."""
+    values = np.linspace(lo, hi, n).tolist()
+    return {"tickmode": "array", "tickvals": values, "ticktext": [fmt(v) for v in values]}
+
+
 def add_colorbar(fig: go.Figure, colorscale: str, vmin: float, vmax: float, title: str = "") -> go.Figure:
-    """A colour bar for a colour-mapped PNG (``go.Image`` has none): an invisible marker carrying the scale."""
+    """A colour bar for a colour-mapped PNG (``go.Image`` has none): an invisible marker carrying the scale, its
+    ticks at both ends of the range (:func:`colorbar_ticks`)."""
     lo = vmin if np.isfinite(vmin) else 0.0
     hi = vmax if np.isfinite(vmax) and vmax > lo else lo + 1.0
     fig.add_trace(go.Scatter(
         x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False,
         marker={"colorscale": colorscale, "cmin": lo, "cmax": hi, "color": [lo], "showscale": True,
                 "colorbar": {"thickness": 10, "len": 0.9, "title": {"text": title, "side": "right"},
-                             "tickfont": {"size": 10}, "outlinewidth": 0}},
+                             "tickfont": {"size": 10}, "outlinewidth": 0, **colorbar_ticks(lo, hi)}},
     ))
     return fig
 

@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from eval_viewer.display.arrays import block_mean, finite_stats, first_array, scalar_extras, squeeze_leading, to_numpy
 from eval_viewer.display.colors import INVALID_RGB, SCALES, apply_colormap, colormap_indices, indexed_palette
-from eval_viewer.display.encode import fit_rgb, resize_float
+from eval_viewer.display.encode import fit_rgb, png_data_url, resize_float
 from eval_viewer.display.figures import (
     IMAGE_MAX_SIDE,
     add_colorbar,
@@ -28,11 +28,11 @@ from eval_viewer.display.figures import (
     row,
 )
 from eval_viewer.display.registry import RenderContext, register, renderer_for
-from eval_viewer.display.view import Group, Node
+from eval_viewer.display.view import Group, Image, Node, Text
 from eval_viewer.log_format import Kind
 
 __all__ = ["image_to_rgb", "context_rgb", "extras_caption", "render_image", "render_depth", "render_heatmap",
-           "heatmap_overlay"]
+           "heatmap_overlay", "flat_note"]
 
 _CHANNELS = (1, 3, 4)
 
@@ -179,6 +179,9 @@ def render_depth(value: Any, ctx: RenderContext) -> Node:
     """A depth (or disparity) map in the Turbo scale with a colour bar; invalid pixels magenta."""
     depth, extras, note = _scalar_map(value, ("depth", "pred", "prediction", "disparity"))
     stats = finite_stats(depth)
+    flat = flat_note(stats, "depth map")
+    if flat is not None:
+        return _flat_heatmap(depth, stats, flat, note, extras, RenderContext())
     fig = _map_figure(depth, SCALES["depth"], "depth", stats)
     return Group([
         figure_view(fig),
@@ -207,16 +210,44 @@ def heatmap_overlay(image_rgb: np.ndarray, heat: np.ndarray, opacity: float, sca
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
+def flat_note(stats: Mapping[str, float], what: str = "map") -> str | None:
+    """Words for a map with nothing to show: zero everywhere, or one value everywhere; None for a map that varies."""
+    lo, hi = stats["min"], stats["max"]
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi > lo:
+        return None
+    if lo == 0.0:
+        return f"This {what} is zero everywhere: it highlights nothing."
+    return f"This {what} is {fmt(lo)} everywhere: it highlights nothing."
+
+
+def _flat_heatmap(heat: np.ndarray, stats: Mapping[str, float], note: str, extra: str | None,
+                  extras: Mapping[str, Any], ctx: RenderContext) -> Node:
+    """A map with nothing to show, said in words and drawn empty: the input image alone, no colours, no colour bar
+    (a flat map drawn at one end of a scale reads as "cold everywhere", which it is not)."""
+    base = context_rgb(ctx)
+    parts: list[Any] = [Text(note, cls="ev-flat-map")]
+    if base is not None:
+        small, scale = fit_rgb(base, IMAGE_MAX_SIDE)
+        parts.append(panel("input (nothing drawn over it)", Image(png_data_url(small), alt="input image")))
+    parts.append(caption(_shape_text(heat), f"range [{fmt(stats['min'])}, {fmt(stats['max'])}]", extra,
+                         extras_caption(extras, ctx)))
+    return Group(parts, cls="ev-flat")
+
+
 @register(Kind.HEATMAP)
 def render_heatmap(value: Any, ctx: RenderContext) -> Node:
     """GradCAM / saliency: over the input image (same aspect, resized) when there is one, and the map alone with a
-    colour bar and hover values. Dict values (``{"cam": ..., "target_class": 3}``) show their scalars as a caption."""
+    colour bar and hover values. Dict values (``{"cam": ..., "target_class": 3}``) show their scalars as a caption.
+    A map that is zero (or one value) everywhere says so and is drawn empty."""
     heat, extras, note = _scalar_map(value, ("cam", "heatmap", "saliency", "gradcam", "grad_cam", "attribution", "map"))
     stats = finite_stats(heat)
+    flat = flat_note(stats)
+    if flat is not None:
+        return _flat_heatmap(heat, stats, flat, note, extras, ctx)
     # Colours start at 0 when the map is non-negative (GradCAM is ReLU'd): a map of 0.6..1 everywhere is a flat
     # map, and stretching it over the whole colour scale would invent a contrast the model does not have.
     shown = {**stats, "min": min(0.0, stats["min"])} if np.isfinite(stats["min"]) else dict(stats)
-    if not shown["max"] > shown["min"]:  # a constant map (an all-zero GradCAM) is drawn at the bottom of the scale
+    if not shown["max"] > shown["min"]:
         shown["max"] = shown["min"] + 1.0
     scale_name = SCALES["heatmap"]
     alone = _map_figure(heat, scale_name, "value", shown)

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from eval_viewer.display.arrays import first_array, scalar_extras, squeeze_leading, to_numpy
 from eval_viewer.display.colors import PALETTE, SCALES, class_color, rgb_css
-from eval_viewer.display.figures import caption, figure_view, image_figure, new_figure
+from eval_viewer.display.figures import caption, colorbar_ticks, figure_view, image_figure, new_figure
 from eval_viewer.display.images import context_rgb, extras_caption
 from eval_viewer.display.masks import mask_to_classes, overlay_mask
 from eval_viewer.display.registry import RenderContext, register
@@ -218,8 +218,12 @@ def point_cloud_figure(points: np.ndarray, colors: np.ndarray | None = None, max
         marker["color"] = _hex_colors(np.asarray(colors)[keep])
     else:
         column = array[keep, 3] if array.shape[1] >= 4 else xyz[:, 2]
-        marker.update(color=np.nan_to_num(column.astype(np.float32)), colorscale=SCALES["feature"], showscale=True,
-                      colorbar={"thickness": 10, "len": 0.8, "title": {"text": "c3" if array.shape[1] >= 4 else "z"}})
+        shade = np.nan_to_num(column.astype(np.float32))
+        lo, hi = (float(shade.min()), float(shade.max())) if shade.size else (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1.0
+        marker.update(color=shade, colorscale=SCALES["feature"], showscale=True, cmin=lo, cmax=hi,
+                      colorbar={"thickness": 10, "len": 0.8, "title": {"text": "c3" if array.shape[1] >= 4 else "z"},
+                                **colorbar_ticks(lo, hi)})
     axis = {"title": {"text": ""}, "showbackground": False, "tickfont": {"size": 9}}
     fig = new_figure(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", marker=marker,
                                   hovertemplate="x %{x:.3g}<br>y %{y:.3g}<br>z %{z:.3g}<extra></extra>"),
