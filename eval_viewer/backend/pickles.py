@@ -46,7 +46,9 @@ except ImportError as _exc:  # pragma: no cover - only with a joblib that change
         "(tests/backend/test_joblib_internals.py says what changed)"
     ) from _exc
 
+from eval_viewer.backend import untrusted
 from eval_viewer.backend.sources import RangeFile
+from eval_viewer.backend.untrusted import Budget, PendingArray, finish, safe_dtype
 from eval_viewer.errors import PageError, UntrustedPickleError
 
 __all__ = ["LazyArray", "ParsedPage", "parse_page", "materialize", "load_skeleton", "TRUST_HINT"]
@@ -83,6 +85,21 @@ _NUMPY_DTYPE_MODULES = ("numpy.dtypes",)
 _ARRAY_CLASSES = frozenset({("numpy", "ndarray"), ("numpy", "memmap")})
 _RECONSTRUCT = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")})
 _np_reconstruct = np.arange(1).__reduce__()[0]  # numpy's own _reconstruct, wherever this numpy keeps it
+_SIZED_CALLS = frozenset({"builtins", "collections"})
+_STAND_INS: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): untrusted.codecs_encode,
+    ("numpy", "dtype"): untrusted.dtype_ctor,
+    ("torch.storage", "_load_from_bytes"): untrusted.load_storage,
+    ("torch._utils", "_rebuild_tensor_v2"): untrusted.rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor"): untrusted.rebuild_tensor,
+    ("torch._utils", "_rebuild_device_tensor_from_numpy"): untrusted.rebuild_from_numpy,
+    ("torch._tensor", "_rebuild_from_type_v2"): untrusted.rebuild_from_type_v2,
+    **{(m, "scalar"): untrusted.np_scalar for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(m, "_frombuffer"): untrusted.np_frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
+}
+"""Allowed names whose real callables a page could misuse, and the bounded stand-ins it gets (:mod:`.untrusted`)."""
+_TORCH_CLASSES = frozenset({("torch", "Tensor"), ("torch.nn.parameter", "Parameter")})
+_BOUNDED: dict[tuple[str, str], Any] = {}
 
 
 class _ArrayClass:
@@ -93,13 +110,6 @@ class _ArrayClass:
 
 
 _ARRAY_CLASS = _ArrayClass()
-
-
-def _load_storage_weights_only(data: bytes) -> Any:
-    """Stand-in for ``torch.storage._load_from_bytes`` that cannot run code (``weights_only=True``)."""
-    import torch
-
-    return torch.load(io.BytesIO(data), weights_only=True)
 
 
 class LazyArray:
@@ -129,13 +139,15 @@ class LazyArray:
         ctx: _Context = _CTX.current
         if not isinstance(state, dict) or not isinstance(state.get("dtype"), np.dtype):
             raise PageError(f"{ctx.path}: corrupt array header")
-        dtype: np.dtype = state["dtype"]
+        dtype: np.dtype = state["dtype"] if ctx.trust else ctx.budget.dtype(state["dtype"], allow_object=True)
+        if dtype.hasobject and not state["dtype"].hasobject:  # its flags were cleared: bytes would become pointers
+            raise PageError(f"{ctx.path}: refused: raw bytes read as a dtype holding Python objects ({dtype})")
         try:
             shape = tuple(int(d) for d in state["shape"])
         except (KeyError, TypeError, ValueError):
             raise PageError(f"{ctx.path}: corrupt array header (shape)") from None
-        if any(d < 0 for d in shape):
-            raise PageError(f"{ctx.path}: corrupt array header (negative shape {shape})")
+        if any(d < 0 for d in shape) or len(shape) > untrusted.MAX_NDIM:
+            raise PageError(f"{ctx.path}: corrupt array header (shape {shape})")
         order = "F" if state.get("order") == "F" else "C"
         self.offset, self.dtype, self.shape, self.order, self.value = -1, dtype, shape, order, None
         reader = ctx.reader
@@ -161,6 +173,10 @@ class LazyArray:
             reader.seek(end)
             return
         nbytes = math.prod(shape) * dtype.itemsize
+        inflated = min(untrusted.INFLATE_RATIO * ctx.size, untrusted.MAX_INFLATED)
+        if ctx.eager + nbytes > inflated and not ctx.trust:
+            raise PageError(f"{ctx.path}: refused: its arrays inflate to more than {inflated} bytes "
+                            f"({untrusted.INFLATE_RATIO} times the compressed page); it is damaged or hostile")
         data = reader.read(nbytes)
         if len(data) != nbytes:
             raise PageError(f"{ctx.path}: truncated (an array ends early; still being written?)")
@@ -184,6 +200,7 @@ class _Context:
         self.reader, self.path, self.size, self.lazy, self.trust = reader, path, size, lazy, trust
         self.skeleton = False  # reading a skeleton cache entry, where LazyArray is built by its constructor
         self.skipped = 0  # bytes of arrays left on disk
+        self.budget = Budget(path, size)
         self.eager = 0  # bytes of arrays read whole
 
 
@@ -281,14 +298,25 @@ class _PageUnpickler(pickle.Unpickler):
         if (module, name) == (__name__, "LazyArray") and self._ctx.skeleton:
             return LazyArray
         trust = self._ctx.trust
-        if module == "torch.storage" and name == "_load_from_bytes" and not trust:
-            return _load_storage_weights_only
-        if (module, name) in _ARRAY_CLASSES and not trust:
-            return _ARRAY_CLASS
-        if (module, name) in _RECONSTRUCT and not trust:
-            return self._reconstruct
-        if trust or name in _ALLOWED.get(module, ()):
+        if trust:
             return super().find_class(module, name)
+        if (module, name) in _ARRAY_CLASSES:
+            return _ARRAY_CLASS
+        if (module, name) in _RECONSTRUCT:
+            return self._reconstruct
+        stand_in = _STAND_INS.get((module, name))
+        if stand_in is not None:
+            return stand_in
+        if name in _ALLOWED.get(module, ()):
+            obj = super().find_class(module, name)
+            if (module, name) in _TORCH_CLASSES:
+                return untrusted.TorchClass(obj)
+            if module in _SIZED_CALLS:
+                bounded = _BOUNDED.get((module, name))
+                if bounded is None:
+                    bounded = _BOUNDED[(module, name)] = untrusted.bounded_builtin(name, obj)
+                return bounded
+            return obj
         if module in _NUMPY_DTYPE_MODULES or module == "torch":
             obj = super().find_class(module, name)  # importing numpy/torch submodules runs no page-chosen code
             if _is_dtype_class(obj):
@@ -298,14 +326,14 @@ class _PageUnpickler(pickle.Unpickler):
             f"(builtins, collections, numpy arrays and dtypes, torch tensors and storages). {TRUST_HINT}"
         )
 
-    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-        """numpy's ``_reconstruct`` (an empty array that ``BUILD`` then fills, checked by ``ndarray.__setstate__``),
-        for the array classes of the page only."""
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> PendingArray:
+        """numpy's ``_reconstruct`` for the array classes of the page only: an empty stand-in that ``BUILD`` fills
+        through checks (:class:`~eval_viewer.backend.untrusted.PendingArray`); no memory is taken for ``shape``."""
         if subtype is not _ARRAY_CLASS:
             raise UntrustedPickleError(
                 f"{self._ctx.path}: refused to reconstruct an array of {type(subtype).__name__}, not numpy.ndarray"
             )
-        return _np_reconstruct(np.ndarray, shape, dtype)  # type: ignore[no-any-return]
+        return PendingArray()
 
 
 def _is_dtype_class(obj: Any) -> bool:
@@ -376,7 +404,10 @@ def parse_page(fobj: RangeFile, path: str, *, trust: bool) -> ParsedPage:
             ctx = _Context(reader, path, size, lazy, trust)
             _CTX.current = ctx
             try:
-                raw = _PageUnpickler(reader, ctx).load()
+                with ctx.budget:
+                    raw = _PageUnpickler(reader, ctx).load()
+                    if not trust:
+                        raw = finish(raw, ctx.budget, LazyArray)
             finally:
                 _CTX.current = None
     except PageError:
@@ -398,7 +429,9 @@ def load_skeleton(blob: bytes, path: str, *, trust: bool) -> Any:
     ctx = _Context(reader, path, len(blob), lazy=False, trust=trust)
     ctx.skeleton = True
     try:
-        return _PageUnpickler(reader, ctx).load()
+        with ctx.budget:
+            value = _PageUnpickler(reader, ctx).load()
+            return value if trust else finish(value, ctx.budget, LazyArray)
     except PageError:
         raise
     except Exception as exc:
@@ -409,35 +442,55 @@ def _read_lazy(fobj: RangeFile, lazy: LazyArray, path: str) -> np.ndarray:
     bad_shape = min(lazy.shape, default=0) < 0
     if not isinstance(lazy.dtype, np.dtype) or lazy.dtype.hasobject or lazy.offset < 0 or bad_shape:
         raise PageError(f"{path}: corrupt array header ({lazy!r}): raw bytes can only be read as plain numbers")
-    data = fobj.read_at(lazy.offset, lazy.nbytes) if lazy.nbytes else b""  # one read (one range request remotely)
-    if len(data) != lazy.nbytes:
+    dtype = safe_dtype(lazy.dtype, path)  # never trust the object flags of a dtype that came out of a pickle
+    nbytes = math.prod(lazy.shape) * dtype.itemsize
+    if lazy.offset + nbytes > fobj.size:
+        raise PageError(f"{path}: truncated: an array of {nbytes} bytes at offset {lazy.offset} runs past the end of "
+                        f"the file ({fobj.size} bytes)")
+    data = fobj.read_at(lazy.offset, nbytes) if nbytes else b""  # one read (one range request remotely)
+    if len(data) != nbytes:
         raise PageError(f"{path}: truncated: array at offset {lazy.offset} ends early (rewritten while reading?)")
-    out = np.frombuffer(data, dtype=lazy.dtype).reshape(lazy.shape, order="F" if lazy.order == "F" else "C")
+    out = np.frombuffer(data, dtype=dtype).reshape(lazy.shape, order="F" if lazy.order == "F" else "C")
     if not out.dtype.isnative:
         out = out.astype(out.dtype.newbyteorder("="))
         out.flags.writeable = False
     return out  # read-only (a view of immutable bytes): cached and shared, a caller must copy before changing it
 
 
-def materialize(value: Any, fobj: RangeFile, path: str, convert: Callable[[Any], Any] | None = None) -> Any:
-    """A copy of ``value`` with every :class:`LazyArray` read from ``fobj`` into memory, containers rebuilt.
+def materialize(value: Any, fobj: RangeFile, path: str, convert: Callable[[Any], Any] | None = None,
+                _memo: dict[int, Any] | None = None) -> Any:
+    """A copy of ``value`` with every :class:`LazyArray` read from ``fobj`` into memory, containers rebuilt; what
+    the page shares stays shared in the copy (read once, copied once).
 
     Loaded arrays shared with the cached page are made read-only so a caller cannot change the cache. ``convert``
     is applied to other leaves (the store uses it to turn torch tensors into numpy arrays).
     """
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    memo: dict[int, Any] = {} if _memo is None else _memo
+    hit = memo.get(id(value))
+    if hit is not None:
+        return hit[1]
+    out = _materialize(value, fobj, path, convert, memo)
+    memo[id(value)] = (value, out)  # the original is kept alive with its id
+    return out
+
+
+def _materialize(value: Any, fobj: RangeFile, path: str, convert: Callable[[Any], Any] | None,
+                 memo: dict[int, Any]) -> Any:
     if isinstance(value, LazyArray):
         if value.value is not None:
-            return materialize(value.value, fobj, path, convert)
+            return materialize(value.value, fobj, path, convert, memo)
         return _read_lazy(fobj, value, path)
     if isinstance(value, np.ndarray):
         value.flags.writeable = False
         return value
     if isinstance(value, dict):
-        return {k: materialize(v, fobj, path, convert) for k, v in value.items()}
+        return {k: materialize(v, fobj, path, convert, memo) for k, v in value.items()}
     if isinstance(value, list):
-        return [materialize(v, fobj, path, convert) for v in value]
+        return [materialize(v, fobj, path, convert, memo) for v in value]
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(materialize(v, fobj, path, convert) for v in value)
+        return tuple(materialize(v, fobj, path, convert, memo) for v in value)
     if convert is None:
         return value
     converted = convert(value)

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 _MAGIC = b"EVSKEL1\n"
 _HEAD = len(_MAGIC) + 8
+_MAX_RATIO = 4
+"""A skeleton file larger than this many times its page is not written (the disk holds what is really stored)."""
 
 
 class Entries:
@@ -115,6 +117,10 @@ class SkeletonStore:
             for row, (idx, blob) in enumerate(zip(order, blobs)):
                 table[row] = (idx, offset, len(blob))
                 offset += len(blob)
+            total = _HEAD + table.nbytes + sum(len(b) for b in blobs)
+            if total > max(_MAX_RATIO * stat.size, 1 << 20):  # skeletons are a fraction of their page, always
+                logger.warning("No skeleton cache for %s: %d bytes for a page of %d", page, total, stat.size)
+                return
             data = b"".join([_MAGIC, len(order).to_bytes(8, "little"), table.tobytes(), *blobs])
             self.root.mkdir(parents=True, exist_ok=True)
             path = self.path_for(page, stat)
