@@ -15,6 +15,10 @@ inline in Jupyter (``_repr_html_``). Two differences suit a notebook: a read wai
     dp = logs.datapoint(key, int(worst[0]))             # shows the whole datapoint view inline
     dp.item("attention", "attention")                   # one debug item by (debugger name, item key)
     dp.figure("attention")                              # the views of that debugger's items
+    cmp = logs.compare(("evaluator_run", "test"), ("quantized_run", "test"), metric="miou")
+    cmp.deltas.delta, cmp.deltas.order("regressed")     # per-datapoint deltas (numpy), worst regression first
+    cmp.layer_table()                                   # layer x head: JSD, entropies, top-k, rel. error, SQNR
+    cmp.datapoint(3)                                    # the paired view of datapoint 3 (inline in Jupyter)
 """
 
 from __future__ import annotations
@@ -27,9 +31,20 @@ from typing import Any
 import numpy as np
 
 from eval_viewer.backend import DatapointRecord, Item, LogStore, PassKey, RunInfo, Scores
+from eval_viewer.backend.compare import (
+    Alignment,
+    CommonFailures,
+    Deltas,
+    ItemComparison,
+    Thresholds,
+    common_failures,
+    compare_items,
+    deltas,
+)
 from eval_viewer.backend.store import PassLike
+from eval_viewer.backend.summary import LayerSummary, SummaryJobs, alignment_for
 
-__all__ = ["open", "Logs", "Datapoint"]
+__all__ = ["open", "Logs", "Datapoint", "Comparison", "PairedDatapoint"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,85 @@ class Datapoint:
         return str(self.view()._repr_html_())
 
 
+@dataclass(frozen=True)
+class PairedDatapoint:
+    """One datapoint in two passes with its internals compared; shown inline as the paired view."""
+
+    a: DatapointRecord
+    b: DatapointRecord
+    higher_is_better: Mapping[str, bool]
+    metric: str | None = None
+    internals: tuple[ItemComparison, ...] = ()
+
+    def metrics(self) -> dict[str, Mapping[str, Any]]:
+        """Per compared debug item (``debugger/key``): per-head attention arrays or rel. error, cosine, SQNR."""
+        return {c.layer: c.metrics for c in self.internals if c.metrics}
+
+    def view(self, focus: str | None = None) -> Any:
+        from eval_viewer.display.paired import paired_view
+
+        return paired_view(self.a, self.b, self.metric, self.higher_is_better, internals=self.internals, focus=focus)
+
+    def _repr_html_(self) -> str:
+        return str(self.view()._repr_html_())
+
+
+class Comparison:
+    """Pass ``a`` (the reference) against pass ``b``: aligned datapoints, per-datapoint deltas of ``metric``, the
+    pass-wide layer × head summary (computed on first use, cached on disk) and paired datapoints."""
+
+    def __init__(self, logs: Logs, a: PassKey, b: PassKey, metric: str, alignment: Alignment, deltas: Deltas) -> None:
+        self._logs = logs
+        self.pass_a, self.pass_b, self.metric = a, b, metric
+        self.alignment = alignment
+        self.deltas = deltas
+
+    def layers(self, timeout: float | None = None) -> LayerSummary:
+        """The pass-wide summary (reads every matched datapoint of both passes once; then from the disk cache)."""
+        return self._logs._jobs().summary(self.pass_a, self.pass_b, self.alignment.by, timeout)
+
+    def layer_table(self, timeout: float | None = None) -> dict[str, np.ndarray]:
+        """One row per (layer, head), worst first, as numpy columns: ``layer``, ``head`` (-1 for arrays), ``kind``,
+        ``count`` and every metric (JSD in bits, entropies in bits, top-5 mass; rel. error, cosine, SQNR dB)."""
+        rows = self.layers(timeout).table()
+        metrics = list(dict.fromkeys(m for r in rows for m in r.values))
+        table: dict[str, np.ndarray] = {
+            "layer": np.array([r.layer for r in rows], dtype=object),
+            "head": np.array([-1 if r.head is None else r.head for r in rows], dtype=np.int64),
+            "kind": np.array([r.kind for r in rows], dtype=object),
+            "count": np.array([r.count for r in rows], dtype=np.int64),
+        }
+        for m in metrics:
+            table[m] = np.array([r.values.get(m, np.nan) for r in rows], dtype=np.float64)
+        return table
+
+    def per_datapoint(self, layer: str, timeout: float | None = None) -> dict[str, np.ndarray]:
+        """``metric -> (matched datapoints, heads)`` for ``layer``; rows follow ``layers().idx_a`` / ``idx_b``."""
+        return dict(self.layers(timeout).arrays[layer])
+
+    def worst(self, layer: str, head: int | None = None, limit: int = 20) -> list[tuple[int, int, float]]:
+        """``(idx a, idx b, value)`` where ``layer`` (``head``) diverges most."""
+        return self.layers().worst(layer, head, limit)
+
+    def datapoint(self, idx_a: int, idx_b: int | None = None) -> PairedDatapoint:
+        """Datapoint ``idx_a`` of pass a beside its partner in pass b (by the alignment, or ``idx_b``)."""
+        if idx_b is None:
+            idx_b = self.alignment.b_of(int(idx_a))
+            if idx_b is None:
+                from eval_viewer.errors import NotFoundError
+
+                raise NotFoundError(f"Datapoint {idx_a} of {self.pass_a} has no partner in {self.pass_b}")
+        store = self._logs.store
+        a, b = store.datapoint(self.pass_a, idx_a), store.datapoint(self.pass_b, idx_b)
+        return PairedDatapoint(a, b, store.scores(self.pass_b).higher_is_better, self.metric,
+                               tuple(compare_items(a, b)))
+
+    def __repr__(self) -> str:
+        c = self.deltas.counts()
+        return (f"Comparison({self.pass_a} vs {self.pass_b}, {self.metric}: {c['matched']} matched, "
+                f"{c['regressed']} regressed, {c['improved']} improved, {c['forgotten']} forgotten)")
+
+
 class Logs:
     """Runs, passes, scores and datapoints of one or more log dirs; a thin, notebook-friendly face of the provider.
 
@@ -102,6 +196,12 @@ class Logs:
 
     def __init__(self, store: LogStore) -> None:
         self.store = store
+        self._summary_jobs: SummaryJobs | None = None
+
+    def _jobs(self) -> SummaryJobs:
+        if self._summary_jobs is None:
+            self._summary_jobs = SummaryJobs(self.store)
+        return self._summary_jobs
 
     @property
     def runs(self) -> tuple[RunInfo, ...]:
@@ -145,11 +245,37 @@ class Logs:
         record = self.store.datapoint(key, idx)
         return Datapoint(record, self.store.scores(key).higher_is_better, metric)
 
+    def compare(self, pass_a: PassLike, pass_b: PassLike, metric: str | None = None, align_by: str | None = None,
+                thresholds: Thresholds | None = None) -> Comparison:
+        """Pass ``pass_a`` (the reference) against ``pass_b``: datapoints aligned by index or by meta_info key
+        ``align_by``, deltas of ``metric`` (default: the first) with regressed / improved / forgotten flags."""
+        a, b = PassKey.of(pass_a), PassKey.of(pass_b)
+        sa, sb = self.store.scores(a), self.store.scores(b)
+        metric = metric or (sa.metrics[0] if sa.metrics else None)
+        if metric is None or metric not in sa.per_datapoint or metric not in sb.per_datapoint:
+            from eval_viewer.errors import NotFoundError
+
+            raise NotFoundError(f"Metric {metric!r} is not in both passes ({', '.join(sa.metrics)} / "
+                                f"{', '.join(sb.metrics)})")
+        alignment = alignment_for(self.store, a, b, align_by)
+        d = deltas(sa.per_datapoint[metric], sb.per_datapoint[metric], metric, sa.higher_is_better.get(metric, True),
+                   alignment, thresholds)
+        return Comparison(self, a, b, metric, alignment, d)
+
+    def common_failures(self, passes: Sequence[PassLike], metric: str, percentile: float = 25.0) -> CommonFailures:
+        """In how many of ``passes`` each datapoint is in the worst ``percentile`` % of ``metric`` (or NaN)."""
+        keys = [PassKey.of(p) for p in passes]
+        table = self.store.scores_across_passes(keys, metric)
+        hib = self.store.scores(keys[0]).higher_is_better.get(metric, True)
+        return common_failures(table, metric, hib, percentile)
+
     def refresh(self) -> None:
         """List the logs again (new runs, passes and pages)."""
         self.store.refresh(wait=True)
 
     def close(self) -> None:
+        if self._summary_jobs is not None:
+            self._summary_jobs.close()
         self.store.close()
 
     def __enter__(self) -> Logs:

@@ -6,11 +6,19 @@
     DIR/trainer_run/epoch_N/debugger/                   the capture epochs (checkpoint_method)
     DIR/evaluator_run/evaluation_scores.json            the final model on a noisier test set
     DIR/evaluator_run/debugger/
+    DIR/quantized_run/evaluation_scores.json            the same final model, int8 fake-quantized, same test set
+    DIR/quantized_run/debugger/
 
 The task is segmenting synthetic shapes (background, circle, square, triangle) on noisy 48x48 images; the model is a
 small conv encoder, one self-attention block over the 6x6 feature grid (``F.scaled_dot_product_attention``, so the
 attention debugger has to recover the maps from q and k) and a decoder with skip connections. Everything is
 deterministic by ``--seed``: regenerating gives the same scores.
+
+``quantized_run`` is the full-precision/quantized pair to compare (:func:`fake_quantize`): every conv and linear layer
+gets per-output-channel symmetric int8 weights and int8 inputs (per-tensor, symmetric, static scales calibrated on the
+validation set, which is less noisy than the test set: values beyond the calibrated range clip, as in deployment), and
+the attention inputs (q, k, v, the output of ``attention.qkv``) are int8 too; rounding passes gradients straight
+through so GradCAM still works.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from eval_viewer.debuggers.builtins import (
 from eval_viewer.debuggers.loop import evaluate_run, train
 
 __all__ = ["CLASSES", "make_shapes", "ShapesDataset", "TinySegNet", "segmentation_metrics", "debuggers_config",
-           "generate", "main"]
+           "fake_quantize", "generate", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,11 +199,69 @@ def debuggers_config() -> list[dict[str, Any]]:
     ]
 
 
+def _int8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 fake quantization with ``scale`` (broadcast), rounding passed straight through backwards."""
+    scale = scale.clamp_min(1e-12)
+    q = torch.clamp(torch.round(x / scale), -127, 127) * scale
+    return x + (q - x).detach()
+
+
+class _ActivationQuant:
+    """Symmetric per-tensor int8 for one activation: ``dynamic`` (the scale of each batch) until :meth:`calibrate`
+    has seen data, then the static scale of the largest magnitude seen (a min-max observer, as static post-training
+    quantization does: larger values clip)."""
+
+    def __init__(self) -> None:
+        self.observing = False
+        self.amax: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observing:
+            seen = x.detach().abs().amax()
+            self.amax = seen if self.amax is None else torch.maximum(self.amax, seen)
+            return x
+        return _int8(x, (self.amax if self.amax is not None else x.detach().abs().amax()) / 127)
+
+
+def fake_quantize(model: nn.Module, calibration: Any = None) -> nn.Module:
+    """A copy of ``model`` with int8 fake-quantized weights (per output channel, symmetric) and int8 inputs on every
+    conv and linear layer, and int8 attention inputs (the q, k, v that ``attention.qkv`` produces). Activation scales
+    are calibrated on the batches of ``calibration`` (a loader of datapoint dicts), else taken from each batch."""
+    import copy  # noqa: PLC0415
+
+    quantized = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for module in quantized.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                w = module.weight
+                scale = w.abs().flatten(1).amax(dim=1).view(-1, *([1] * (w.dim() - 1))) / 127
+                w.copy_(_int8(w, scale))
+    quants: list[_ActivationQuant] = []
+    for module in quantized.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            quants.append(_ActivationQuant())
+            module.register_forward_pre_hook(lambda _m, args, q=quants[-1]: (q(args[0]), *args[1:]))
+    attention = getattr(quantized, "attention", None)
+    if attention is not None and hasattr(attention, "qkv"):
+        quants.append(_ActivationQuant())
+        attention.qkv.register_forward_hook(lambda _m, _args, out, q=quants[-1]: q(out))
+    if calibration is not None:
+        for q in quants:
+            q.observing = True
+        with torch.no_grad():
+            for batch in calibration:
+                quantized(batch["inputs"])
+        for q in quants:
+            q.observing = False
+    return quantized
+
+
 def generate(
     out: str | Path, epochs: int = 10, seed: int = 0, train_size: int = 320, val_size: int = 48,
-    checkpoint_method: str | int = 5, batch_size: int = 8,
+    checkpoint_method: str | int = 5, batch_size: int = 8, quantized: bool = True,
 ) -> dict[str, Path]:
-    """Train, validate every epoch (capturing on the checkpoint epochs) and write an evaluator run under ``out``."""
+    """Train, validate every epoch (capturing on the checkpoint epochs) and write an evaluator run under ``out``; with
+    ``quantized``, also the final model int8 fake-quantized on the same test set (``quantized_run``)."""
     from eval_viewer.debuggers.sequential import SequentialDebugger  # noqa: PLC0415 - heavy, only for capture
 
     out = Path(out)
@@ -220,9 +286,16 @@ def generate(
                   debugger=debugger, checkpoint_method=checkpoint_method, scheduler=scheduler)
             evaluate_run(model, DataLoader(test_set, batch_size=16), segmentation_metrics,
                          out / "evaluator_run", debugger=debugger)
+        paths = {"trainer_run": out / "trainer_run", "evaluator_run": out / "evaluator_run"}
+        if quantized:
+            int8_model = fake_quantize(model, DataLoader(val_set, batch_size=16))  # calibrated on the val set
+            with SequentialDebugger(debuggers_config(), int8_model, page_size_mb=4) as debugger:
+                evaluate_run(int8_model, DataLoader(test_set, batch_size=16), segmentation_metrics,
+                             out / "quantized_run", debugger=debugger)
+            paths["quantized_run"] = out / "quantized_run"
     finally:
         torch.use_deterministic_algorithms(deterministic)
-    return {"trainer_run": out / "trainer_run", "evaluator_run": out / "evaluator_run"}
+    return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,12 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=320)
     parser.add_argument("--val-size", type=int, default=48, help="validation and test datapoints")
     parser.add_argument("--checkpoint-method", default="5", help="'all', 'latest' or N (every N-th epoch)")
+    parser.add_argument("--no-quantized", action="store_true", help="do not write the int8 quantized_run")
     args = parser.parse_args(argv)
     method: str | int = int(args.checkpoint_method) if args.checkpoint_method.isdigit() else args.checkpoint_method
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
-    paths = generate(args.out, args.epochs, args.seed, args.train_size, args.val_size, method)
-    print(f"wrote {paths['trainer_run']} and {paths['evaluator_run']} in {time.perf_counter() - start:.1f} s")
+    paths = generate(args.out, args.epochs, args.seed, args.train_size, args.val_size, method,
+                     quantized=not args.no_quantized)
+    print(f"wrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - start:.1f} s")
     print(f"view it: python -m eval_viewer --log-dir {args.out}")
     return 0
 

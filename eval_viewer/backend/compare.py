@@ -317,6 +317,8 @@ def _compare_item(name: str, item_a: Item, item_b: Item) -> ItemComparison:
             return ItemComparison(name, item_a.key, item_a.kind, note="no array in one of the passes")
         if xa.shape != xb.shape:
             return ItemComparison(name, item_a.key, item_a.kind, note=f"shapes differ: {xa.shape} and {xb.shape}")
+        if xa.dtype.kind != "f" and xb.dtype.kind != "f":  # shapes, channel lists, counts: shown, not measured
+            return ItemComparison(name, item_a.key, item_a.kind)
         return ItemComparison(name, item_a.key, item_a.kind, tensor_metrics(xa, xb))
     return ItemComparison(name, item_a.key, item_a.kind)
 

@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,8 +79,9 @@ class LayerSummary:
             attention = self.kinds[layer] == Kind.ATTENTION
             for h in range(heads):
                 present = np.isfinite(first[:, h])
-                with np.errstate(invalid="ignore"):
-                    values = {m: float(np.mean(a[present, h])) if present.any() else float("nan")
+                with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a metric NaN everywhere stays NaN
+                    values = {m: float(np.nanmean(a[present, h])) if present.any() else float("nan")
                               for m, a in metrics.items()}
                 if "sqnr_db" in metrics and present.any():  # a mean of dB (incl. +inf) says little: the median
                     values["sqnr_db"] = float(np.median(metrics["sqnr_db"][present, h]))

@@ -25,12 +25,12 @@ def test_every_run_epoch_metric_and_datapoint_is_readable(demo_dir: Path,
                                                           make_store: Callable[..., LogStore]) -> None:
     store = make_store(demo_dir)
     runs = {r.name: r for r in store.runs()}
-    assert set(runs) == {"trainer_run", "evaluator_run"}
+    assert set(runs) == {"trainer_run", "evaluator_run", "quantized_run"}
     assert [(p.key, p.has_debug) for p in runs["trainer_run"].passes] == [
         (PassKey("trainer_run", "val", 0), False), (PassKey("trainer_run", "val", 1), True)]
     assert runs["evaluator_run"].kind == "evaluator"
     assert [p.key for p in runs["evaluator_run"].passes] == [PassKey("evaluator_run", "test", None)]
-    for name, epoch in [("trainer_run", 0), ("trainer_run", 1), ("evaluator_run", None)]:
+    for name, epoch in [("trainer_run", 0), ("trainer_run", 1), ("evaluator_run", None), ("quantized_run", None)]:
         key = PassKey(name, "val" if epoch is not None else "test", epoch)
         scores = store.scores(key)
         assert scores.num_datapoints == 8 and scores.problems == ()

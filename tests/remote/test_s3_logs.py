@@ -56,7 +56,7 @@ def test_our_capture_and_a_reference_log_read_the_same_through_s3(s3, upload, bu
             eval_viewer.open(ours_url, ref_url, cache_dir=tmp_path / "remote-cache") as remote:
         assert [(r.name, r.kind, [p.key for p in r.passes]) for r in local.runs] == \
             [(r.name, r.kind, [p.key for p in r.passes]) for r in remote.runs]
-        assert {r.name for r in remote.runs} == {"trainer_run", "evaluator_run", "ref_run"}
+        assert {r.name for r in remote.runs} == {"trainer_run", "evaluator_run", "quantized_run", "ref_run"}
         assert remote.run("ref_run").location == f"{ref_url}/ref_run"
         for key in [remote.pass_("trainer_run"), remote.pass_("evaluator_run"), remote.pass_("ref_run"),
                     remote.pass_("ref_run", "val", REFERENCE_EPOCHS[0])]:
