@@ -270,3 +270,40 @@ def test_a_feature_debugger_on_a_windowed_layer_is_refused_not_copied_to_every_d
     entries = [_entry("f", FeatureMapDebugger, layer_name="blocks.0.attn")]
     with pytest.raises(CaptureError, match=r"32 rows in dim 0 but the batch has 2 .*32 = 2 × 16"):
         _capture(model, entries, lambda: model(torch.randn(2, 3, 64, 64)), tmp_path)
+
+
+def _memory_attention(implementation: str) -> nn.Module:
+    from transformers import Sam2VideoConfig
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoMemoryAttention
+
+    torch.manual_seed(4)
+    config = Sam2VideoConfig(memory_attention_hidden_size=32, memory_attention_num_attention_heads=2,
+                             memory_attention_num_layers=2, memory_attention_feed_forward_hidden_size=64,
+                             memory_attention_rope_feat_sizes=[8, 8])
+    config._attn_implementation = implementation
+    module = Sam2VideoMemoryAttention(config).eval()
+    _sharpen(module)
+    return module
+
+
+def test_sam2_video_memory_attention_over_past_frames_equals_hf_eager(tmp_path: Path) -> None:
+    """Memory attention: each datapoint's 8x8 current-frame queries over its own memory (2 frames + 4 pointers)."""
+    model, eager = _memory_attention("sdpa"), _memory_attention("eager")
+    eager.load_state_dict(model.state_dict())
+    torch.manual_seed(5)
+    args = (torch.randn(64, 2, 32), torch.randn(2 * 64 + 4, 2, 64), torch.randn(64, 2, 32), torch.randn(132, 2, 64))
+    names = ["layers.0.self_attn", "layers.1.cross_attn_image"]
+    reference: dict[str, torch.Tensor] = {}
+    for name in names:
+        eager.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: reference.__setitem__(name, o[1]))
+    with torch.no_grad():
+        eager(*args, num_object_pointer_tokens=4)
+    entries = [_entry(name, AttentionDebugger, layer_name=name, max_tokens=None) for name in names]
+    page = _capture(model, entries, lambda: model(*args, num_object_pointer_tokens=4), tmp_path)
+    for name in names:
+        for b, idx in enumerate(IDX):
+            attention = page[idx][name]["attention"]
+            torch.testing.assert_close(torch.from_numpy(attention["weights"]), reference[name][b], rtol=0, atol=2e-5,
+                                       msg=lambda m: f"{name}: {m}")
+            assert attention["query_grid"] == [8, 8]
+    assert page[3]["layers.1.cross_attn_image"]["attention"]["num_keys"] == 132
