@@ -13,6 +13,7 @@ snapshot changes, so the viewer follows a run that is still training. Log dirs a
 from __future__ import annotations
 
 import json
+import hashlib
 import logging
 import math
 import os
@@ -95,6 +96,7 @@ class LogStore:
         self._indexes: dict[str, DebugIndex] = {}
         self._hints: dict[str, tuple[str, ViewerHints]] = {}
         self._counts: dict[PassKey, int] = {}
+        self._versions: dict[str, tuple[PassFiles, str]] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-viewer-index")
         self._pending: list[Future[Any]] = []
         self._closed = False
@@ -141,6 +143,19 @@ class LogStore:
             if index is not None:
                 index.refresh(files.debug)
 
+    def pass_version(self, key: PassLike) -> str:
+        """Changes whenever a file of the pass (its scores, a page, an index) appears, changes or goes: a view drawn
+        from a pass is kept under this version, so it never outlives the files it was drawn from."""
+        _, files = self._files(key)
+        slot = files.source.identity + "|" + files.folder
+        hit = self._versions.get(slot)
+        if hit is not None and hit[0] is files:
+            return hit[1]
+        parts = (files.scores_stat, sorted(files.debug.pages.items()), sorted(files.debug.index_files.items()))
+        version = hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+        self._versions[slot] = (files, version)
+        return version
+
     def runs(self) -> tuple[RunInfo, ...]:
         """Every run, sorted by name, as of the last snapshot."""
         return tuple(self._refresher.snapshot.runs.values())
@@ -170,7 +185,11 @@ class LogStore:
 
     # ------------------------------------------------------------------ scores
     def scores(self, key: PassLike) -> Scores:
-        """The scores of one pass, parsed once and re-read when the snapshot sees the file change."""
+        """The scores of one pass, parsed once and re-read when the snapshot sees the file change. Starts indexing
+        the pass's debug pages in the background, before the first click on a datapoint needs them."""
+        return self._scores(key, start_index=True)
+
+    def _scores(self, key: PassLike, *, start_index: bool) -> Scores:
         key, files = self._files(key)
         if files.scores is None or files.scores_stat is None:
             raise ScoresError(f"{files.source.url(files.folder)}: this pass has debug pages but no scores file")
@@ -190,7 +209,7 @@ class LogStore:
         scores = self._check_count(key, decode_scores(data, name, self._overrides))
         nbytes = sum(a.nbytes for a in scores.per_datapoint.values()) + 64 * len(scores.aggregated) + 1024
         self._lru.put(cache_key, (files.scores_stat, scores), nbytes)
-        if files.debug:
+        if files.debug and start_index:
             self._debug_index(files)  # start a background index now, before the first click needs it
         return scores
 
@@ -218,8 +237,8 @@ class LogStore:
         for info in self.run(run).passes:
             if info.split != split or not info.has_scores:
                 continue
-            try:
-                scores = self.scores(info.key)
+            try:  # no indexing: the overview asks this of every pass of every run
+                scores = self._scores(info.key, start_index=False)
             except ScoresError as exc:
                 logger.warning("%s", exc)
                 history.append((info.key, math.nan))
@@ -343,6 +362,9 @@ class LogStore:
             index = self._debug_index(files)
             value = self._debug_value(index, idx, problems)
             debuggers = index.debuggers
+            note = index.writing(missing=index.page_of(idx) is None)
+            if note:
+                problems.append(note)
         return build_record(key, idx, scores, value, debuggers, problems, self.viewer_hints(key))
 
     def viewer_hints(self, key: PassLike) -> ViewerHints:
