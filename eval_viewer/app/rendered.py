@@ -24,18 +24,21 @@ from dash.development.base_component import Component
 from eval_viewer.app.state import ViewState
 from eval_viewer.app.views import datapoint_view
 from eval_viewer.backend import LogStore
+from eval_viewer.errors import ViewerError
 
 __all__ = ["RenderedViews"]
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str | None, str | None, int | None, int | None, str | None]
+Key = tuple[str | None, str | None, int | None, int | None, str | None, str]
 MAX_PENDING = 4
 """Drawings waiting at most: a user holding → down must not queue up work for views long gone by."""
 
 
-def _key(state: ViewState) -> Key:
-    return (state.run, state.split, state.step, state.idx, state.metric)
+def _key(state: ViewState, version: str) -> Key:
+    """``version`` is the pass's file version (:meth:`LogStore.pass_version`): a view is never served once a file it
+    was drawn from changed."""
+    return (state.run, state.split, state.step, state.idx, state.metric, version)
 
 
 class RenderedViews:
@@ -51,15 +54,23 @@ class RenderedViews:
         self._queue: queue.SimpleQueue[tuple[Key, ViewState, Future[Component]] | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
 
+    def _key(self, state: ViewState) -> Key:
+        try:
+            version = self._store.pass_version(state.pass_key)
+        except ViewerError:  # an unknown pass: drawing it raises the error the user sees
+            version = ""
+        return _key(state, version)
+
     def _draw(self, state: ViewState) -> Component:
         assert state.run is not None and state.idx is not None
+        key = self._key(state)  # the version before reading: files changing during the drawing make it stale at once
         record = self._store.datapoint(state.pass_key, state.idx)
         scores = self._store.scores(state.pass_key)
         view = datapoint_view(record, state.metric, scores.higher_is_better)
         if not record.problems:
             with self._lock:
-                self._views[_key(state)] = view
-                self._views.move_to_end(_key(state))
+                self._views[key] = view
+                self._views.move_to_end(key)
                 while len(self._views) > self._size:
                     self._views.popitem(last=False)
         return view
@@ -67,7 +78,7 @@ class RenderedViews:
     def get(self, state: ViewState) -> Component:
         """The view of ``state`` (run, epoch, idx, metric all resolved): from memory, from a drawing in progress, or
         drawn now. Errors of the store propagate (the caller's boundary shows them)."""
-        key = _key(state)
+        key = self._key(state)
         with self._lock:
             view = self._views.get(key)
             if view is not None:
@@ -90,7 +101,7 @@ class RenderedViews:
                 self._worker = threading.Thread(target=self._work, name="eval-viewer-prefetch", daemon=True)
                 self._worker.start()
             for state in states:
-                key = _key(state)
+                key = self._key(state)
                 if key in self._views or key in self._pending or len(self._pending) >= MAX_PENDING:
                     continue
                 future: Future[Component] = Future()

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,13 @@ from eval_viewer.log_format import (
     parse_page_name,
 )
 
-__all__ = ["DebugIndex", "IndexStatus", "parse_index"]
+__all__ = ["DebugIndex", "IndexStatus", "parse_index", "LIVE_WINDOW_S"]
 
 logger = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 2
+LIVE_WINDOW_S = 60.0
+"""A pass with a page changed this recently is shown as still being written."""
 Meta = dict[int, dict[str, Any]]
 
 
@@ -138,6 +141,8 @@ class DebugIndex:
         """page -> (its stat when it failed, message): retried only once the file changes."""
         self._index_problems: list[str] = []
         self._map: dict[int, str] = {}
+        self._indexed_names: frozenset[str] = frozenset()
+        """Pages the index files list (what a writer has finished), as of the last refresh."""
         self.debuggers: dict[str, Any] = {}
 
     def page_path(self, name: str) -> str:
@@ -174,6 +179,30 @@ class DebugIndex:
                 datapoints=len(self._map),
                 problems=self.problems,
             )
+
+    def writing(self, *, missing: bool, now: float | None = None) -> str | None:
+        """A note when this folder looks like it is still being written: its index files leave pages out (the writer
+        adds a page to its index after writing it, so a lag means pages in flight or a writer that stopped early), or,
+        for a datapoint ``missing`` from every page, a page changed in the last :data:`LIVE_WINDOW_S` seconds (its
+        page may be the next one). None for a finished folder."""
+        with self._lock:
+            listing = self._listing
+            listed = set(self._indexed_names)
+        if listing is None or not listing.pages:
+            return None
+        now = time.time() if now is None else now
+        newest = max((st.mtime for st in listing.pages.values() if st.mtime is not None), default=None)
+        unlisted = [n for n in listing.pages if n not in listed] if listing.index_files else []
+        recent = missing and newest is not None and now - newest <= LIVE_WINDOW_S
+        if not unlisted and not recent:
+            return None
+        parts = []
+        if unlisted:
+            parts.append(f"{len(unlisted)} of {len(listing.pages)} pages are not in its index yet")
+        if recent and newest is not None:
+            parts.append(f"the newest page was written {max(now - newest, 0):.0f} s ago")
+        return (f"{self.name}: this pass is still being written, or its writer stopped early ({'; '.join(parts)}); "
+                "what is shown is what is on disk now, and it is drawn again as pages land")
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
@@ -244,13 +273,15 @@ class DebugIndex:
         with self._lock:
             if generation != self._generation:
                 return
-            self._sigs = sigs
-            self._page_indices = page_indices
+            # Copies: the background scan adds to the published dicts while this thread still reads its own.
+            self._sigs = dict(sigs)
+            self._page_indices = dict(page_indices)
             self._scanned_meta = scanned_meta
             self._index_meta = index_meta
             self.debuggers = debuggers
             self._index_problems = index_problems
             self._page_problems = page_problems
+            self._indexed_names = frozenset(indexed)
             self._rebuild_map()
             if to_scan:
                 self._ready.clear()
@@ -261,7 +292,7 @@ class DebugIndex:
             logger.info("Indexing %d pages of %s in the background", len(to_scan), self.name)
             self._submit(self._scan, generation, to_scan)
         if self._skeletons is not None:
-            bare = sorted((n for n in page_indices if not self._skeletons.has(self.page_id(n), sigs[n])),
+            bare = sorted((n for n in list(page_indices) if not self._skeletons.has(self.page_id(n), sigs[n])),
                           key=_page_order)
             if bare:  # pages of our writer's index: parse each once in the background, so cold reads stay cheap
                 self._submit(self._build_skeletons, generation, bare)

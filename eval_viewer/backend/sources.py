@@ -19,7 +19,7 @@ import os
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ class Stat:
 
     size: int
     version: str
+    mtime: float | None = field(default=None, compare=False)
+    """Seconds since the epoch when known (not part of the identity: a cached Stat has none): how live a pass is."""
 
     @property
     def token(self) -> str:
@@ -181,7 +183,7 @@ class _LocalFile(RangeFile):
 
 
 def _local_stat(st: os.stat_result) -> Stat:
-    return Stat(int(st.st_size), f"{st.st_ino}:{st.st_mtime_ns}")
+    return Stat(int(st.st_size), f"{st.st_ino}:{st.st_mtime_ns}", st.st_mtime)
 
 
 class LocalSource(Source):
@@ -266,7 +268,12 @@ def _remote_stat(info: Mapping[str, Any]) -> Stat:
                 version = repr(float(value.timestamp() if isinstance(value, datetime) else value)) \
                     if isinstance(value, (datetime, int, float)) else str(value)
                 break
-    return Stat(int(info.get("size") or 0), str(version))
+    mtime = info.get("LastModified") or info.get("mtime") or info.get("updated")
+    try:
+        when = mtime.timestamp() if isinstance(mtime, datetime) else float(mtime) if mtime is not None else None
+    except (TypeError, ValueError):
+        when = None
+    return Stat(int(info.get("size") or 0), str(version), when)
 
 
 class FsspecSource(Source):

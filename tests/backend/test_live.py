@@ -1,0 +1,114 @@
+"""A run still being written: an index that lags its pages, pages that land while the viewer reads, and views that
+say so and never outlive the files they were drawn from."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import joblib
+
+from conftest import N, datapoint_outputs, scores_payload, write_json, write_pages
+from eval_viewer.backend import LogStore
+from eval_viewer.log_format import DEBUGGER_DIR, VALIDATION_SCORES, epoch_dir_name
+
+
+LAG_N = 120
+
+
+def _lagging_run(root: Path) -> Path:
+    """An epoch of 240 one-datapoint pages whose index.json lists the first 120 (a writer that crashed, or is still
+    writing)."""
+    run = root / "run"
+    write_json(run / epoch_dir_name(0) / VALIDATION_SCORES,
+               {"aggregated": {"acc": 0.5}, "per_datapoint": {"acc": [0.5] * LAG_N}})
+    debug = run / epoch_dir_name(0) / DEBUGGER_DIR
+    write_pages(debug, range(LAG_N // 2), per_page=1, with_index=True)
+    for i in range(LAG_N // 2, LAG_N):
+        joblib.dump({i: {"dbg": {"x": i}}}, debug / f"page_{i}.pkl")
+    return run
+
+
+def test_an_index_that_lags_its_pages_never_races_the_background_scan(tmp_path: Path) -> None:
+    run = _lagging_run(tmp_path)
+    for trial in range(5):  # the race showed in most tries; each trial is a cold store and a cold cache
+        with LogStore(run, cache_dir=tmp_path / f"cache{trial}", rescan_s=0) as store:
+            key = store.default_pass("run")
+            store.scores(key)
+            store.datapoint(key, 0)
+            store.wait_background(20)
+            assert store.debug_status(key).datapoints == LAG_N
+            record = store.datapoint(key, LAG_N - 1)
+            assert record.debug, "read from a page the index does not list yet"
+            assert [p for p in record.problems if "still being written" in p and "60 of 120 pages" in p], \
+                record.problems
+
+
+def _text(component: object) -> str:
+    """Every string in a Dash component tree."""
+    if isinstance(component, str):
+        return component
+    if isinstance(component, (list, tuple)):
+        return " ".join(_text(c) for c in component)
+    children = getattr(component, "children", None)
+    return "" if children is None else _text(children)
+
+
+def _write_page_then_index(debug: Path, pages: dict[str, list[int]], page_no: int, indices: list[int]) -> None:
+    """What the capture writer does: the page by rename, then index.json rewritten to list it."""
+    import json
+    import os
+
+    name = f"page_{page_no}.pkl"
+    joblib.dump({i: datapoint_outputs(i) for i in indices}, debug / f".{name}.tmp")
+    os.replace(debug / f".{name}.tmp", debug / name)
+    pages[name] = indices
+    payload = {"format_version": 1, "pages": {n: {"indices": idx} for n, idx in pages.items()}}
+    (debug / ".index.tmp").write_text(json.dumps(payload))
+    os.replace(debug / ".index.tmp", debug / "index.json")
+
+
+def test_views_of_a_pass_being_written_say_so_and_never_go_stale(tmp_path: Path) -> None:
+    """A writer thread lands pages one by one while views are drawn and kept: no error, a view drawn before a page
+    landed says the pass is being written, and once every page is there no view still says "no debugger"."""
+    from eval_viewer.app.rendered import RenderedViews
+    from eval_viewer.app.state import parse_query, resolve
+
+    run = tmp_path / "live"
+    write_json(run / epoch_dir_name(0) / VALIDATION_SCORES, scores_payload(N, 0))
+    debug = run / epoch_dir_name(0) / DEBUGGER_DIR
+    debug.mkdir(parents=True)
+    pages: dict[str, list[int]] = {}
+    joblib.dump({0: datapoint_outputs(0)}, debug / "page_0.pkl")  # one page before the index: a pass is listed
+    pages["page_0.pkl"] = [0]
+
+    def writer() -> None:
+        for page_no, start in enumerate(range(1, N, 2), start=1):
+            time.sleep(0.03)
+            _write_page_then_index(debug, pages, page_no, list(range(start, min(start + 2, N))))
+
+    with LogStore(run, cache_dir=tmp_path / "cache", rescan_s=0) as store:
+        views = RenderedViews(store, prefetch=False)
+        thread = threading.Thread(target=writer)
+        thread.start()
+        said_so = 0
+        while thread.is_alive():
+            store.refresh()
+            for idx in range(N):
+                state = resolve(store, parse_query(f"?run=live&split=val&epoch=0&idx={idx}")).state
+                record = store.datapoint(state.pass_key, idx)
+                views.get(state)  # drawn (and kept when complete) while pages land
+                if not record.debug:
+                    assert any("still being written" in p or "still indexing" in p for p in record.problems), \
+                        record.problems
+                    said_so += 1
+        thread.join()
+        store.refresh()
+        store.wait_background(20)
+        for idx in range(N):
+            state = resolve(store, parse_query(f"?run=live&split=val&epoch=0&idx={idx}")).state
+            assert "No debugger saved anything" not in _text(views.get(state)), idx
+            assert store.datapoint(state.pass_key, idx).debug
+        views.close()
+    assert said_so, "some views were drawn before their page landed"
