@@ -9,7 +9,8 @@ Public surface::
 
 Built-in debuggers (feature maps, activation stats, layer outputs, attention, GradCAM, gradients, a datapoint
 recorder) live in :mod:`eval_viewer.debuggers.builtins` and are re-exported here. Integration: :mod:`.loop` (plain
-PyTorch) and :mod:`.lightning` (optional PyTorch Lightning callback).
+PyTorch) and :mod:`.lightning` (optional PyTorch Lightning callback). Behind them: :mod:`.layouts` (kernel rows that
+are batch × windows or batch × prompts, mapped back to datapoints) and :mod:`.claims` (one writer per folder and rank).
 """
 
 from __future__ import annotations

@@ -9,7 +9,11 @@ The reference API that users' trainers already call is kept (``enabled``, ``__ca
 * outputs are copied off the hot path's tensors at once (CUDA: async into pinned buffers, :mod:`.transfer`) and written
   by a background :class:`~.writer.PageWriter` with a queue bounded in bytes;
 * pages count real bytes, are written atomically into the folder of the epoch being captured, and any write error is
-  raised from ``save_all`` (and the next call) as :class:`~eval_viewer.errors.CaptureError`.
+  raised from ``save_all`` (and the next call) as :class:`~eval_viewer.errors.CaptureError`;
+* nothing goes silently wrong in common set-ups: every call of a layer in one forward pass is kept (a new pass starts
+  at each call of the model); switching capture on resets ``torch.compile``'s caches when compiled code exists (it
+  would not call hooks added later), and a batch in which no hook fired is an error; under ``torch.distributed`` the
+  rank is taken from the process group, and two live processes writing one folder under one rank is an error.
 
 Typical trainer use (reference flow; pages are staged until ``save_all`` names the folder)::
 
