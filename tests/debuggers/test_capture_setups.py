@@ -267,3 +267,17 @@ def test_two_live_processes_writing_one_folder_under_one_rank_is_an_error(tmp_pa
     assert sorted(_pages(tmp_path)) == [0, 1]  # nothing of ours was overwritten or removed
     other = _python(_PLAIN_WORKER, str(tmp_path / "elsewhere"))  # its own folder: fine
     assert other.wait(timeout=120) == 0
+
+
+def test_attention_debugger_on_a_module_without_attention_keeps_an_empty_entry(tmp_path: Path,
+                                                                               caplog: pytest.LogCaptureFixture) -> None:
+    model = Net().eval()
+    with caplog.at_level(logging.WARNING), SequentialDebugger(
+        [_entry("a", AttentionDebugger, layer_name="proj")], model
+    ) as debugger:
+        debugger.start_epoch(tmp_path)
+        with torch.no_grad():
+            model(torch.randn(2, 9, 16))
+            assert debugger({"meta_info": {"idx": [0, 1]}}, model) == {"a": {}}
+        debugger.save_all()
+    assert "saw no scaled_dot_product_attention" in caplog.text

@@ -321,10 +321,10 @@ class AttentionDebugger(ForwardDebugger):
     # -- hand-over -----------------------------------------------------------------------------------------------------
     def __call__(self, datapoint: Mapping[str, Any], model: torch.nn.Module) -> dict[str, Any] | None:
         """Every attention call since the forward pass began, each filed by datapoint (windows and groups mapped)."""
-        calls = self._calls
+        calls, ran = self._calls, self._module_calls
         self.discard()
         if not calls:
-            return None
+            return {} if ran else None  # {}: the module ran without attention (warned); None: it did not run
         batch = datapoint_batch_size(datapoint)
         self._max_calls_seen = max(self._max_calls_seen, len(calls))
         out: dict[str, Any] = {}
