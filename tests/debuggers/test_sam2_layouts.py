@@ -111,8 +111,10 @@ def test_sam2_image_encoder_windows_are_each_datapoints_own_and_placed_on_the_im
         expected = model(images).last_hidden_state
     blocks = range(len(model.blocks))
     entries = [_entry(f"b{i}", AttentionDebugger, layer_name=f"blocks.{i}.attn", max_tokens=None) for i in blocks]
-    page = _capture(model, entries, lambda: model(images).last_hidden_state, tmp_path)
+    during: dict[str, torch.Tensor] = {}
+    page = _capture(model, entries, lambda: during.setdefault("out", model(images).last_hidden_state), tmp_path)
     assert sorted(page) == sorted(IDX)
+    assert torch.equal(during["out"], expected)  # capture on == capture off, to the bit
     with torch.no_grad():
         assert torch.equal(model(images).last_hidden_state, expected)  # hooks gone, model untouched
         for i in blocks:
@@ -209,9 +211,9 @@ def test_sam2_mask_decoder_keeps_a_prompt_axis_per_datapoint_equal_to_hf_eager(t
         eager(**args)
         expected_masks = model(**args)[0]
     entries = [_entry(name, AttentionDebugger, layer_name=name, max_tokens=None) for name in DECODER_ATTENTION]
-    page = _capture(model, entries, lambda: model(**args)[0], tmp_path)
-    with torch.no_grad():
-        assert torch.equal(model(**args)[0], expected_masks)
+    during: dict[str, torch.Tensor] = {}
+    page = _capture(model, entries, lambda: during.setdefault("masks", model(**args)[0]), tmp_path)
+    assert torch.equal(during["masks"], expected_masks)  # capture on == capture off, to the bit
     for name in DECODER_ATTENTION:
         full = reference[name].reshape(2, 3, *reference[name].shape[1:])  # HF: (batch * prompts, heads, Lq, Lk)
         for b, idx in enumerate(IDX):
