@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dash
 
+from eval_viewer.app.boundary import on_callback_error
 from eval_viewer.app.callbacks import register_all
 from eval_viewer.app.layout import make_layout
 from eval_viewer.backend import LogStore
@@ -56,6 +57,7 @@ def create_app(
         update_title=None,
         assets_folder=str(assets_dir()),
         serve_locally=True,
+        on_error=on_callback_error,  # the one error boundary behind every callback (see .boundary)
     )
     app.layout = make_layout(rescan_s)
     register_all(app, store, prefetch=prefetch)

@@ -4,6 +4,11 @@ A :class:`~eval_viewer.errors.ViewerError` from the store (a corrupt page, an un
 message meant for the user: it is shown in the panel that asked, and every other panel keeps working. Any other
 exception is a bug: it is logged with its traceback on the server and the panel says so in one line, instead of the
 callback failing and leaving a stale panel behind.
+
+Two ways in, one behaviour: :func:`guarded` wraps a callback that has a panel to put the message in;
+:func:`on_callback_error` is the app-wide handler (``Dash(on_error=...)``, set by ``create_app``) that catches what
+any other callback raises, so no callback answers a 500: it logs the same way and shows the message in the page's
+notice area.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from dash import html
+from dash import html, set_props
 from dash.exceptions import PreventUpdate
 
 from eval_viewer.errors import ViewerError
 
-__all__ = ["error_box", "guarded", "message_of"]
+__all__ = ["error_box", "guarded", "message_of", "on_callback_error"]
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +73,19 @@ def guarded(on_error: Callable[[html.Div], Any]) -> Callable[[Callable[P, R]], C
 
     return decorate
 
+
+
+def on_callback_error(err: Exception) -> None:
+    """``Dash(on_error=...)``: a callback without its own boundary raised ``err``; its outputs stay as they were
+    and the notice area says what happened."""
+    if isinstance(err, ViewerError):
+        log.info("callback: %s", err)
+    else:
+        log.error("callback failed", exc_info=err)
+    title, message = message_of(err)
+    try:
+        from eval_viewer.app import ids
+
+        set_props(ids.NOTICE, {"children": error_box(message, title=title)})
+    except Exception:  # noqa: BLE001 - outside a callback context (tests): the log has it
+        log.debug("no notice area to show the error in", exc_info=True)

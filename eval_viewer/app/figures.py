@@ -87,16 +87,28 @@ def history_figure(
     return _layout(fig, height=OVERVIEW_HEIGHT, xtitle="epoch" if len(fig.data) else "", ytitle=metric)
 
 
+def _bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """``bins`` equal bins over [lo, hi] for any finite lo <= hi: edges are mixed as ``lo*(1-t) + hi*t`` (numpy's own
+    ``hi - lo`` overflows for scores like ``[1e308, -1e308]``: "Too many bins"); one bin around a single value."""
+    if hi > lo:
+        t = np.linspace(0.0, 1.0, bins + 1)
+        edges = np.unique(lo * (1.0 - t) + hi * t)
+        if edges.size >= 2:
+            return edges
+    pad = max(0.5, abs(lo) * 1e-9)
+    return np.array([lo - pad, lo + pad]) if math.isfinite(lo - pad) and math.isfinite(lo + pad) else \
+        np.array([np.nextafter(lo, -np.inf), np.nextafter(lo, np.inf)])
+
+
 def distribution_figure(values: np.ndarray, metric: str, *, aggregated: float | None = None) -> go.Figure:
     """Histogram of the per-datapoint scores (binned here); NaN datapoints are counted in the title, not dropped."""
     finite = values[np.isfinite(values)]
     n_nan = int(values.size - finite.size)
     if finite.size == 0:
         return empty_figure(f"No finite {metric} scores ({n_nan} NaN)")
-    lo, hi = float(finite.min()), float(finite.max())
     bins = int(min(40, max(5, math.sqrt(finite.size))))
-    counts, edges = np.histogram(finite, bins=bins, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
-    centres = (edges[:-1] + edges[1:]) / 2
+    counts, edges = np.histogram(finite, bins=_bin_edges(float(finite.min()), float(finite.max()), bins))
+    centres = edges[:-1] / 2 + edges[1:] / 2  # halves first: 1e308 + 1e308 overflows
     fig = go.Figure(
         go.Bar(
             x=centres, y=counts, width=np.diff(edges), marker={"color": "#7f9cf5", "line": {"width": 0}},
