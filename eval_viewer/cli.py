@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the viewer "
                         "to the network)")
     parser.add_argument("--port", type=int, default=8050, help="port to serve on (default 8050)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests for this Host name (the name users type, e.g. a reverse proxy's "
+                        "or this machine's DNS name); by default only the names of --host are answered, which keeps "
+                        "DNS-rebinding pages out; repeat for several")
+    parser.add_argument("--follow-symlinks", action="store_true",
+                        help="follow symbolic links that lead out of a local --log-dir (default: not listed, not "
+                        "served)")
     parser.add_argument("--trust-pickles", action="store_true",
                         help="unpickle debug pages without the allow-list of safe types; only for logs you wrote")
     parser.add_argument("--cache-dir", type=Path, default=None, metavar="PATH",
@@ -69,6 +76,17 @@ def _json_object(text: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"anon\": true}'")
     return value
+
+
+def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str] | None:
+    """The Host names the server answers when bound to ``host``: every loopback name for a loopback address, the
+    address itself otherwise, plus ``extra``. None (no check) for a wildcard bind (0.0.0.0, ::) without ``extra``:
+    the names users reach it by are not known."""
+    if host in ("0.0.0.0", "::", ""):
+        return list(extra) + ["localhost", "127.0.0.1", "::1", socket.gethostname()] if extra else None
+    if host in LOOPBACK or host.startswith("127."):
+        return [*sorted(LOOPBACK), host, *extra]
+    return [host, *extra]
 
 
 def _fail(message: str) -> int:
@@ -108,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = LogStore(args.log_dir, trust_pickles=args.trust_pickles, cache_dir=args.cache_dir,
                          cache_bytes=args.cache_mb * 2**20, rescan_s=args.rescan,
-                         storage_options=args.storage_options)
+                         storage_options=args.storage_options, follow_symlinks=args.follow_symlinks)
     except ViewerError as err:
         return _fail(str(err))
     problem = _port_problem(args.host, args.port)
@@ -126,7 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"eval-viewer serving {len(runs)} run{'s' if len(runs) != 1 else ''} at {url}", flush=True)
     if args.open:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    app = create_app(store, rescan_s=args.rescan)
+    hosts = allowed_hosts(args.host, args.allow_host)
+    if hosts is None:
+        log.warning("Bound to %s without --allow-host: any Host name is answered (DNS rebinding is not blocked)",
+                    args.host)
+    app = create_app(store, rescan_s=args.rescan, allowed_hosts=hosts)
     try:
         app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
     except KeyboardInterrupt:

@@ -179,9 +179,14 @@ def take_snapshot(sources: Sequence[Source], names: _Names | None = None) -> Sna
     runs: dict[str, RunInfo] = {}
     files: dict[PassKey, PassFiles] = {}
     signature: list[object] = []
+    seen: set[str] = set()
     for source in sources:
         source.refresh()
         for rel, kind, passes in _runs_in(source):
+            real = source.real_key(rel) or f"{source.identity}/{rel}"
+            if real in seen:  # the same run folder named twice (two --log-dir, or one inside another)
+                continue
+            seen.add(real)
             name = names.name(source, rel)
             infos = []
             for bare, pass_files in passes:

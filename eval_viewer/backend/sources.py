@@ -144,12 +144,23 @@ class Source(ABC):
     def refresh(self) -> None:  # noqa: B027 - only remote sources cache listings
         """Forget cached listings before a new snapshot is taken."""
 
+    def real_key(self, rel: str) -> str | None:
+        """What ``rel`` really is (a local folder's resolved path), so a walk lists each folder once; None where
+        storage has no links."""
+        return None
+
     def walk(self, max_depth: int) -> Iterator[tuple[str, dict[str, Stat], list[str]]]:
         """``(folder, files, sub-folders)`` for the root and folders below it up to ``max_depth``; hidden folders
         (``.git``, ``.cache``) are skipped. Callers may prune by removing names from the yielded sub-folder list."""
         stack = [("", 0)]
+        seen: set[str] = set()
         while stack:
             folder, depth = stack.pop()
+            real = self.real_key(folder)
+            if real is not None:
+                if real in seen:  # a symlink loop, or a second way to the same folder: listed once
+                    continue
+                seen.add(real)
             listing = self.list(folder)
             if listing is None:
                 continue
@@ -187,15 +198,39 @@ def _local_stat(st: os.stat_result) -> Stat:
 
 
 class LocalSource(Source):
-    """A folder on a local (or mounted) file system."""
+    """A folder on a local (or mounted) file system.
 
-    def __init__(self, root: str | os.PathLike[str], location: str | None = None) -> None:
+    Symbolic links that lead outside the folder are not followed (not listed, not opened) unless
+    ``follow_symlinks``: the browser can only reach what was named on the command line. Links inside it are, but a
+    walk lists every real folder once, so a link loop ends and a run reached two ways is one run."""
+
+    def __init__(self, root: str | os.PathLike[str], location: str | None = None, *,
+                 follow_symlinks: bool = False) -> None:
         self.root = Path(root).expanduser()
         self.location = location or str(root)
         if not self.root.exists():
             raise LogDirError(f"{self.location}: log dir does not exist")
         if not self.root.is_dir():
             raise LogDirError(f"{self.location}: log dir is a file, not a folder of runs")
+        self.follow_symlinks = follow_symlinks
+        self._real_root = os.path.realpath(self.root)
+
+    def real_key(self, rel: str) -> str | None:
+        return os.path.realpath(self.path(rel))
+
+    def _inside(self, path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` (after every link) is in the log dir, or links may lead anywhere."""
+        if self.follow_symlinks:
+            return True
+        real = os.path.realpath(path)
+        return real == self._real_root or real.startswith(self._real_root.rstrip(os.sep) + os.sep)
+
+    def _checked(self, rel: str) -> Path:
+        path = self.path(rel)
+        if not self._inside(path):
+            raise PermissionError(f"{path}: a symbolic link out of the log dir {self.location} (not followed; "
+                                  "--follow-symlinks allows it)")
+        return path
 
     @property
     def identity(self) -> str:
@@ -214,6 +249,9 @@ class LocalSource(Source):
             with os.scandir(self.path(rel)) as entries:
                 for entry in entries:
                     try:
+                        if entry.is_symlink() and not self._inside(entry.path):
+                            logger.debug("Not following %s: it leads out of %s", entry.path, self.location)
+                            continue
                         if entry.is_dir():
                             dirs.append(entry.name)
                         elif entry.is_file():
@@ -235,10 +273,10 @@ class LocalSource(Source):
         return _local_stat(st) if not os.path.isdir(self.path(rel)) else None
 
     def read_bytes(self, rel: str) -> bytes:
-        return self.path(rel).read_bytes()
+        return self._checked(rel).read_bytes()
 
     def open(self, rel: str) -> RangeFile:
-        return _LocalFile(self.path(rel))
+        return _LocalFile(self._checked(rel))
 
 
 class _FsspecFile(RangeFile):
@@ -362,11 +400,12 @@ class FsspecSource(Source):
         return _FsspecFile(self.fs, self._full(rel), self.url(rel))
 
 
-def open_source(location: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> Source:
+def open_source(location: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None, *,
+                follow_symlinks: bool = False) -> Source:
     """The source of one ``--log-dir``: a local path (or ``file://`` URL) or any fsspec URL."""
     text = os.fspath(location)
     if text.startswith("file://"):
-        return LocalSource(text[len("file://"):], location=text)
+        return LocalSource(text[len("file://"):], location=text, follow_symlinks=follow_symlinks)
     if is_url(text):
         return FsspecSource(text, storage_options)
-    return LocalSource(text)
+    return LocalSource(text, follow_symlinks=follow_symlinks)

@@ -36,7 +36,7 @@ from eval_viewer.backend.records import build_record
 from eval_viewer.backend.scores import decode_scores
 from eval_viewer.backend.skeletons import SkeletonStore
 from eval_viewer.backend.snapshot import PassFiles, Refresher, Snapshot
-from eval_viewer.backend.sources import Source, join, open_source
+from eval_viewer.backend.sources import Source, is_url, join, open_source
 from eval_viewer.errors import LogDirError, NotFoundError, PageError, ScoresError
 from eval_viewer.log_format import EVALUATION_SCORES, SPLIT_VAL, VALIDATION_SCORES, VIEWER_FILE, parse_epoch_dir
 
@@ -46,6 +46,11 @@ logger = logging.getLogger(__name__)
 
 PassLike = Union[PassKey, tuple[str, str, Union[int, None]], tuple[str, str]]
 """A pass named by its key or a plain ``(run, split, step)`` tuple."""
+
+
+def _real(location: str) -> str:
+    """A local location with every link resolved (runs are listed once by their real folder); URLs as they are."""
+    return location if is_url(location) else os.path.realpath(location)
 
 
 def default_cache_dir() -> Path:
@@ -62,7 +67,8 @@ class LogStore:
     ``higher_is_better`` overrides the direction inferred from metric names; ``index_wait_s`` is how long a
     ``datapoint`` call may wait for a background index (0, the app's choice: never; the notebook API waits);
     ``rescan_s`` is how often the listing snapshot is renewed in the background (0: only on :meth:`refresh`);
-    ``storage_options`` go to fsspec for URLs (endpoints and credentials also come from the environment).
+    ``storage_options`` go to fsspec for URLs (endpoints and credentials also come from the environment);
+    ``follow_symlinks`` lets local log dirs follow links that lead outside them (off: such links are not served).
     """
 
     def __init__(
@@ -76,12 +82,14 @@ class LogStore:
         index_wait_s: float = 0.0,
         rescan_s: float = 10.0,
         storage_options: Mapping[str, Any] | None = None,
+        follow_symlinks: bool = False,
     ) -> None:
         if isinstance(log_dirs, (str, os.PathLike)):
             log_dirs = [log_dirs]
         if not log_dirs:
             raise LogDirError("No --log-dir given: pass a run folder or a folder of runs")
-        self._sources: list[Source] = [open_source(raw, storage_options) for raw in log_dirs]
+        self._sources: list[Source] = [open_source(raw, storage_options, follow_symlinks=follow_symlinks)
+                                       for raw in log_dirs]
         self._trust = trust_pickles
         self._cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         try:
@@ -102,9 +110,11 @@ class LogStore:
         self._closed = False
         self._refresher = Refresher(self._sources, rescan_s, on_change=self._snapshot_changed)
         found = self._refresher.snapshot
+        located = [_real(run.location) for run in found.runs.values()]
         for source in self._sources:
-            if not any(run.location == source.url("") or run.location.startswith(source.url("").rstrip("/") + "/")
-                       for run in found.runs.values()):
+            root = _real(source.url(""))
+            if not any(loc == root or loc.startswith(root.rstrip("/") + "/")
+                       for loc in located):  # (a run listed once though named by two log dirs counts for both)
                 self.close()  # the refresher thread is running already: a failed open must not keep it
                 raise LogDirError(
                     f"{source.location}: no run found: expected a run folder (epoch_N/{VALIDATION_SCORES} or "

@@ -66,3 +66,29 @@ def test_no_callback_answers_500_whatever_the_store_raises(reference_log: Path, 
                 assert resp.status_code in (200, 204), (output, value, resp.get_data(as_text=True)[:500])
                 called += 1
         assert called >= 3 * 10
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("127.0.0.1:8050", 200), ("localhost:8050", 200), ("[::1]:8050", 200), ("LOCALHOST", 200),
+    ("viewer.example.org", 200), ("attacker.example:8050", 421), ("127.0.0.1.attacker.example", 421), ("", 421),
+])
+def test_only_the_bound_host_names_are_answered(reference_log: Path, cache_dir: Path, host: str,
+                                                status: int) -> None:
+    from eval_viewer.cli import allowed_hosts
+
+    with LogStore(reference_log, cache_dir=cache_dir, rescan_s=0) as store:
+        app = create_app(store, prefetch=False, rescan_s=0,
+                         allowed_hosts=allowed_hosts("127.0.0.1", ["viewer.example.org"]))
+        resp = app.server.test_client().get("/", headers={"Host": host})
+        assert resp.status_code == status, host
+        layout = app.server.test_client().get("/_dash-layout", headers={"Host": host})
+        assert layout.status_code == status
+
+
+def test_allowed_hosts_follow_the_bind_address() -> None:
+    from eval_viewer.cli import allowed_hosts
+
+    assert "localhost" in allowed_hosts("127.0.0.1") and "::1" in allowed_hosts("::1")
+    assert allowed_hosts("10.0.0.5") == ["10.0.0.5"]
+    assert allowed_hosts("0.0.0.0") is None
+    assert "team.example" in allowed_hosts("0.0.0.0", ["team.example"])
