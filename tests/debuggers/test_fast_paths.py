@@ -13,6 +13,8 @@ import torch.nn as nn
 from eval_viewer.debuggers import AttentionDebugger, GradCAMDebugger, SequentialDebugger
 from eval_viewer.errors import CaptureError
 
+pytestmark = pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")  # torch's own note
+
 
 class Classifier(nn.Module):
     """A padded-sequence classifier on nn.TransformerEncoder: eval + no_grad + padding mask = nested fast path."""
