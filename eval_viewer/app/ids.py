@@ -38,6 +38,26 @@ __all__ = [
     "ATTENTION_ROLE",
     "item_body",
     "graph",
+    "VS_RUN",
+    "VS_PASS",
+    "ALIGN_BY",
+    "COMPARE_BOX",
+    "COMPARE_SELECTION",
+    "COMPARE_CAPTION",
+    "DELTA_FILTER",
+    "CHANGE",
+    "GOOD",
+    "BAD",
+    "DELTA_TABLE",
+    "DELTA_MAP",
+    "SUMMARY_JOB",
+    "SUMMARY_POLL",
+    "SUMMARY_PROGRESS",
+    "SUMMARY_TABLE",
+    "WORST_LIST",
+    "WORST_TYPE",
+    "worst_item",
+    "PAIRED_BODY",
 ]
 
 # State: the URL is the single source of truth; SELECTION mirrors its run/pass/metric part so the overview only
@@ -94,3 +114,34 @@ def item_body(key: Any) -> dict[str, Any]:
 def graph(key: Any, role: str) -> dict[str, Any]:
     """An interactive graph inside the item ``key``; ``role`` says what clicking it means."""
     return {"type": GRAPH_TYPE, "item": key, "role": role}
+
+
+# Comparing two passes (callbacks/compare.py): the "vs" selectors in the header, the compare panel of the overview,
+# and the paired view in the datapoint view.
+VS_RUN = "ev-vs-run"
+VS_PASS = "ev-vs-pass"
+ALIGN_BY = "ev-align-by"
+COMPARE_BOX = "ev-compare"
+COMPARE_SELECTION = "ev-compare-selection"
+"""Mirrors the URL's comparison (both passes, metric, alignment, thresholds, filter) so the panel only re-draws when
+one of those changes."""
+COMPARE_CAPTION = "ev-compare-caption"
+DELTA_FILTER = "ev-delta-filter"
+CHANGE = "ev-threshold-change"
+GOOD = "ev-threshold-good"
+BAD = "ev-threshold-bad"
+DELTA_TABLE = "ev-delta-table"
+DELTA_MAP = "ev-delta-map"
+SUMMARY_JOB = "ev-summary-job"
+SUMMARY_POLL = "ev-summary-poll"
+"""Ticks while the pass-wide layer × head summary is being computed in the background."""
+SUMMARY_PROGRESS = "ev-summary-progress"
+SUMMARY_TABLE = "ev-summary-table"
+WORST_LIST = "ev-worst-list"
+WORST_TYPE = "ev-worst-item"
+PAIRED_BODY = "ev-paired-body"
+
+
+def worst_item(idx: Any, focus: Any) -> dict[str, Any]:
+    """A datapoint in the list of where a layer × head cell diverges most: opens the paired view on ``focus``."""
+    return {"type": WORST_TYPE, "idx": idx, "focus": focus}

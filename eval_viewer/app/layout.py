@@ -13,6 +13,7 @@ import dash_ag_grid as dag
 from dash import dcc, html
 
 from eval_viewer.app import ids
+from eval_viewer.app.compare_layout import compare_panel, compare_selectors, compare_stores, paired_body
 from eval_viewer.app.table_query import BLOCK_ROWS
 
 __all__ = ["make_layout", "panel", "GRID_THEME"]
@@ -64,6 +65,7 @@ def _header() -> html.Header:
                     _selector("Pass", dcc.Dropdown(id=ids.PASS, clearable=False, className="ev-dropdown ev-pass")),
                     _selector("Metric", dcc.Dropdown(id=ids.METRIC, clearable=False,
                                                      className="ev-dropdown ev-metric")),
+                    *compare_selectors(_selector),
                 ],
                 className="ev-selectors",
             ),
@@ -107,6 +109,7 @@ def _overview() -> html.Div:
         id=ids.OVERVIEW_VIEW,
         className="ev-view",
         children=[
+            compare_panel(panel),
             html.Div(
                 [
                     panel("Runs", html.Div([dcc.Loading(html.Div(id=ids.RUNS_TABLE), type="dot", delay_show=150),
@@ -152,7 +155,7 @@ def _datapoint() -> html.Div:
     poll = dcc.Interval(id=ids.INDEX_POLL, interval=500, disabled=True)
     body = dcc.Loading(html.Div(id=ids.DATAPOINT_BODY, className="ev-datapoint-body"), type="dot", delay_show=150,
                        parent_className="ev-loading-body")
-    return html.Div([nav, poll, body], id=ids.DATAPOINT_VIEW, className="ev-view", hidden=True)
+    return html.Div([nav, poll, body, paired_body()], id=ids.DATAPOINT_VIEW, className="ev-view", hidden=True)
 
 
 def make_layout(rescan_s: float = 10.0) -> html.Div:
@@ -162,6 +165,7 @@ def make_layout(rescan_s: float = 10.0) -> html.Div:
         [
             dcc.Location(id=ids.URL, refresh="callback-nav"),
             dcc.Store(id=ids.SELECTION),
+            *compare_stores(),
             dcc.Store(id=ids.LOG_VERSION),
             dcc.Interval(id=ids.RESCAN, interval=max(rescan_s, 1.0) * 1000, disabled=rescan_s <= 0),
             _header(),

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlencode
 
 import numpy as np
 
+from eval_viewer.app.compare_state import CompareState, parse_vs, vs_params
 from eval_viewer.backend import LogStore, PassKey, RunInfo, Scores
 from eval_viewer.errors import NotFoundError
 from eval_viewer.log_format import SPLIT_VAL
@@ -38,6 +39,8 @@ class ViewState:
     step: int | None = None
     metric: str | None = None
     idx: int | None = None
+    vs: CompareState | None = None
+    """The pass compared with this one (``vs_run=...``, :mod:`eval_viewer.app.compare_state`), or None."""
 
     @property
     def pass_key(self) -> PassKey:
@@ -86,7 +89,7 @@ def parse_query(search: str | None) -> ViewState:
     step = epoch if epoch is not None else _int_param(query, "step")
     if split is None and epoch is not None:
         split = SPLIT_VAL  # links from before passes had splits
-    return ViewState(run=run, split=split, step=step, metric=metric, idx=_int_param(query, "idx"))
+    return ViewState(run=run, split=split, step=step, metric=metric, idx=_int_param(query, "idx"), vs=parse_vs(query))
 
 
 def to_query(state: ViewState) -> str:
@@ -94,7 +97,7 @@ def to_query(state: ViewState) -> str:
     written ``epoch`` (what a trainer calls it), any other split's ``step``."""
     step_name = "epoch" if state.split == SPLIT_VAL else "step"
     params = [("run", state.run), ("split", state.split), (step_name, state.step), ("metric", state.metric),
-              ("idx", state.idx)]
+              ("idx", state.idx), *vs_params(state.vs)]
     kept = [(k, str(v)) for k, v in params if v is not None]
     return "?" + urlencode(kept) if kept else ""
 
@@ -131,7 +134,8 @@ def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolv
                 f"Run {run.name!r} has no datapoint {idx} (it has {scores.num_datapoints}, numbered from 0)"
             )
         idx = None
-    return Resolved(ViewState(run=run.name, split=key.split, step=key.step, metric=metric, idx=idx), run, scores)
+    return Resolved(ViewState(run=run.name, split=key.split, step=key.step, metric=metric, idx=idx, vs=state.vs), run,
+                    scores)
 
 
 def _resolve_pass(run: RunInfo, split: str | None, step: int | None, strict: bool) -> PassKey:

@@ -18,7 +18,6 @@ import logging
 import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,14 +196,14 @@ class SummaryJobs:
     """Pass-wide summaries computed once in a background thread, shared by every caller asking for the same pair,
     kept on disk under ``cache_dir/compare`` and reloaded from there after a restart."""
 
-    def __init__(self, store: Any, cache_dir: str | Path | None = None, workers: int = 1) -> None:
+    def __init__(self, store: Any, cache_dir: str | Path | None = None) -> None:
         self._store = store
         base = cache_dir if cache_dir is not None else getattr(store, "cache_dir", None)
         self._dir = Path(base) / "compare" if base is not None else None
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-viewer-compare")
+        self._one_at_a_time = threading.Lock()  # jobs read pages: one at a time keeps the page cache useful
 
     def job_key(self, a: PassKey, b: PassKey, by: str | None) -> str:
         """A hash of both passes' files as listed now, the alignment and the format: the cache file's name."""
@@ -230,7 +229,8 @@ class SummaryJobs:
             job.done = job.total = cached.idx_a.size
             job.finished.set()
             return key
-        self._executor.submit(self._run, job, key, a, b, by)
+        # a daemon thread per job (jobs are rare and long): nothing to shut down when the server stops
+        threading.Thread(target=self._run, args=(job, key, a, b, by), name="eval-viewer-compare", daemon=True).start()
         return key
 
     def status(self, key: str) -> JobStatus | None:
@@ -261,7 +261,8 @@ class SummaryJobs:
 
         try:
             job.total = alignment_for(self._store, a, b, by).size
-            summary = compute_summary(self._store, a, b, by, progress, self._stop)
+            with self._one_at_a_time:
+                summary = compute_summary(self._store, a, b, by, progress, self._stop)
         except ViewerError as exc:
             job.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a background job reports, it never kills the server
@@ -295,6 +296,8 @@ class SummaryJobs:
         except OSError as exc:
             logger.warning("Cannot cache the comparison in %s (%s)", path, exc)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop running jobs (they end at the next datapoint) and wait for them."""
         self._stop.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for job in list(self._jobs.values()):
+            job.finished.wait(timeout)

@@ -37,7 +37,7 @@ def register(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
         A pass whose pages are still being indexed is drawn at once with what there is (the view says so), and
         ``INDEX_POLL`` re-draws it when the index is complete: the request never waits for indexing."""
         state = parse_query(search)
-        if state.idx is None:
+        if state.idx is None or state.vs is not None:  # the overview, or the paired view (callbacks/compare.py)
             return [], True  # the overview is shown; drop the last datapoint so it never flashes before the next one
         resolved = resolve(store, state, strict=True)
         state = resolved.state

@@ -18,6 +18,7 @@ from dash.exceptions import PreventUpdate
 
 from eval_viewer.app import ids
 from eval_viewer.app.boundary import error_box, guarded
+from eval_viewer.app.compare_views import compare_nav, compare_step
 from eval_viewer.app.state import (
     Resolved,
     ViewState,
@@ -111,7 +112,7 @@ def register(app: dash.Dash, store: LogStore) -> None:
             notice, current = error_box(str(err), title="This link does not name a view"), ViewState()
         if trigger in (ids.RUN, ids.PASS, ids.METRIC):
             split, step = (None, None) if trigger == ids.RUN else parse_pass_value(chosen_pass)
-            wanted = ViewState(run=run, split=split, step=step, metric=metric, idx=current.idx)
+            wanted = ViewState(run=run, split=split, step=step, metric=metric, idx=current.idx, vs=current.vs)
             resolved = resolve(store, wanted, strict=False)
             new_search = to_query(resolved.state) if to_query(resolved.state) != (search or "") else no_update
         else:
@@ -152,6 +153,11 @@ def register(app: dash.Dash, store: LogStore) -> None:
         state = resolved.state
         if ctx.triggered_id == ids.BACK:
             return to_query(with_idx(state, None))
+        if state.vs is not None:  # the paired view walks the compare list (its filter, worst regression first)
+            target = compare_step(store, state, forward=ctx.triggered_id == ids.NEXT)
+            if target is None:
+                raise PreventUpdate
+            return to_query(with_idx(state, target))
         where = position(resolved.scores, state.metric, state.idx)
         target = where.prev_idx if ctx.triggered_id == ids.PREV else where.next_idx
         if target is None:
@@ -173,6 +179,8 @@ def register(app: dash.Dash, store: LogStore) -> None:
         if resolved is None or resolved.state.idx is None:
             return False, True, None, True, True
         state = resolved.state
+        if state.vs is not None:
+            return (True, False, *compare_nav(store, state))
         where = position(resolved.scores, state.metric, state.idx)
         label = [
             html.Span(f"#{state.idx}", className="ev-position-idx"),

@@ -1,0 +1,138 @@
+"""Comparing two passes in headless Chromium: two epochs side by side, the full-precision run against its int8 copy.
+
+Oracles are computed here from the files themselves (the scores JSON, the pages read with plain joblib and scipy),
+never from the app's code, so a wrong delta order, a wrong worst head or a wrong datapoint fails.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from selenium.webdriver.support.ui import WebDriverWait
+
+from app_steps import url_state
+from eval_viewer.app import ids
+
+pytestmark = pytest.mark.browser
+
+_LOADING = "return document.querySelectorAll(\"[data-dash-is-loading='true']\").length"
+_CELL = """
+const cell = document.querySelector(arguments[0]);
+return cell ? cell.textContent.trim() : null;
+"""
+
+
+def _miou(example: Path, *parts: str) -> list[float]:
+    values = json.loads(example.joinpath(*parts).read_text())["per_datapoint"]["miou"]
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def _worst_change(a: list[float], b: list[float]) -> int:
+    """Independent oracle: became NaN first, then the largest drop of miou (higher is better); ties by index."""
+    def key(i: int) -> tuple[int, float, int]:
+        if math.isnan(b[i]) and not math.isnan(a[i]):
+            return (0, 0.0, i)
+        if math.isnan(a[i]) or math.isnan(b[i]):
+            return (2, 0.0, i)
+        return (1, b[i] - a[i], i)
+
+    return min(range(len(a)), key=key)
+
+
+def _grid_row(dash_duo, grid: str, row: int, col: str) -> str:  # noqa: ANN001
+    return WebDriverWait(dash_duo.driver, 30, poll_frequency=0.1).until(
+        lambda d: d.execute_script(_CELL, f"#{grid} .ag-row[row-index='{row}'] [col-id='{col}']") or None,
+        f"row {row} of {grid} never showed",
+    )
+
+
+def _click_row(dash_duo, grid: str, row: int) -> None:  # noqa: ANN001
+    dash_duo.find_element(f"#{grid} .ag-center-cols-container .ag-row[row-index='{row}'] .ag-cell").click()
+
+
+def _wait_paired(dash_duo, idx: int | str) -> None:  # noqa: ANN001
+    dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"#{idx}", timeout=20)
+    dash_duo.wait_for_element(f"#{ids.PAIRED_BODY} .ev-paired-card", timeout=20)
+    WebDriverWait(dash_duo.driver, 20, poll_frequency=0.1).until(lambda d: d.execute_script(_LOADING) == 0)
+
+
+def test_two_epochs_side_by_side_with_difference_maps(dash_duo, serve, example_dir: Path) -> None:
+    serve([example_dir], query="?run=trainer_run&split=val&epoch=4&metric=miou")
+    dash_duo.select_dcc_dropdown(f"#{ids.VS_RUN}", value="trainer_run")  # its default pass: the latest epoch, 9
+    dash_duo.wait_for_contains_text(f"#{ids.COMPARE_CAPTION}", "matched", timeout=20)
+    assert url_state(dash_duo)["vs_run"] == "trainer_run"
+    worst = _worst_change(_miou(example_dir, "trainer_run", "epoch_4", "validation_scores.json"),
+                          _miou(example_dir, "trainer_run", "epoch_9", "validation_scores.json"))
+    assert int(_grid_row(dash_duo, ids.DELTA_TABLE, 0, "idx")) == worst
+    _click_row(dash_duo, ids.DELTA_TABLE, 0)
+    _wait_paired(dash_duo, worst)
+    state = url_state(dash_duo)
+    assert (state["idx"], state["vs_split"], state["vs_epoch"]) == (str(worst), "val", "9")
+    cards = dash_duo.find_elements(f"#{ids.PAIRED_BODY} .ev-paired-card")
+    assert {c.get_attribute("data-debugger") for c in cards} >= {"attention", "gradcam", "encoder_features"}
+    assert dash_duo.find_elements(f"#{ids.PAIRED_BODY} .ev-paired-card .ev-diff-image")
+    assert len(dash_duo.find_elements(f"#{ids.PAIRED_BODY} .ev-twin-a")) == len(
+        dash_duo.find_elements(f"#{ids.PAIRED_BODY} .ev-twin-b"))
+    assert "Δ (b − a)" in dash_duo.find_element(f"#{ids.PAIRED_BODY} .ev-delta-table").text
+    assert dash_duo.get_logs() == []
+
+
+def _attention_oracle(example: Path) -> tuple[int, int]:
+    """The head with the highest mean JSD between the two runs, and the datapoint where it is highest (scipy)."""
+    pages = [joblib.load(example / run / "debugger" / "page_0.pkl") for run in ("evaluator_run", "quantized_run")]
+    per = np.array([[(jensenshannon(pages[0][i]["attention"]["attention"]["weights"][h].astype(np.float64),
+                                    pages[1][i]["attention"]["attention"]["weights"][h].astype(np.float64),
+                                    base=2, axis=-1) ** 2).mean()
+                     for h in range(2)] for i in sorted(pages[0])])
+    head = int(np.argmax(per.mean(0)))
+    return head, int(np.argmax(per[:, head]))
+
+
+def test_quantized_run_layer_table_fills_and_opens_the_worst_datapoint(dash_duo, serve, example_dir: Path) -> None:
+    serve([example_dir], query="?run=evaluator_run&split=test&metric=miou")
+    dash_duo.select_dcc_dropdown(f"#{ids.VS_RUN}", value="quantized_run")
+    dash_duo.wait_for_element(f"#{ids.SUMMARY_PROGRESS} .ev-progress", timeout=20)  # the bar shows while it runs
+    n = len(_miou(example_dir, "evaluator_run", "evaluation_scores.json"))
+    dash_duo.wait_for_contains_text(f"#{ids.SUMMARY_PROGRESS}", f"{n} / {n} datapoints", timeout=120)
+    head, worst = _attention_oracle(example_dir)
+    assert _grid_row(dash_duo, ids.SUMMARY_TABLE, 0, "layer") == "attention/attention"
+    assert _grid_row(dash_duo, ids.SUMMARY_TABLE, 0, "head") == str(head)
+    _click_row(dash_duo, ids.SUMMARY_TABLE, 0)
+    first = dash_duo.wait_for_element(f"#{ids.WORST_LIST} .ev-worst-button", timeout=20)
+    assert first.text.startswith(f"#{worst} ")
+    first.click()
+    _wait_paired(dash_duo, worst)
+    top = dash_duo.find_element(f"#{ids.PAIRED_BODY} .ev-paired-card")
+    assert top.get_attribute("data-debugger") == "attention" and "ev-card-focus" in top.get_attribute("class")
+    assert "JSD (bits)" in top.text
+    assert url_state(dash_duo)["focus"] == '["debug","attention","attention"]'
+    assert dash_duo.get_logs() == []
+
+
+def test_a_shared_link_reopens_the_paired_view_and_arrows_walk_the_list(dash_duo, serve, example_dir: Path) -> None:
+    a = _miou(example_dir, "trainer_run", "epoch_4", "validation_scores.json")
+    b = _miou(example_dir, "trainer_run", "epoch_9", "validation_scores.json")
+
+    def gain(i: int) -> float:
+        return math.inf if math.isnan(a[i]) and not math.isnan(b[i]) else b[i] - a[i]
+
+    improved = sorted((i for i in range(len(a)) if gain(i) > 0), key=lambda i: (-gain(i), i))  # biggest first
+    assert len(improved) >= 2
+    query = (f"?run=trainer_run&split=val&epoch=4&metric=miou&idx={improved[0]}"
+             "&vs_run=trainer_run&vs_split=val&vs_epoch=9&filter=improved&change=0")
+    serve([example_dir], query=query)
+    _wait_paired(dash_duo, improved[0])
+    assert dash_duo.find_element(f"#{ids.VS_RUN}").text.strip().startswith("trainer_run")
+    dash_duo.wait_for_contains_text(f"#{ids.POSITION}", f"improved 1 of {len(improved)}", timeout=10)
+    dash_duo.find_element(f"#{ids.NEXT}").click()
+    _wait_paired(dash_duo, improved[1])
+    assert url_state(dash_duo)["idx"] == str(improved[1]) and url_state(dash_duo)["filter"] == "improved"
+    dash_duo.find_element(f"#{ids.PREV}").click()
+    _wait_paired(dash_duo, improved[0])
+    assert dash_duo.get_logs() == []
