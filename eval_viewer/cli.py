@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rescan", type=float, default=10.0, metavar="SECONDS",
                         help="list the logs again this often, in the background, so new runs and passes appear "
                         "while the page is open (default 10; 0: never)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="serve with gunicorn: N processes of 4 threads each, sharing the caches on disk (for a "
+                        "group; default 0: the built-in single-process server)")
     parser.add_argument("--open", action="store_true", help="open the viewer in the default web browser")
     parser.add_argument("--debug", action="store_true",
                         help="Dash dev tools (callback graph, errors in the page) and debug logging")
@@ -119,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     if not 0 < args.port < 65536:
         return _fail(f"--port must be between 1 and 65535, got {args.port}")
+    if not 0 <= args.workers <= 64:
+        return _fail(f"--workers must be between 0 and 64, got {args.workers}")
 
     from eval_viewer.app import create_app  # imported here so --help stays fast
     from eval_viewer.backend import LogStore
@@ -148,6 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hosts is None:
         log.warning("Bound to %s without --allow-host: any Host name is answered (DNS rebinding is not blocked)",
                     args.host)
+    if args.workers > 0:
+        store.close()  # checked the logs; each worker opens its own store after the fork
+        from eval_viewer.wsgi import serve
+
+        serve({"log_dirs": args.log_dir, "allowed_hosts": hosts, "rescan_s": args.rescan,
+               "trust_pickles": args.trust_pickles, "cache_dir": args.cache_dir, "cache_bytes": args.cache_mb * 2**20,
+               "storage_options": args.storage_options, "follow_symlinks": args.follow_symlinks},
+              host=args.host, port=args.port, workers=args.workers)
+        return 0
     app = create_app(store, rescan_s=args.rescan, allowed_hosts=hosts)
     try:
         app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=False)
