@@ -17,6 +17,7 @@ from eval_viewer.backend.compare import (
     CompareError,
     Thresholds,
     align,
+    attention_metrics,
     attention_weights,
     common_failures,
     compare_items,
@@ -91,6 +92,21 @@ def test_sqnr_cosine_relative_error_on_known_arrays() -> None:
     assert sqnr_db(x, x + noise) == pytest.approx(10 * np.log10((x ** 2).sum() / (noise ** 2).sum()))
     with pytest.raises(ValueError, match="shapes differ"):
         sqnr_db(a, np.ones(3))
+
+
+def test_attention_metrics_per_head_equal_scipy_row_by_row() -> None:
+    wa, wb = RNG.random((3, 7, 11)) ** 3, RNG.random((3, 7, 11)) ** 3
+    wb[1, 2] = np.eye(11)[4]  # a one-hot row
+    wa[2, 0] = 0.0  # nothing captured for one query in pass a: that query is left out of every mean
+    m = attention_metrics(wa.astype(np.float32), wb.astype(np.float32), k=3)
+    for h in range(3):
+        rows = [r for r in range(7) if wa[h, r].sum() > 0]
+        jsd = [jensenshannon(wa[h, r], wb[h, r], base=2) ** 2 for r in rows]
+        assert m["jsd"][h] == pytest.approx(np.mean(jsd), abs=1e-5)
+        assert m["jsd_max"][h] == pytest.approx(np.max(jsd), abs=1e-5)
+        assert m["entropy_a"][h] == pytest.approx(np.mean([scipy_entropy(wa[h, r], base=2) for r in rows]), abs=1e-5)
+        assert m["entropy_b"][h] == pytest.approx(np.mean([scipy_entropy(wb[h, r], base=2) for r in rows]), abs=1e-5)
+        assert m["topk_b"][h] == pytest.approx(np.mean(top_k_mass(wb[h, rows], 3)), abs=1e-5)
 
 
 # -------------------------------------------------------------------------------------------------- alignment, deltas
