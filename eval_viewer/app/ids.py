@@ -27,6 +27,7 @@ __all__ = [
     "SCORE_MAP",
     "TABLE",
     "TABLE_CAPTION",
+    "TABLE_MODEL",
     "PREV",
     "NEXT",
     "BACK",
@@ -87,6 +88,8 @@ DISTRIBUTION = "ev-distribution"
 SCORE_MAP = "ev-score-map"
 TABLE = "ev-table"
 TABLE_CAPTION = "ev-table-caption"
+TABLE_MODEL = "ev-table-model"
+"""The failure table's current ``{"sortModel", "filterModel"}`` (from its last block request): ← → walk its rows."""
 
 # Datapoint view.
 PREV = "ev-prev"

@@ -166,6 +166,7 @@ def make_layout(rescan_s: float = 10.0) -> html.Div:
             dcc.Location(id=ids.URL, refresh="callback-nav"),
             dcc.Store(id=ids.SELECTION),
             *compare_stores(),
+            dcc.Store(id=ids.TABLE_MODEL),
             dcc.Store(id=ids.LOG_VERSION),
             dcc.Interval(id=ids.RESCAN, interval=max(rescan_s, 1.0) * 1000, disabled=rescan_s <= 0),
             _header(),

@@ -15,6 +15,7 @@ of those names and never carries a filesystem path.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, urlencode
 
@@ -26,7 +27,7 @@ from eval_viewer.errors import NotFoundError
 from eval_viewer.log_format import SPLIT_VAL
 
 __all__ = ["ViewState", "Resolved", "Position", "parse_query", "to_query", "resolve", "position", "with_idx",
-           "pass_value", "parse_pass_value"]
+           "pass_value", "parse_pass_value", "default_run"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Position:
     total: int
     prev_idx: int | None
     next_idx: int | None
+    in_table: bool = False
+    """The order is the failure table's current filter and sort (not the metric's ranking)."""
 
 
 def _int_param(query: dict[str, list[str]], name: str) -> int | None:
@@ -105,20 +108,20 @@ def to_query(state: ViewState) -> str:
 def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolved:
     """Fill in what ``state`` leaves open and check the rest against the store.
 
-    Defaults: the first run, its default pass (latest validated epoch, else its test pass), the first metric, no
-    datapoint. With ``strict`` a named run, pass, metric or datapoint that does not exist raises
-    :class:`NotFoundError` (a stale shared link should say so, not show something else) and nothing of the state is
-    applied; without it they fall back to the defaults, which is what switching runs or passes wants.
+    Defaults: the most recently written trainer run (:func:`default_run`), its default pass (latest validated
+    epoch, else its test pass), the first metric, no datapoint. With ``strict`` a named run, pass, metric or
+    datapoint that does not exist raises :class:`NotFoundError` (a stale shared link should say so, not show
+    something else) and nothing of the state is applied; without it they fall back to the defaults, which is what switching runs or passes wants.
     """
     runs = store.runs()
     if not runs:
         raise NotFoundError("No runs found in the log directories")
     if state.run is None:
-        run = runs[0]
+        run = default_run(store, runs)
     elif strict or state.run in {r.name for r in runs}:
         run = store.run(state.run)
     else:
-        run = runs[0]
+        run = default_run(store, runs)
     key = _resolve_pass(run, state.split, state.step, strict)
     scores = store.scores(key)
     metric = state.metric
@@ -136,6 +139,26 @@ def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolv
         idx = None
     return Resolved(ViewState(run=run.name, split=key.split, step=key.step, metric=metric, idx=idx, vs=state.vs), run,
                     scores)
+
+
+_LOCAL_VERSION = re.compile(r"^\d+:(\d+)$")
+
+
+def default_run(store: LogStore, runs: tuple[RunInfo, ...]) -> RunInfo:
+    """The run the app opens on: the trainer run whose latest validated epoch was written last (what a user is
+    training now), else the first run. A scores file's write time is known for local logs (remote listings carry an
+    ETag, not a time: there the first trainer run, alphabetically, is taken)."""
+    trainers = [run for run in runs if any(p.split == SPLIT_VAL and p.has_scores for p in run.passes)]
+    if not trainers:
+        return runs[0]
+
+    def written(run: RunInfo) -> int:
+        files = store.snapshot.files.get(run.default_pass.key)
+        stat = files.scores_stat if files is not None else None
+        match = _LOCAL_VERSION.match(stat.version) if stat is not None else None
+        return int(match.group(1)) if match else 0
+
+    return max(trainers, key=written)  # max keeps the first of equals: alphabetical among unknown times
 
 
 def _resolve_pass(run: RunInfo, split: str | None, step: int | None, strict: bool) -> PassKey:

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, ctx
+from dash import Input, Output, State, ctx
 from dash.exceptions import PreventUpdate
 
 from eval_viewer.app import ids
 from eval_viewer.app.boundary import guarded
 from eval_viewer.app.rendered import RenderedViews
-from eval_viewer.app.state import parse_query, position, resolve, with_idx
+from eval_viewer.app.callbacks.table import table_position
+from eval_viewer.app.state import parse_query, resolve, with_idx
 from eval_viewer.backend import LogStore
 
 __all__ = ["register"]
@@ -29,9 +30,10 @@ def register(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
         Output(ids.INDEX_POLL, "disabled"),
         Input(ids.URL, "search"),
         Input(ids.INDEX_POLL, "n_intervals"),
+        State(ids.TABLE_MODEL, "data"),
     )
     @guarded(lambda box: (box, True))
-    def render(search: str | None, _polls: int | None) -> Any:
+    def render(search: str | None, _polls: int | None, model: dict[str, Any] | None) -> Any:
         """Strict: a link naming a datapoint that does not exist says so here instead of showing another one.
 
         A pass whose pages are still being indexed is drawn at once with what there is (the view says so), and
@@ -46,6 +48,6 @@ def register(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
         if ctx.triggered_id == ids.INDEX_POLL and indexing:
             raise PreventUpdate  # nothing new yet: keep what is shown, ask again at the next tick
         view = views.get(state)
-        where = position(resolved.scores, state.metric, state.idx)
+        where = table_position(store, resolved, model)
         views.prefetch(with_idx(state, i) for i in (where.next_idx, where.prev_idx) if i is not None)
         return view, not indexing

@@ -10,6 +10,7 @@ brings the selectors along.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import dash
@@ -19,13 +20,14 @@ from dash.exceptions import PreventUpdate
 from eval_viewer.app import ids
 from eval_viewer.app.boundary import error_box, guarded
 from eval_viewer.app.compare_views import compare_nav, compare_step
+from eval_viewer.app.callbacks.table import table_position
+from eval_viewer.app.carry import carry_datapoint
 from eval_viewer.app.state import (
     Resolved,
     ViewState,
     parse_pass_value,
     parse_query,
     pass_value,
-    position,
     resolve,
     to_query,
     with_idx,
@@ -107,20 +109,27 @@ def register(app: dash.Dash, store: LogStore) -> None:
         new_search: Any = no_update
         trigger = ctx.triggered_id
         try:
-            current = parse_query(search)
+            current: ViewState | None = parse_query(search)
         except ViewerError as err:
-            notice, current = error_box(str(err), title="This link does not name a view"), ViewState()
-        if trigger in (ids.RUN, ids.PASS, ids.METRIC):
+            notice, current = _bad_link(err), None
+        if trigger in (ids.RUN, ids.PASS, ids.METRIC) and current is not None:
             split, step = (None, None) if trigger == ids.RUN else parse_pass_value(chosen_pass)
             wanted = ViewState(run=run, split=split, step=step, metric=metric, idx=current.idx, vs=current.vs)
             resolved = resolve(store, wanted, strict=False)
+            if trigger != ids.METRIC and current.idx is not None:
+                resolved, notice = _carry(store, current, resolved)
             new_search = to_query(resolved.state) if to_query(resolved.state) != (search or "") else no_update
         else:
             try:
+                if current is None:
+                    raise ViewerError("unreadable link")  # already reported; fall through to the defaults
                 resolved = resolve(store, current, strict=True)
             except ViewerError as err:
-                notice = error_box(str(err), title="This link does not name a view")
-                resolved = resolve(store, current, strict=False)
+                # A link that names something not there is ignored as a whole (a metric that is not there must not
+                # leave its run and datapoint half applied): the defaults open, and the URL says so too.
+                notice = notice or _bad_link(err)
+                resolved = resolve(store, ViewState(), strict=False)
+                new_search = to_query(resolved.state)
         state = resolved.state
         options = pass_options(resolved.run)
         new_selection = selection_of(state)
@@ -143,10 +152,13 @@ def register(app: dash.Dash, store: LogStore) -> None:
         Input(ids.NEXT, "n_clicks"),
         Input(ids.BACK, "n_clicks"),
         State(ids.URL, "search"),
+        State(ids.TABLE_MODEL, "data"),
         prevent_initial_call=True,
     )
-    def step(_prev: int | None, _next: int | None, _back: int | None, search: str | None) -> str:
-        """← / → move along the worst-first ranking of the chosen metric; "Overview" drops the datapoint."""
+    def step(_prev: int | None, _next: int | None, _back: int | None, search: str | None,
+             model: dict[str, Any] | None) -> str:
+        """← / → move along the rows the failure table shows (its filter and sort; the worst-first ranking of the
+        chosen metric when it has none); "Overview" drops the datapoint."""
         resolved = _lenient(store, search)
         if resolved is None or resolved.state.idx is None:
             raise PreventUpdate
@@ -158,7 +170,7 @@ def register(app: dash.Dash, store: LogStore) -> None:
             if target is None:
                 raise PreventUpdate
             return to_query(with_idx(state, target))
-        where = position(resolved.scores, state.metric, state.idx)
+        where = table_position(store, resolved, model)
         target = where.prev_idx if ctx.triggered_id == ids.PREV else where.next_idx
         if target is None:
             raise PreventUpdate
@@ -171,9 +183,10 @@ def register(app: dash.Dash, store: LogStore) -> None:
         Output(ids.PREV, "disabled"),
         Output(ids.NEXT, "disabled"),
         Input(ids.URL, "search"),
+        State(ids.TABLE_MODEL, "data"),
     )
     @guarded(lambda box: (False, True, box, True, True))
-    def show(search: str | None) -> tuple[Any, ...]:
+    def show(search: str | None, model: dict[str, Any] | None) -> tuple[Any, ...]:
         """The datapoint view when the URL names a datapoint that exists, else the overview."""
         resolved = _lenient(store, search)
         if resolved is None or resolved.state.idx is None:
@@ -181,14 +194,41 @@ def register(app: dash.Dash, store: LogStore) -> None:
         state = resolved.state
         if state.vs is not None:
             return (True, False, *compare_nav(store, state))
-        where = position(resolved.scores, state.metric, state.idx)
-        label = [
-            html.Span(f"#{state.idx}", className="ev-position-idx"),
-            html.Span(f"rank {where.rank} of {where.total}", className="ev-position-rank"),
-            html.Span(f"by {state.metric}, worst first" if state.metric else "in index order",
-                      className="ev-position-by"),
-        ]
+        where = table_position(store, resolved, model)
+        if where.in_table:
+            label = [
+                html.Span(f"#{state.idx}", className="ev-position-idx"),
+                html.Span(f"row {where.rank} of {where.total}", className="ev-position-rank"),
+                html.Span("in the table's filter and sort", className="ev-position-by"),
+            ]
+        else:
+            label = [
+                html.Span(f"#{state.idx}", className="ev-position-idx"),
+                html.Span(f"rank {where.rank} of {where.total}", className="ev-position-rank"),
+                html.Span(f"by {state.metric}, worst first" if state.metric else "in index order",
+                          className="ev-position-by"),
+            ]
         return True, False, label, where.prev_idx is None, where.next_idx is None
+
+
+def _bad_link(err: ViewerError) -> Any:
+    return error_box(f"{err}. The whole link was ignored; this is the default view.",
+                     title="This link does not name a view")
+
+
+def _carry(store: LogStore, current: ViewState, resolved: Resolved) -> tuple[Resolved, Any]:
+    """``resolved`` (the run or pass switched to) showing the datapoint of ``current`` only when it is the same one
+    (:func:`~eval_viewer.app.carry.carry_datapoint`), and the note saying what happened otherwise."""
+    try:
+        before = resolve(store, current, strict=True).state
+    except ViewerError:
+        return replace(resolved, state=with_idx(resolved.state, None)), None
+    carried = carry_datapoint(store, before, with_idx(resolved.state, None))
+    note = html.Div([html.Div("Not the same datapoint" if carried.idx is None else "Same datapoint, another index",
+                              className="ev-warning-title"),
+                     html.Div(carried.note, className="ev-warning-message")],
+                    className="ev-warning ev-carry-note", role="status") if carried.note else None
+    return replace(resolved, state=with_idx(resolved.state, carried.idx)), note
 
 
 def _lenient(store: LogStore, search: str | None) -> Resolved | None:

@@ -7,11 +7,15 @@ so a 100,000-datapoint epoch costs what a 100-datapoint one does. The default or
 ranking of the chosen metric (NaN worst) with a ``rank`` column; any column sorts and filters. The columns behind the
 blocks are built once per selection (:mod:`eval_viewer.app.failure_table`). When the selection changes, a clientside
 callback (``assets/table.js``) empties the grid's block cache so it asks again. Clicking a row opens its datapoint.
+
+The grid's sort and filter model of its last request is kept in ``TABLE_MODEL``, so ← and → walk the rows the table
+shows, in its order (:func:`table_position`), not the bare ranking.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,12 +27,12 @@ from dash.exceptions import PreventUpdate
 from eval_viewer.app import ids
 from eval_viewer.app.boundary import guarded
 from eval_viewer.app.failure_table import TableCache, is_number_column, meta_field, metric_field
-from eval_viewer.app.state import ViewState, parse_query, resolve, to_query, with_idx
+from eval_viewer.app.state import Position, Resolved, ViewState, parse_query, position, resolve, to_query, with_idx
 from eval_viewer.app.table_query import BLOCK_ROWS, query, row_dicts
 from eval_viewer.backend import LogStore, Scores
 from eval_viewer.errors import ViewerError
 
-__all__ = ["register", "table_columns", "table_caption"]
+__all__ = ["register", "table_columns", "table_caption", "tables_for", "table_model", "table_position"]
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +98,48 @@ def table_caption(scores: Scores, metric: str | None, meta: Mapping[str, Sequenc
     ]
 
 
+_TABLES: weakref.WeakKeyDictionary[LogStore, TableCache] = weakref.WeakKeyDictionary()
+
+
+def tables_for(store: LogStore) -> TableCache:
+    """The one table cache of ``store``, shared by the table's callbacks and the arrows' (one build per selection)."""
+    tables = _TABLES.get(store)
+    if tables is None:
+        tables = _TABLES[store] = TableCache(store)
+    return tables
+
+
+def table_model(request: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The part of a block request that decides which rows show in which order; None when it is the default (no
+    filter, the ranking's order)."""
+    if not request:
+        return None
+    sort = [{"colId": entry.get("colId"), "sort": entry.get("sort")} for entry in request.get("sortModel") or []]
+    filters = dict(request.get("filterModel") or {})
+    if not filters and sort in ([], [{"colId": "rank", "sort": "asc"}]):
+        return None
+    return {"sortModel": sort, "filterModel": filters}
+
+
+def table_position(store: LogStore, resolved: Resolved, model: Mapping[str, Any] | None) -> Position:
+    """Where the resolved datapoint sits among the rows the table shows (its filter and sort, ``model``), and its
+    neighbours there; the metric's ranking when the table has no filter or sort, or does not show this datapoint
+    (opened from the score map or a link outside the filter)."""
+    state = resolved.state
+    assert state.idx is not None
+    if model:
+        loaded = tables_for(store).get(state)
+        order = query(loaded.table, 0, loaded.table.num_rows, model.get("sortModel"), model.get("filterModel")).rows
+        where = np.flatnonzero(order == state.idx)
+        if where.size:
+            pos = int(where[0])
+            return Position(rank=pos + 1, total=len(order), prev_idx=int(order[pos - 1]) if pos > 0 else None,
+                            next_idx=int(order[pos + 1]) if pos + 1 < len(order) else None, in_table=True)
+    return position(resolved.scores, state.metric, state.idx)
+
+
 def register(app: dash.Dash, store: LogStore) -> None:
-    tables = TableCache(store)
+    tables = tables_for(store)
 
     @app.callback(
         Output(ids.TABLE, "columnDefs"),
@@ -123,11 +167,13 @@ def register(app: dash.Dash, store: LogStore) -> None:
     @app.callback(
         Output(ids.TABLE, "getRowsResponse"),
         Output(ids.TABLE_CAPTION, "children"),
+        Output(ids.TABLE_MODEL, "data"),
         Input(ids.TABLE, "getRowsRequest"),
         State(ids.URL, "search"),
+        State(ids.TABLE_MODEL, "data"),
     )
-    @guarded(lambda box: ({"rowData": [], "rowCount": 0}, box))
-    def rows(request: dict[str, Any] | None, search: str | None) -> tuple[Any, Any]:
+    @guarded(lambda box: ({"rowData": [], "rowCount": 0}, box, no_update))
+    def rows(request: dict[str, Any] | None, search: str | None, known: dict[str, Any] | None) -> tuple[Any, ...]:
         """One block of rows under the grid's sort and filter, and the caption with how many rows match.
 
         Every request gets an answer (an error answers with no rows): the grid asks for one block at a time, so a
@@ -147,7 +193,9 @@ def register(app: dash.Dash, store: LogStore) -> None:
         log.debug("table rows %d-%d of %d (sort %s, filters %s)", start, start + len(block.rows), block.count,
                   request.get("sortModel"), request.get("filterModel"))
         response = {"rowData": row_dicts(loaded.table, block.rows), "rowCount": block.count}
-        return response, table_caption(loaded.scores, loaded.metric, loaded.meta, block.count)
+        model = table_model(request)
+        return (response, table_caption(loaded.scores, loaded.metric, loaded.meta, block.count),
+                model if model != known else no_update)
 
     @app.callback(
         Output(ids.URL, "search", allow_duplicate=True),
