@@ -10,13 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import pytest
 import torch
+from transformers import BertConfig, BertModel, ViTConfig, ViTModel  # the dev extra: these tests never skip
 
 from eval_viewer.debuggers import AttentionDebugger, SequentialDebugger
-
-transformers = pytest.importorskip("transformers")
-from transformers import BertConfig, BertModel, ViTConfig, ViTModel  # noqa: E402
 
 
 def _pair(cls: type, config_cls: type, **config: Any) -> tuple[torch.nn.Module, torch.nn.Module]:

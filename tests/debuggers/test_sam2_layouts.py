@@ -16,13 +16,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from transformers import Sam2HieraDetConfig, Sam2HieraDetModel, Sam2MaskDecoderConfig  # dev extra: never skipped
+from transformers.models.sam2.modeling_sam2 import Sam2MaskDecoder
 
 from eval_viewer.debuggers import AttentionDebugger, FeatureMapDebugger, SequentialDebugger
 from eval_viewer.errors import CaptureError
-
-transformers = pytest.importorskip("transformers")
-from transformers import Sam2HieraDetConfig, Sam2HieraDetModel, Sam2MaskDecoderConfig  # noqa: E402
-from transformers.models.sam2.modeling_sam2 import Sam2MaskDecoder  # noqa: E402
 
 IDX = [7, 3]  # dataset indices of the batch, deliberately not 0, 1
 
