@@ -67,9 +67,10 @@ class SequentialDebugger(BaseDebugger):
     loop waits only while this many bytes wait for the writer; ``rank``: the process rank under multi-process
     evaluation (rank-sharded page and index names), None for one process, in which case it is taken from
     ``torch.distributed`` when a process group of more than one process is initialised by the time capture starts
-    (two processes writing one folder under one rank is refused, see :mod:`.claims`); ``staging_dir``: parent folder for pages
-    staged before ``save_all`` names the epoch's folder (default: the system temp folder; choose one on a real disk
-    if that is a RAM disk).
+    (two processes writing one folder under one rank is refused, see :mod:`.claims`); ``staging_dir``: the folder
+    (the run's) that holds ``.eval_viewer_staging/``, where pages wait before ``save_all`` names the epoch's folder
+    (default: the run of the last ``save_all``, else the current directory; see :mod:`.staging`: a crash leaves
+    them readable there).
     """
 
     def __init__(

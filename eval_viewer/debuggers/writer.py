@@ -25,7 +25,6 @@ import logging
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from eval_viewer import log_format as lf
+from eval_viewer.debuggers import staging
 from eval_viewer.debuggers.batching import nbytes
 from eval_viewer.debuggers.claims import claim_folder
 from eval_viewer.debuggers.files import atomic_dump, move_atomic
@@ -85,12 +85,12 @@ class _Epoch:
         self.duplicates = 0
 
     def spill_dir(self) -> Path:
-        """Where full pages go before the end of the epoch: the output folder, else a lazily made staging folder."""
+        """Where full pages go before the end of the epoch: the output folder, else a lazily made staging folder
+        beside the log (:mod:`.staging`)."""
         if self.output_dir is not None:
             return self.output_dir
         if self.staging is None:
-            self.staging = Path(tempfile.mkdtemp(prefix="eval_viewer_staging_", dir=self.staging_root))
-            logger.info("Debug pages are staged in %s until save_all names the epoch's folder", self.staging)
+            self.staging = staging.new_staging_folder(self.staging_root or Path.cwd())
         return self.staging
 
 
@@ -122,6 +122,9 @@ class PageWriter:
         self._cond = threading.Condition()
         self._queued_bytes = 0
         self._epoch: _Epoch | None = None
+        self._last_target: Path | None = None
+        """The folder of the last finished epoch: its run holds the next epoch's staging folder."""
+        self._recovered: set[Path] = set()
         self._pages = 0
         self._bytes_written = 0
         self._write_s = 0.0
@@ -156,8 +159,15 @@ class PageWriter:
             self.discard()
         target = Path(output_dir) if output_dir is not None else None
         if target is not None:
-            target.mkdir(parents=True, exist_ok=True)
-        self._epoch = _Epoch(target, self.staging_root)
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CaptureError(f"could not create the debug folder {target}: {exc.strerror or exc}") from exc
+        root = staging.staging_root(self.staging_root, self._last_target)
+        if root not in self._recovered:  # once per staging root: report what a crashed run left there
+            self._recovered.add(root)
+            staging.recover(root)
+        self._epoch = _Epoch(target, root)
 
     def submit(self, work: Callable[[], Iterable[Record]], size: int) -> float:
         """Queue ``work`` (run on the writer thread, yielding records) holding ``size`` bytes; returns the stall.
@@ -318,6 +328,7 @@ class PageWriter:
         if folder != epoch.staging and folder not in epoch.claimed:
             claim_folder(folder, self.rank)
             epoch.claimed.add(folder)
+            staging.clean_temp_files(folder, self.rank)  # ours to clean now: no live process writes this rank here
 
     def _write_index(self, epoch: _Epoch, folder: Path) -> None:
         payload = {
@@ -354,6 +365,11 @@ class PageWriter:
         self._remove_stale_pages(target, set(epoch.paths))
         if epoch.staging is not None:
             shutil.rmtree(epoch.staging, ignore_errors=True)
+            try:
+                epoch.staging.parent.rmdir()  # .eval_viewer_staging, once no capture stages there
+            except OSError:
+                pass
+        self._last_target = target
         if epoch.duplicates:
             logger.warning("%d repeated datapoint captures were skipped in %s", epoch.duplicates, target)
         return [epoch.paths[name] for name in epoch.paths]
@@ -372,3 +388,7 @@ class PageWriter:
             logger.warning("Discarding the unsaved capture of %d datapoints (save_all was not called)", unsaved)
         if epoch.staging is not None:
             shutil.rmtree(epoch.staging, ignore_errors=True)
+            try:
+                epoch.staging.parent.rmdir()
+            except OSError:
+                pass

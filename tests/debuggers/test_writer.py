@@ -94,7 +94,8 @@ def test_staged_pages_move_into_the_folder_given_at_finish(writer: PageWriter, t
         w.begin(None)
         feed(w, [records(range(10))])
         deadline = time.monotonic() + 10
-        while len(list(staging.glob("*/page_*.pkl"))) < 3:  # full pages spill to staging before the folder is known
+        # full pages spill to staging (beside the log, in .eval_viewer_staging) before the folder is known
+        while len(list(staging.glob(".eval_viewer_staging/*/page_*.pkl"))) < 3:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         target = tmp_path / "epoch_3" / "debugger"
