@@ -121,3 +121,52 @@ def test_gradients_debugger_gives_each_datapoint_its_own_gradient() -> None:
     with pytest.raises(CaptureError, match="one loss per datapoint"):
         GradientsDebugger("act", loss_fn=lambda o, y: F.cross_entropy(o, y))({"inputs": {"image": x}, "labels": labels},
                                                                              model)
+
+
+def _one_at_a_time(model: nn.Module, inputs: torch.Tensor, targets: list[int], **options: object) -> torch.Tensor:
+    """The oracle: GradCAM of each datapoint alone, with its class as the scalar target_class."""
+    maps = [GradCAMDebugger(target_class=t, **options)({"inputs": inputs[i:i + 1]}, model)["gradcam"][0]  # type: ignore[arg-type]
+            for i, t in enumerate(targets)]
+    return torch.stack(maps)
+
+
+@pytest.mark.parametrize("form", ["list", "tensor", "labels", "prediction"])
+def test_per_datapoint_targets_equal_gradcam_of_each_datapoint_alone(form: str) -> None:
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    inputs, labels = torch.randn(4, 3, 9, 7), torch.tensor([3, 0, 4, 3])
+    with torch.no_grad():
+        predicted = model(inputs).argmax(dim=1).tolist()
+    target = {"list": labels.tolist(), "tensor": labels, "labels": lambda d, outputs: d["labels"],
+              "prediction": lambda d, outputs: outputs.argmax(dim=1)}[form]
+    expected_classes = predicted if form == "prediction" else labels.tolist()
+    if form != "prediction":
+        assert expected_classes != predicted  # the labels are not simply the prediction
+    with torch.no_grad():
+        result = GradCAMDebugger("2", target_class=target)({"inputs": inputs, "labels": labels}, model)
+        oracle = _one_at_a_time(model, inputs, expected_classes, target_layer="2")
+    assert result["target_class"].tolist() == expected_classes
+    torch.testing.assert_close(result["gradcam"], oracle, rtol=1e-5, atol=1e-6)
+    assert len({tuple(result["gradcam"][i].flatten().tolist()) for i in (0, 1)}) == 2
+
+
+def test_per_datapoint_segmentation_targets_equal_each_datapoint_alone() -> None:
+    torch.manual_seed(6)
+    model = TinySegmenter().eval()
+    image = torch.rand(3, 3, 12, 10)
+    with torch.no_grad():
+        result = GradCAMDebugger("encoder", target_class=[2, 1, 2], pixels="all")({"inputs": {"image": image}}, model)
+        maps = [GradCAMDebugger("encoder", target_class=t, pixels="all")({"inputs": {"image": image[i:i + 1]}}, model)
+                for i, t in enumerate([2, 1, 2])]
+    torch.testing.assert_close(result["gradcam"], torch.cat([m["gradcam"] for m in maps]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(result["score"], torch.cat([m["score"] for m in maps]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("target, message", [([1, 2], "2 classes for a batch of 3"), ([0, 1, 9], "9 is outside"),
+                                             (torch.tensor([0.5, 1.0, 2.0]), "must be ints"),
+                                             (lambda d, o: "cat", "must be ints")])
+def test_per_datapoint_targets_that_do_not_fit_the_batch_are_refused(target: object, message: str) -> None:
+    model = TinyClassifier().eval()
+    with pytest.raises(CaptureError, match=message):
+        GradCAMDebugger("features", target_class=target)({"inputs": torch.randn(3, 2, 4, 4)}, model)  # type: ignore[arg-type]

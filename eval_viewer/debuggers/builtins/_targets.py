@@ -8,8 +8,8 @@ the gradient each datapoint receives is exactly its own (a mean would scale it b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal, Union
 
 import torch
 
@@ -18,6 +18,7 @@ from eval_viewer.errors import CaptureError
 __all__ = [
     "ForwardFn",
     "Pixels",
+    "TargetClass",
     "default_forward",
     "gradient_pass",
     "select_logits",
@@ -29,6 +30,9 @@ __all__ = [
 
 ForwardFn = Callable[[torch.nn.Module, Any], Any]
 Pixels = Literal["predicted", "all"]
+TargetClass = Union[int, Sequence[int], torch.Tensor, Callable[[Mapping[str, Any], Any], Any], None]
+"""One class for every datapoint, one per datapoint (a list or a ``(B,)`` integer tensor), a callable of
+``(datapoint, outputs)`` returning either, or None (the prediction)."""
 
 
 def default_forward(model: torch.nn.Module, inputs: Any) -> Any:
@@ -99,18 +103,27 @@ def input_size(inputs: Any, input_key: str | None) -> tuple[int, int] | None:
     return None
 
 
-def choose_targets(logits: torch.Tensor, target_class: int | None, background_class: int | None) -> torch.Tensor:
+def choose_targets(
+    logits: torch.Tensor,
+    target_class: TargetClass,
+    background_class: int | None,
+    datapoint: Mapping[str, Any] | None = None,
+    outputs: Any = None,
+) -> torch.Tensor:
     """The class explained for each datapoint, ``(B,)`` int64.
 
-    ``target_class`` given: that class everywhere. Otherwise classification explains the predicted class; segmentation
-    the class covering most predicted pixels apart from ``background_class`` (an explanation of "background" is
-    rarely the question), or the most probable non-background class when only background is predicted.
+    ``target_class`` an int: that class everywhere; a list or ``(B,)`` integer tensor: one class per datapoint, in
+    batch order; a callable: called as ``target_class(datapoint, outputs)`` (the batch dict and the re-run's model
+    outputs) and its int, list or tensor used as above. Otherwise classification explains the predicted class;
+    segmentation the class covering most predicted pixels apart from ``background_class`` (an explanation of
+    "background" is rarely the question), or the most probable non-background class when only background is
+    predicted.
     """
     batch, num_classes = logits.shape[:2]
+    if callable(target_class) and not isinstance(target_class, torch.Tensor):
+        target_class = target_class(datapoint if datapoint is not None else {}, outputs)
     if target_class is not None:
-        if not 0 <= target_class < num_classes:
-            raise CaptureError(f"target_class {target_class} is outside the model's {num_classes} classes")
-        return torch.full((batch,), int(target_class), dtype=torch.long, device=logits.device)
+        return _given_targets(target_class, batch, num_classes, logits.device)
     detached = logits.detach()
     if detached.dim() == 2:
         return detached.argmax(dim=1)
@@ -122,6 +135,30 @@ def choose_targets(logits: torch.Tensor, target_class: int | None, background_cl
         mean_prob[:, background_class] = -1.0
     best_area, by_area = area.max(dim=1)
     return torch.where(best_area > 0, by_area, mean_prob.argmax(dim=1))
+
+
+def _given_targets(target: Any, batch: int, num_classes: int, device: torch.device) -> torch.Tensor:
+    """An int, a sequence of ints or an integer tensor of 0 or 1 dims as ``(B,)`` int64, checked against the model."""
+    if isinstance(target, bool) or isinstance(target, float):
+        raise CaptureError(f"target_class must be an int, a list or tensor of ints, or a callable; got {target!r}")
+    if isinstance(target, int):
+        values = torch.full((batch,), int(target), dtype=torch.long)
+    else:
+        try:
+            values = torch.as_tensor(target).detach().cpu()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise CaptureError(f"target_class must be ints, one per datapoint; got {type(target).__name__}") from exc
+        if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool or values.dim() > 1:
+            raise CaptureError(f"target_class must be ints of 0 or 1 dims, got {values.dtype} {tuple(values.shape)}")
+        values = values.reshape(-1).long()
+        if values.numel() == 1:
+            values = values.expand(batch)
+        if values.numel() != batch:
+            raise CaptureError(f"target_class gives {values.numel()} classes for a batch of {batch} datapoints")
+    bad = values[(values < 0) | (values >= num_classes)]
+    if bad.numel():
+        raise CaptureError(f"target_class {int(bad[0])} is outside the model's {num_classes} classes")
+    return values.to(device)
 
 
 def class_scores(logits: torch.Tensor, targets: torch.Tensor, pixels: Pixels = "predicted") -> torch.Tensor:

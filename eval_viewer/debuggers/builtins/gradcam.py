@@ -20,6 +20,7 @@ from eval_viewer.debuggers.base import BaseDebugger
 from eval_viewer.debuggers.builtins._targets import (
     ForwardFn,
     Pixels,
+    TargetClass,
     choose_targets,
     class_scores,
     default_forward,
@@ -70,8 +71,11 @@ class GradCAMDebugger(BaseDebugger):
 
         {"gradcam": (B, H, W) float >= 0, "target_class": (B,) int, "score": (B,) float}
 
-    ``target_class``: an int explains that class for every datapoint; None explains the predicted class
-    (classification) or the predicted class with the largest area apart from ``background_class`` (segmentation).
+    ``target_class``: an int explains that class for every datapoint; a list or ``(B,)`` integer tensor one class
+    per datapoint of the batch; a callable ``target_class(datapoint, outputs)`` (the batch dict and the re-run's model
+    outputs) returns either, e.g. ``lambda d, o: d["labels"]`` to explain each datapoint's own label; None explains
+    the predicted class (classification) or the predicted class with the largest area apart from ``background_class``
+    (segmentation).
     For segmentation the score is the sum of the class's logits over the pixels predicted as it (``pixels="all"``:
     over all pixels). ``normalize`` divides each map by its maximum. Token layers ``(B, N, C)`` are laid on their
     grid (``grid`` or a square after class tokens). ``forward_fn(model, inputs)`` calls the model (default
@@ -83,7 +87,7 @@ class GradCAMDebugger(BaseDebugger):
     def __init__(
         self,
         target_layer: str,
-        target_class: int | None = None,
+        target_class: TargetClass = None,
         pixels: Pixels = "predicted",
         background_class: int | None = 0,
         normalize: bool = True,
@@ -115,8 +119,9 @@ class GradCAMDebugger(BaseDebugger):
         try:
             with gradient_pass("GradCAM"):
                 inputs = usable_inputs(datapoint["inputs"])
-                logits = select_logits(self.forward_fn(model, inputs), self.output_key)
-                targets = choose_targets(logits, self.target_class, self.background_class)
+                outputs = self.forward_fn(model, inputs)
+                logits = select_logits(outputs, self.output_key)
+                targets = choose_targets(logits, self.target_class, self.background_class, datapoint, outputs)
                 scores = class_scores(logits, targets, self.pixels)
                 if "activation" not in store:
                     raise CaptureError(f"GradCAM target layer {self.target_layer!r} did not run in the forward pass")

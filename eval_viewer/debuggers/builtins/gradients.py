@@ -19,6 +19,7 @@ from eval_viewer.debuggers.base import BaseDebugger
 from eval_viewer.debuggers.builtins._targets import (
     ForwardFn,
     Pixels,
+    TargetClass,
     choose_targets,
     class_scores,
     default_forward,
@@ -59,7 +60,7 @@ class GradientsDebugger(BaseDebugger):
         self,
         layer_name: str,
         loss_fn: LossFn | None = None,
-        target_class: int | None = None,
+        target_class: TargetClass = None,
         pixels: Pixels = "predicted",
         background_class: int | None = 0,
         max_channels: int | None = 16,
@@ -90,7 +91,7 @@ class GradientsDebugger(BaseDebugger):
                 )
             return loss.reshape(loss.shape[0], -1).sum(dim=1)
         logits = select_logits(outputs, self.output_key)
-        targets = choose_targets(logits, self.target_class, self.background_class)
+        targets = choose_targets(logits, self.target_class, self.background_class, datapoint, outputs)
         return class_scores(logits, targets, self.pixels)
 
     def __call__(self, datapoint: Mapping[str, Any], model: torch.nn.Module) -> dict[str, Any]:
