@@ -4,7 +4,7 @@ gunicorn worker and by four (``python -m eval_viewer --workers N``).
 Loopback only, a fixed number of requests, stops by itself. Each client replays what the browser sends when a
 datapoint is opened: the datapoint callback's request, built from the server's own ``/_dash-dependencies`` (so it is
 the app's real request, whatever its inputs are today), for a seeded random datapoint. Reported per configuration:
-throughput, p50/p95/p99 latency, errors (a non-200 answer, or a view that says "Internal error"), and the total RSS of
+throughput, p50/p95/p99 latency, errors (a non-200 answer, or a view that says "Internal error" or "Cannot show this"), and the total RSS of
 the server's processes sampled every 0.25 s (after warm-up and at the end, to see that memory stays flat).
 
     python benchmarks/bench_load.py                      # builds the log in /tmp (about 0.7 GB), runs 1 and 4 workers
@@ -135,7 +135,7 @@ def run_config(log_dir: Path, workers: int, clients: int, requests: int, datapoi
                 try:
                     with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback only
                         text = resp.read().decode()
-                        ok = resp.status == 200 and "Internal error" not in text
+                        ok = resp.status == 200 and "Internal error" not in text and "Cannot show" not in text
                 except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
                     ok, text = False, f"{type(exc).__name__}: {exc}"
                 elapsed = time.perf_counter() - start

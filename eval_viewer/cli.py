@@ -92,6 +92,25 @@ def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str] | None:
     return [host, *extra]
 
 
+WARM_S = 60.0
+"""How long ``--workers`` waits, before forking, for the page indexes and skeletons of each run's default pass."""
+
+
+def _warm_disk_caches(store: object, seconds: float) -> None:
+    """Index and skeleton each run's default pass into the shared disk cache before the workers fork, so no worker
+    parses a cold page on a first view (each would, side by side); gives up after ``seconds``."""
+    from eval_viewer.backend import LogStore
+
+    assert isinstance(store, LogStore)
+    for run in store.runs():
+        try:
+            store.scores(store.default_pass(run.name))  # starts the pass's background index and skeletons
+        except ViewerError as err:
+            log.info("%s", err)
+    if not store.wait_background(seconds):
+        log.info("Page indexes still being built after %.0f s; the workers finish them", seconds)
+
+
 def _fail(message: str) -> int:
     print(f"eval-viewer: error: {message}", file=sys.stderr)
     return 2
@@ -154,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("Bound to %s without --allow-host: any Host name is answered (DNS rebinding is not blocked)",
                     args.host)
     if args.workers > 0:
+        _warm_disk_caches(store, WARM_S)
         store.close()  # checked the logs; each worker opens its own store after the fork
         from eval_viewer.wsgi import serve
 

@@ -107,7 +107,7 @@ def safe_dtype(dtype: Any, path: str, *, allow_object: bool = False, _depth: int
     try:
         names, sub = dtype.names, dtype.subdtype
         if names is not None:
-            fields = dtype.fields or {}
+            fields: dict[str, Any] = dict(dtype.fields or {})
             if len(names) > 4096 or set(names) != set(fields):
                 raise ValueError("field names do not match the fields")
             formats = [safe_dtype(fields[n][0], path, allow_object=True, _depth=_depth + 1) for n in names]
@@ -234,7 +234,7 @@ class PendingArray:
                                 f"for shape {shape} of {safe}")
         array = np.ndarray.__new__(np.ndarray, (0,), safe)
         try:
-            array.__setstate__((version, shape, safe, bool(fortran), raw))
+            array.__setstate__((version, shape, safe, bool(fortran), raw))  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001
             raise PageError(f"{path}: corrupt array ({type(exc).__name__}: {exc})") from None
         self.array = array
