@@ -37,26 +37,25 @@ import numpy as np
 import plotly.graph_objects as go
 
 from eval_viewer.display.arrays import block_mean, finite_mean, first_array, scalar_extras, squeeze_leading, to_numpy
-from eval_viewer.display.colors import SCALES
+from eval_viewer.display.colors import SCALES, colormap_indices, indexed_palette
 from eval_viewer.display.encode import fit_rgb
-from eval_viewer.display.features import mosaic_figure
+from eval_viewer.display.features import channel_mosaic
 from eval_viewer.display.figures import (
     IMAGE_MAX_SIDE,
     add_colorbar,
-    colorbar_ticks,
+    colorbar_view,
     add_hover_layer,
     caption,
-    hline,
-    new_figure,
     figure_view,
     fmt,
     image_figure,
     panel,
+    picture,
     row,
 )
 from eval_viewer.display.images import context_rgb, extras_caption, heatmap_overlay
 from eval_viewer.display.registry import RenderContext, register
-from eval_viewer.display.view import Group, Node
+from eval_viewer.display.view import Group, Node, Table
 from eval_viewer.log_format import Kind
 
 __all__ = ["Attention", "parse_attention", "attention_query_from_click", "select_row",
@@ -276,34 +275,38 @@ def _top(values: np.ndarray) -> float:
     return top if top > 0 else 1.0
 
 
-def _matrix_figure(mean: np.ndarray, r: int) -> go.Figure:
-    n_q, n_k = mean.shape
+def _heads_picture(stack: np.ndarray, alt: str) -> Node:
+    """Small multiples of a stack of maps (one per head), each scaled to its own range, as one plain picture."""
+    indices, _, _ = channel_mosaic(stack, np.arange(len(stack)), _HEAD_TILE)
+    return picture(indices, palette=indexed_palette(SCALES["attention"]), alt=alt, cls="ev-mosaic")
+
+
+def _tile_order(n: int) -> str:
+    return f"heads h0–h{n - 1}, row by row, each scaled to its own range"
+
+
+def _matrix_view(mean: np.ndarray, r: int) -> Node:
+    """The query × key matrix as a plain picture with its colour bar; the selected query's row marked by a cyan
+    tick at both ends."""
     small = block_mean(mean, _MATRIX_SIDE)
-    fy, fx = n_q / small.shape[0], n_k / small.shape[1]
-    heatmap = go.Heatmap(
-        z=small, x=((np.arange(small.shape[1]) + 0.5) * fx - 0.5).astype(np.float32),
-        y=((np.arange(small.shape[0]) + 0.5) * fy - 0.5).astype(np.float32), colorscale=SCALES["attention"],
-        zmin=0.0, zmax=_top(small), colorbar={"thickness": 10, "len": 0.9, **colorbar_ticks(0.0, _top(small))},
-        hoverongaps=False,
-        hovertemplate="query row %{y:.0f}<br>key %{x:.0f}<br>%{z:.4g}<extra></extra>",
-    )
-    return new_figure(heatmap, height=300, shapes=[hline(r, color="#00e5ff", width=1, dash="dot")],
-                      xaxis={"title": {"text": "key"}, "showgrid": False},
-                      yaxis={"title": {"text": "query"}, "autorange": "reversed", "showgrid": False})
+    top = _top(small)
+    indices = colormap_indices(small, 0.0, top)
+    rgb = indexed_palette(SCALES["attention"])[indices]
+    row_px = min(int(r * small.shape[0] / max(mean.shape[0], 1)), small.shape[0] - 1)
+    rgb[row_px, : max(1, small.shape[1] // 16)] = (0, 229, 255)
+    rgb[row_px, -max(1, small.shape[1] // 16):] = (0, 229, 255)
+    return Group([picture(rgb, alt="attention matrix (queries down, keys across)", cls="ev-mosaic"),
+                  caption("queries down, keys across; the chosen query's row is marked in cyan"),
+                  colorbar_view(SCALES["attention"], 0.0, top, "weight")])
 
 
-def _entropy_figure(weights: np.ndarray) -> go.Figure:
+def _entropy_table(weights: np.ndarray) -> Node:
     per_head = finite_mean(row_entropy(weights), axis=1)
-    bars = go.Bar(x=np.arange(len(per_head)).astype(np.int32), y=per_head.astype(np.float32),
-                  marker_color="#8c564b", hovertemplate="head %{x}<br>entropy %{y:.3f} nats<extra></extra>")
     uniform = math.log(max(weights.shape[2], 1))
-    return new_figure(
-        bars, height=180, shapes=[hline(uniform, dash="dash", color="#999", width=1)],
-        annotations=[{"x": 1, "xref": "paper", "xanchor": "right", "y": uniform, "yanchor": "bottom",
-                      "text": "uniform", "showarrow": False, "font": {"size": 9}}],
-        xaxis={"title": {"text": "head"}, "dtick": 1 if len(per_head) <= 32 else None},
-        yaxis={"title": {"text": "mean entropy"}},
-    )
+    rows = [(f"h{h}", fmt(float(v)), f"{100 * float(v) / uniform:.0f}%" if uniform > 0 else "–")
+            for h, v in enumerate(per_head[:MAX_HEADS])]
+    return Group([Table(rows, header=("head", "mean entropy (nats)", "of uniform"), cls="ev-table ev-entropy"),
+                  caption(f"uniform over {weights.shape[2]} keys: {fmt(uniform)} nats")])
 
 
 @register(Kind.ATTENTION)
@@ -322,17 +325,15 @@ def render_attention(value: Any, ctx: RenderContext) -> Node:
                          figure_view(_overlay(att, image, r, mean, ctx), graph_id=ctx.id_for("attention-image"))))
     if att.grid is not None and heads > 1:
         maps = np.stack([query_grid_map(att, att.weights[h, r]) for h in range(min(heads, MAX_HEADS))])
-        top.append(panel(f"query {token}, per head", figure_view(mosaic_figure(
-            maps, np.arange(len(maps)), [f"h{h}" for h in range(len(maps))], SCALES["attention"], tile=_HEAD_TILE))))
-    top.append(panel("mean over heads" if heads > 1 else "attention", figure_view(_matrix_figure(mean, r))))
+        top.append(panel(f"query {token}, per head", [
+            _heads_picture(maps, "per-head maps of the query"), caption(_tile_order(len(maps)))]))
+    top.append(panel("mean over heads" if heads > 1 else "attention", _matrix_view(mean, r)))
     bottom: list[Node] = []
     if heads > 1:
         shown = min(heads, MAX_HEADS)
-        labels = [f"h{h}" for h in range(shown)]
-        heads_fig = mosaic_figure(att.weights, np.arange(shown), labels, SCALES["attention"], tile=_HEAD_TILE)
-        bottom.append(panel(f"per head{'' if shown == heads else f' (first {shown} of {heads})'}",
-                            figure_view(heads_fig)))
-    bottom.append(panel("entropy per head", figure_view(_entropy_figure(att.weights))))
+        bottom.append(panel(f"per head{'' if shown == heads else f' (first {shown} of {heads})'}", [
+            _heads_picture(att.weights[:shown], "per-head attention matrices"), caption(_tile_order(shown))]))
+    bottom.append(panel("entropy per head", _entropy_table(att.weights)))
     finite = np.isfinite(att.weights)
     n_bad = int(finite.size - np.count_nonzero(finite))
     with np.errstate(all="ignore"):

@@ -17,9 +17,9 @@ from eval_viewer.backend.model import Item
 from eval_viewer.display import colors
 from eval_viewer.display.arrays import to_numpy
 from eval_viewer.display.encode import fit_rgb, resize_nearest
-from eval_viewer.display.figures import IMAGE_MAX_SIDE, caption, figure_view, fmt, image_figure, panel, row
+from eval_viewer.display.figures import IMAGE_MAX_SIDE, caption, fmt, panel, picture, row
 from eval_viewer.display.images import context_rgb
-from eval_viewer.display.masks import mask_figure, mask_to_classes
+from eval_viewer.display.masks import mask_legend, mask_picture, mask_to_classes
 from eval_viewer.display.registry import RenderContext, render_item
 from eval_viewer.display.view import Badge, Group, Node, Text
 from eval_viewer.log_format import Kind
@@ -83,20 +83,19 @@ def mask_comparison(label: Any, prediction: Any, ctx: RenderContext) -> Node:
     if pred.shape != truth.shape:
         pred = resize_nearest(pred, truth.shape)
     image = context_rgb(ctx)
-    opts: dict[str, Any] = {"opacity": ctx.mask_opacity, "class_names": ctx.class_names, "height": 260,
-                            "palette": ctx.palette or colors.PALETTE}
-    label_fig = mask_figure(truth, image, **opts)
-    pred_fig = mask_figure(pred, image, **opts)
-    base, scale = fit_rgb(image if image is not None else np.zeros((*truth.shape, 3), dtype=np.uint8), IMAGE_MAX_SIDE)
+    palette = ctx.palette or colors.PALETTE
+    base, _ = fit_rgb(image if image is not None else np.zeros((*truth.shape, 3), dtype=np.uint8), IMAGE_MAX_SIDE)
     grey = (base.astype(np.float32).mean(axis=-1, keepdims=True) * 0.6).repeat(3, axis=-1)
     wrong = resize_nearest(truth != pred, base.shape[:2])
     grey[wrong] = ERROR_RGB
-    error_fig = image_figure(grey.astype(np.uint8), scale=scale, height=260)
     agreement = mask_agreement(truth, pred)
     n_wrong = int(np.count_nonzero(truth != pred))
     return Group([
-        row([panel("label", figure_view(label_fig)), panel("prediction", figure_view(pred_fig)),
-             panel("differences", figure_view(error_fig))]),
+        row([panel("label", mask_picture(truth, image, opacity=ctx.mask_opacity, palette=palette, alt="label")),
+             panel("prediction", mask_picture(pred, image, opacity=ctx.mask_opacity, palette=palette,
+                                              alt="prediction")),
+             panel("differences", picture(grey.astype(np.uint8), alt="differences"))]),
+        mask_legend([truth, pred], ctx.class_names, palette, with_background=image is None),
         caption(f"pixel accuracy {fmt(agreement['pixel_accuracy'])}", f"mean IoU {fmt(agreement['mean_iou'])}",
                 f"{n_wrong} pixels differ (red)"),
     ], cls="ev-item ev-comparison")

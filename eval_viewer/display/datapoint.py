@@ -228,4 +228,5 @@ def datapoint_view(record: DatapointRecord, metric: str | None = None,
         _section("Debug outputs", _debug(record, image, ids),
                  "No debugger saved anything for this datapoint in this epoch."),
     ], cls="ev-sections")
-    return Group([_scores(record, metric, higher_is_better or {}), problems, sections], cls="ev-datapoint-content")
+    return Group([_scores(record, metric, higher_is_better or {}), problems, sections], cls="ev-datapoint-content",
+                 data={"idx": str(record.idx)})

@@ -19,14 +19,15 @@ import plotly.graph_objects as go
 
 from eval_viewer.display.arrays import block_mean, first_array, scalar_extras, squeeze_leading, strided, to_numpy
 from eval_viewer.display.colors import DEAD_INDEX, GAP_INDEX, SCALES, colormap_indices, indexed_palette
-from eval_viewer.display.figures import caption, figure_view, fmt, image_figure, new_figure, panel, row
+from eval_viewer.display.encode import png_data_url
+from eval_viewer.display.figures import caption, fmt, image_figure, panel, picture, row
 from eval_viewer.display.images import extras_caption
 from eval_viewer.display.registry import RenderContext, register
-from eval_viewer.display.view import Details, Group, Node, Table, Text
+from eval_viewer.display.view import Details, Group, Image, Node, Text
 from eval_viewer.log_format import Kind
 
 __all__ = ["channel_stats", "top_channels", "channel_mosaic", "mosaic_figure", "pca_rgb", "render_feature_map",
-           "dead_channels", "TOP_K", "TILE", "MAX_STAT_CHANNELS", "PCA_MIN_RATIO"]
+           "dead_channels", "stats_picture", "TOP_K", "TILE", "MAX_STAT_CHANNELS", "PCA_MIN_RATIO"]
 
 TOP_K = 16
 TILE = 96
@@ -176,36 +177,69 @@ def pca_rgb(fmap: np.ndarray, max_side: int = PCA_SIDE,
     return image, ratios
 
 
-def _stats_figure(stats: Mapping[str, np.ndarray]) -> tuple[go.Figure, int]:
+def _binned(stats: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """Per-channel statistics in at most :data:`MAX_STAT_CHANNELS` bins (mean of means and stds, min of mins, max of
+    maxes), and the bin size."""
     c = len(stats["mean"])
     group = max(1, math.ceil(c / MAX_STAT_CHANNELS))
     n = math.ceil(c / group)
     pad = n * group - c
-
-    def binned(values: np.ndarray, how: str) -> np.ndarray:
-        v = np.concatenate([values.astype(np.float64), np.full(pad, np.nan)]).reshape(n, group)
+    out = {}
+    for key, how in (("mean", "mean"), ("std", "mean"), ("min", "min"), ("max", "max")):
+        v = np.concatenate([np.asarray(stats[key], dtype=np.float64), np.full(pad, np.nan)]).reshape(n, group)
         with np.errstate(all="ignore"), _quiet():
-            return np.asarray(_BIN_REDUCERS[how](v, axis=1), dtype=np.float32)
+            out[key] = np.asarray(_BIN_REDUCERS[how](v, axis=1), dtype=np.float64)
+    return out, group
 
-    x = (np.arange(n) * group).astype(np.int32)
-    mean, std = binned(stats["mean"], "mean"), binned(stats["std"], "mean")
-    return new_figure([
-        go.Scatter(x=x, y=binned(stats["max"], "max"), name="max", mode="lines", line={"width": 1, "color": "#aaa"}),
-        go.Scatter(x=x, y=mean + std, mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False),
-        go.Scatter(x=x, y=mean - std, mode="lines", line={"width": 0}, fill="tonexty",
-                   fillcolor="rgba(31,119,180,0.25)", name="mean − std", hoverinfo="skip"),
-        go.Scatter(x=x, y=mean, name="mean", mode="lines", line={"width": 1.5, "color": "#1f77b4"},
-                   customdata=std, hovertemplate="mean %{y:.4g} ± %{customdata:.3g}<extra></extra>"),
-        go.Scatter(x=x, y=binned(stats["min"], "min"), name="min", mode="lines", line={"width": 1, "color": "#aaa"}),
-    ], height=200, hovermode="x unified",
-        xaxis={"title": {"text": "channel" + (f" (bins of {group})" if group > 1 else "")}}), group
+
+_STATS_HEIGHT = 90
+_STATS_WIDTH = 512
+_BAND_RGB = {"range": (225, 228, 235), "std": (160, 196, 230), "mean": (31, 119, 180)}
+
+
+def stats_picture(stats: Mapping[str, np.ndarray]) -> Group:
+    """Per-channel statistics as one small PNG (a chart nobody needs to hover): for each channel (or bin of
+    channels) its min–max in grey, mean ± std in light blue and its mean in dark blue, with the y range written."""
+    binned, group = _binned(stats)
+    n = len(binned["mean"])
+    with _quiet():
+        lo, hi = float(np.nanmin(binned["min"])), float(np.nanmax(binned["max"]))
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        lo, hi = (lo - 1.0, lo + 1.0) if np.isfinite(lo) else (0.0, 1.0)
+    width = max(1, _STATS_WIDTH // n)
+    rows = np.arange(_STATS_HEIGHT, dtype=np.float64)[:, None]
+
+    def y(values: np.ndarray) -> np.ndarray:  # value -> pixel row (0 at the top)
+        return (_STATS_HEIGHT - 1) * (1 - (np.nan_to_num(values, nan=lo) - lo) / (hi - lo))
+
+    pixels = np.full((_STATS_HEIGHT, n, 3), 255, dtype=np.uint8)
+    std = np.nan_to_num(binned["std"])
+    for name, top, bottom in (("range", binned["max"], binned["min"]),
+                              ("std", binned["mean"] + std, binned["mean"] - std)):
+        inside = (rows >= np.floor(y(top))[None]) & (rows <= np.ceil(y(bottom))[None])
+        pixels[inside] = _BAND_RGB[name]
+    mean_row = np.clip(np.rint(y(binned["mean"])), 0, _STATS_HEIGHT - 1).astype(np.int64)
+    pixels[mean_row, np.arange(n)] = _BAND_RGB["mean"]
+    pixels = np.repeat(pixels, width, axis=1)
+    what = "channel" if group == 1 else f"bins of {group} channels"
+    return Group([
+        Image(png_data_url(pixels), width=int(pixels.shape[1]), height=_STATS_HEIGHT, alt="per-channel statistics",
+              cls="ev-stats-chart"),
+        caption(f"per {what}, left to right: min–max (grey), mean ± std (light blue), mean (blue)",
+                f"y from {fmt(lo)} (bottom) to {fmt(hi)} (top)"),
+    ], cls="ev-stats-picture")
 
 
 def _top_table(stats: Mapping[str, np.ndarray], channels: np.ndarray) -> Details:
+    """The statistics of the channels shown as one preformatted block: a hundred table cells would cost the browser
+    more to lay out than the rest of the card."""
+    header = ("channel", "mean", "std", "min", "max", "NaN", "Inf")
     rows = [(str(int(c)), *(fmt(float(stats[k][c])) for k in ("mean", "std", "min", "max")),
              str(int(stats["n_nan"][c])), str(int(stats["n_inf"][c]))) for c in channels]
-    table = Table(rows, header=("channel", "mean", "std", "min", "max", "NaN", "Inf"))
-    return Details(f"statistics of the {len(channels)} channels shown", [table])
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in (header, *rows)]
+    return Details(f"statistics of the {len(channels)} channels shown",
+                   [Text("\n".join(lines), cls="ev-channel-stats", style="pre")])
 
 
 @register(Kind.FEATURE_MAP)
@@ -221,13 +255,13 @@ def render_feature_map(value: Any, ctx: RenderContext) -> Node:
     channels = top_channels(stats)
     dead, constant = dead_channels(stats)
     labels = [f"c{int(c)}" + (" dead" if dead[c] else " const" if constant[c] else "") for c in channels]
-    mosaic = mosaic_figure(fmap, channels, labels, SCALES["feature"])
-    panels = [panel(f"top {len(channels)} of {fmap.shape[0]} channels by std", figure_view(mosaic))]
+    indices, _, _ = channel_mosaic(fmap, channels)
+    mosaic = picture(indices, palette=indexed_palette(SCALES["feature"]), alt="channel mosaic", cls="ev-mosaic")
+    panels = [panel(f"top {len(channels)} of {fmap.shape[0]} channels by std", [
+        mosaic, caption("tiles, row by row: " + ", ".join(labels))])]
     if fmap.shape[0] >= 2:
         rgb, ratios = pca_rgb(fmap)
-        pca = image_figure(rgb, scale=fmap.shape[2] / rgb.shape[1], height=320)
-        panels.append(panel(_pca_title(ratios), figure_view(pca)))
-    stats_fig, _ = _stats_figure(stats)
+        panels.append(panel(_pca_title(ratios), picture(rgb, alt="PCA of the channels", cls="ev-mosaic")))
     total_nan, total_inf = int(stats["n_nan"].sum()), int(stats["n_inf"].sum())
     with _quiet():
         lo, hi = float(np.nanmin(stats["min"])), float(np.nanmax(stats["max"]))
@@ -236,7 +270,7 @@ def render_feature_map(value: Any, ctx: RenderContext) -> Node:
         Text(f"{n_dead} of {fmap.shape[0]} channels are dead (zero everywhere)", cls="ev-dead-note")
         if n_dead else None,
         row(panels),
-        figure_view(stats_fig),
+        stats_picture(stats),
         caption("×".join(map(str, fmap.shape)) + f" {fmap.dtype}",
                 f"range [{fmt(lo)}, {fmt(hi)}]",
                 f"{n_dead} dead" + (" (grey)" if dead[channels].any() else "") if n_dead else None,

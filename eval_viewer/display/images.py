@@ -11,28 +11,25 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 from eval_viewer.display.arrays import block_mean, finite_stats, first_array, scalar_extras, squeeze_leading, to_numpy
 from eval_viewer.display.colors import INVALID_RGB, SCALES, apply_colormap, colormap_indices, indexed_palette
-from eval_viewer.display.encode import fit_rgb, png_data_url, resize_float
+from eval_viewer.display.encode import fit_rgb, resize_float
 from eval_viewer.display.figures import (
     IMAGE_MAX_SIDE,
-    add_colorbar,
-    add_hover_layer,
     caption,
-    figure_view,
+    colorbar_view,
     fmt,
-    image_figure,
     nonfinite_note,
     panel,
+    picture,
     row,
 )
 from eval_viewer.display.registry import RenderContext, register, renderer_for
-from eval_viewer.display.view import Group, Image, Node, Text
+from eval_viewer.display.view import Group, Node, Text
 from eval_viewer.log_format import Kind
 
 __all__ = ["image_to_rgb", "context_rgb", "extras_caption", "render_image", "render_depth", "render_heatmap",
-           "heatmap_overlay", "flat_note"]
+           "heatmap_overlay", "flat_note", "map_view"]
 
 _CHANNELS = (1, 3, 4)
 
@@ -142,9 +139,8 @@ def render_image(value: Any, ctx: RenderContext) -> Node:
         return renderer_for(Kind.FEATURE_MAP)(array, ctx)
     stats = finite_stats(array)
     rgb = image_to_rgb(array)
-    fig = image_figure(rgb)
     return Group([
-        figure_view(fig),
+        picture(rgb, alt="image"),
         caption(_shape_text(array), f"range [{fmt(stats['min'])}, {fmt(stats['max'])}]", note,
                 nonfinite_note(int(stats["n_nan"]), int(stats["n_inf"])), extras_caption(extras, ctx)),
     ])
@@ -164,14 +160,12 @@ def _scalar_map(value: Any, prefer: tuple[str, ...]) -> tuple[np.ndarray, dict[s
     return array, extras, note
 
 
-def _map_figure(values: np.ndarray, scale_name: str, label: str, stats: Mapping[str, float]) -> go.Figure:
-    """A float map colour-mapped as a palette PNG, with a colour bar and hover values."""
+def map_view(values: np.ndarray, scale_name: str, label: str, stats: Mapping[str, float]) -> Group:
+    """A float map colour-mapped as a palette PNG (a plain picture) with its colour bar stating the range."""
     small = block_mean(values, IMAGE_MAX_SIDE)
     indices = colormap_indices(small, stats["min"], stats["max"])
-    fig = image_figure(indices, scale=values.shape[1] / small.shape[1], palette=indexed_palette(scale_name))
-    add_colorbar(fig, scale_name, stats["min"], stats["max"], label)
-    add_hover_layer(fig, values, label)
-    return fig
+    return Group([picture(indices, palette=indexed_palette(scale_name), alt=label),
+                  colorbar_view(scale_name, stats["min"], stats["max"], label)], cls="ev-map")
 
 
 @register(Kind.DEPTH)
@@ -182,9 +176,8 @@ def render_depth(value: Any, ctx: RenderContext) -> Node:
     flat = flat_note(stats, "depth map")
     if flat is not None:
         return _flat_heatmap(depth, stats, flat, note, extras, RenderContext())
-    fig = _map_figure(depth, SCALES["depth"], "depth", stats)
     return Group([
-        figure_view(fig),
+        map_view(depth, SCALES["depth"], "depth", stats),
         caption(_shape_text(depth), f"range [{fmt(stats['min'])}, {fmt(stats['max'])}] mean {fmt(stats['mean'])}",
                 note, nonfinite_note(int(stats["n_nan"]), int(stats["n_inf"])), extras_caption(extras, ctx)),
     ])
@@ -228,7 +221,7 @@ def _flat_heatmap(heat: np.ndarray, stats: Mapping[str, float], note: str, extra
     parts: list[Any] = [Text(note, cls="ev-flat-map")]
     if base is not None:
         small, scale = fit_rgb(base, IMAGE_MAX_SIDE)
-        parts.append(panel("input (nothing drawn over it)", Image(png_data_url(small), alt="input image")))
+        parts.append(panel("input (nothing drawn over it)", picture(small, alt="input image")))
     parts.append(caption(_shape_text(heat), f"range [{fmt(stats['min'])}, {fmt(stats['max'])}]", extra,
                          extras_caption(extras, ctx)))
     return Group(parts, cls="ev-flat")
@@ -250,15 +243,15 @@ def render_heatmap(value: Any, ctx: RenderContext) -> Node:
     if not shown["max"] > shown["min"]:
         shown["max"] = shown["min"] + 1.0
     scale_name = SCALES["heatmap"]
-    alone = _map_figure(heat, scale_name, "value", shown)
+    alone = map_view(heat, scale_name, "value", shown)
     base = context_rgb(ctx)
     panels = []
     if base is not None:
-        small, scale = fit_rgb(base, IMAGE_MAX_SIDE)
-        over = image_figure(heatmap_overlay(small, block_mean(heat, IMAGE_MAX_SIDE), ctx.mask_opacity, scale_name,
-                                            shown["min"], shown["max"], weighted=True), scale=scale)
-        panels.append(panel("over input", figure_view(over)))
-    panels.append(panel("map" if base is not None else None, figure_view(alone)))
+        small, _ = fit_rgb(base, IMAGE_MAX_SIDE)
+        over = heatmap_overlay(small, block_mean(heat, IMAGE_MAX_SIDE), ctx.mask_opacity, scale_name,
+                               shown["min"], shown["max"], weighted=True)
+        panels.append(panel("over input", picture(over, alt="heatmap over the input")))
+    panels.append(panel("map" if base is not None else None, alone))
     return Group([
         row(panels),
         caption(_shape_text(heat), f"range [{fmt(stats['min'])}, {fmt(stats['max'])}]", note,

@@ -22,10 +22,11 @@ from eval_viewer.display.encode import fit_rgb, png_data_url, resize_nearest
 from eval_viewer.display.figures import (
     FIGURE_HEIGHT,
     IMAGE_MAX_SIDE,
-    add_colorbar,
     add_hover_layer,
+    colorbar_view,
+    legend_view,
+    picture,
     caption,
-    figure_view,
     fmt,
     image_figure,
     panel,
@@ -36,8 +37,8 @@ from eval_viewer.display.registry import RenderContext, register
 from eval_viewer.display.view import Group, Image, Node
 from eval_viewer.log_format import Kind
 
-__all__ = ["overlay_mask", "mask_to_classes", "mask_figure", "render_mask", "render_logits", "class_probabilities",
-           "outline", "MASK_KEYS"]
+__all__ = ["overlay_mask", "mask_to_classes", "mask_figure", "mask_picture", "mask_legend", "render_mask",
+           "render_logits", "class_probabilities", "outline", "MASK_KEYS"]
 
 Palette = Sequence[tuple[int, int, int]]
 MASK_KEYS = ("mask", "masks", "segmentation", "seg", "pred", "prediction", "label", "logits")
@@ -157,6 +158,37 @@ def mask_figure(mask: Any, image: Any | None = None, *, opacity: float = 0.5,
     return fig
 
 
+def mask_picture(classes: np.ndarray, image: Any | None = None, *, opacity: float = 0.5,
+                 palette: Palette = PALETTE, max_side: int = IMAGE_MAX_SIDE, alt: str = "mask") -> Image:
+    """A class map as a plain picture: over ``image`` (outlined, :func:`overlay_mask`) or alone in palette colours."""
+    if image is not None:
+        base, _ = fit_rgb(image_to_rgb(image), max_side)
+        rgb = overlay_mask(base, resize_nearest(classes, base.shape[:2]), opacity, palette)
+    else:
+        rgb = class_colors(strided(classes, max_side), tuple(palette))
+    return picture(rgb, alt=alt, max_side=max_side)
+
+
+def mask_legend(classes: np.ndarray | Sequence[np.ndarray], class_names: Sequence[str] | None = None,
+                palette: Palette = PALETTE, with_background: bool = False) -> Group:
+    """The classes present (in any of ``classes``), largest first: colour, id, name when known, and area."""
+    maps = [classes] if isinstance(classes, np.ndarray) else list(classes)
+    total = sum(m.size for m in maps)
+    counts: dict[int, int] = {}
+    for m in maps:
+        values, n = np.unique(m, return_counts=True)
+        for value, count in zip(values.tolist(), n.tolist()):
+            counts[int(value)] = counts.get(int(value), 0) + int(count)
+    entries = []
+    for cls, count in sorted(counts.items(), key=lambda kv: -kv[1])[:_MAX_LEGEND]:
+        if cls == 0 and not with_background:
+            continue
+        name = class_names[cls] if class_names is not None and 0 <= cls < len(class_names) else None
+        entries.append((class_color(cls, tuple(palette)),
+                        (f"{cls} {name}" if name else str(cls)) + f" · {100 * count / max(total, 1):.1f}%"))
+    return legend_view(entries)
+
+
 def _class_list(classes: np.ndarray, ctx: RenderContext) -> str:
     present = [int(c) for c in np.unique(classes) if c != 0]
     names = [f"{c} {ctx.class_name(c)}" if ctx.class_name(c) else str(c) for c in present[:12]]
@@ -220,10 +252,11 @@ def render_mask(value: Any, ctx: RenderContext) -> Node:
     if _is_binary_stack(array):
         return _render_stack(array, scores, ctx)
     classes = mask_to_classes(array)
-    fig = mask_figure(classes, context_rgb(ctx), opacity=ctx.mask_opacity, class_names=ctx.class_names,
-                      palette=ctx.palette or PALETTE)
+    palette = ctx.palette or PALETTE
+    image = context_rgb(ctx)
     return Group([
-        figure_view(fig),
+        mask_picture(classes, image, opacity=ctx.mask_opacity, palette=palette),
+        mask_legend(classes, ctx.class_names, palette, with_background=image is None),
         caption("×".join(map(str, classes.shape)), _class_list(classes, ctx), extras_caption(extras, ctx)),
     ])
 
@@ -268,17 +301,17 @@ def render_logits(value: Any, ctx: RenderContext) -> Node:
     confidence = probs.max(axis=0)
     n = array.shape[0]
     palette = ctx.palette or PALETTE
-    class_fig = mask_figure(classes, context_rgb(ctx), opacity=ctx.mask_opacity, class_names=ctx.class_names,
-                            palette=palette, height=260)
+    image = context_rgb(ctx)
     low = 1.0 / n
     small = block_mean(confidence, IMAGE_MAX_SIDE)
-    conf_fig = image_figure(colormap_indices(small, low, 1.0), scale=confidence.shape[1] / small.shape[1],
-                            palette=indexed_palette(SCALES["confidence"]), height=260)
-    add_colorbar(conf_fig, SCALES["confidence"], low, 1.0, "confidence")
-    add_hover_layer(conf_fig, confidence, "confidence")
+    confidence_view = Group([picture(colormap_indices(small, low, 1.0), palette=indexed_palette(SCALES["confidence"]),
+                                     alt="confidence"),
+                             colorbar_view(SCALES["confidence"], low, 1.0, "confidence")], cls="ev-map")
+    class_view = Group([mask_picture(classes, image, opacity=ctx.mask_opacity, palette=palette, alt="arg-max class"),
+                        mask_legend(classes, ctx.class_names, palette, with_background=image is None)])
     unsure = 100.0 * float(np.mean(confidence < 0.5))
     return Group([
-        row([panel("arg-max class", figure_view(class_fig)), panel("confidence", figure_view(conf_fig))]),
+        row([panel("arg-max class", class_view), panel("confidence", confidence_view)]),
         caption(f"{n} classes × " + "×".join(map(str, classes.shape)),
                 "softmax of logits" if were_logits else "probabilities",
                 f"confidence mean {fmt(float(confidence.mean()))}, {unsure:.1f}% of pixels below 0.5",

@@ -15,7 +15,7 @@ from eval_viewer.backend.model import DatapointRecord
 from eval_viewer.display import view
 from eval_viewer.display.view import Child, walk
 
-__all__ = ["walk", "graphs", "figures", "image_sources", "decode_png", "class_names", "text_of", "payload_bytes",
+__all__ = ["walk", "graphs", "figures", "image_sources", "legend", "colorbars", "decode_png", "class_names", "text_of", "payload_bytes",
            "has_error", "tables", "table_rows", "make_record"]
 
 
@@ -31,7 +31,23 @@ def figures(node: Child) -> list[Any]:
 def image_sources(node: Child) -> list[str]:
     """PNG data URLs of the image traces of every figure, then of every plain image."""
     traced = [t.source for fig in figures(node) for t in fig.data if t.type == "image" and t.source]
-    return traced + [c.src for c in walk(node) if isinstance(c, view.Image)]
+    return traced + [c.src for c in walk(node) if isinstance(c, view.Image) and c.cls not in _KEYS]
+
+
+_KEYS = ("ev-colorbar-strip", "ev-swatch")
+"""Images that only key another (a colour bar's strip, a legend's swatch): not pictures of the data."""
+
+
+def legend(node: Child) -> list[tuple[str, str]]:
+    """``(colour, text)`` of every legend entry (:func:`eval_viewer.display.figures.legend_view`) in the tree."""
+    return [(c.data["color"], " ".join(view.texts(c))) for c in walk(node)
+            if isinstance(c, view.Group) and c.cls == "ev-legend-item"]
+
+
+def colorbars(node: Child) -> list[tuple[str, str, str]]:
+    """``(min, max, text)`` of every HTML colour bar (:func:`eval_viewer.display.figures.colorbar_view`)."""
+    return [(c.data["min"], c.data["max"], " ".join(view.texts(c))) for c in walk(node)
+            if isinstance(c, view.Group) and c.cls == "ev-colorbar"]
 
 
 def decode_png(source: str) -> np.ndarray:

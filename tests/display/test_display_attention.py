@@ -15,6 +15,7 @@ from eval_viewer.display import (
     render_item,
 )
 from eval_viewer.display.attention import row_entropy
+from eval_viewer.display.view import Image, walk
 from eval_viewer.log_format import Kind
 
 
@@ -142,8 +143,8 @@ def test_big_attention_is_downsampled() -> None:
     out = render_item(Item("a", Kind.ATTENTION, {"attention": att, "grid": (32, 32)}),
                       RenderContext(image=(rng.random((512, 512, 3)) * 255).astype(np.uint8)))
     assert not has_error(out)
-    matrix = [t for fig in figures(out) for t in fig.data if t.type == "heatmap" and t.opacity != 0.0][0]
-    assert max(np.asarray(matrix.z).shape) <= 128
+    matrix = next(n for n in walk(out) if isinstance(n, Image) and n.alt.startswith("attention matrix"))
+    assert max(decode_png(matrix.src).shape[:2]) <= 128
     assert payload_bytes(out) < 2_000_000
 
 

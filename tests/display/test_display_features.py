@@ -61,10 +61,9 @@ def test_huge_feature_map_renders_small() -> None:
     out = render_item(Item("backbone.layer4", Kind.FEATURE_MAP, x))
     assert not has_error(out)
     assert payload_bytes(out) < 1_000_000
-    mosaic, pca = (decode_png(s) for s in image_sources(out))
+    mosaic, pca, chart = (decode_png(s) for s in image_sources(out))
     assert max(mosaic.shape[:2]) <= 4 * 96 + 3 * 2 and max(pca.shape[:2]) <= 128
-    stats_fig = figures(out)[2]
-    assert all(len(t.x) <= 256 for t in stats_fig.data)
+    assert chart.shape[1] <= 512 and "bins of" not in text_of(out)  # 256 channels: one column each
     assert "top 16 of 256 channels by std" in text_of(out)
 
 
@@ -72,4 +71,4 @@ def test_single_channel_and_dict_values() -> None:
     out = render_item(Item("f", Kind.FEATURE_MAP, {"features": np.ones((1, 1, 6, 6)), "layer": "conv1"}))
     assert not has_error(out)
     assert "layer conv1" in text_of(out)
-    assert len(image_sources(out)) == 1  # no PCA for one channel
+    assert len(image_sources(out)) == 2 and "PCA" not in text_of(out)  # mosaic and chart, no PCA for one channel

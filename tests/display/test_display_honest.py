@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from display_helpers import decode_png, figures, image_sources, text_of
+from display_helpers import colorbars, legend, decode_png, figures, image_sources, text_of
 from eval_viewer.backend.model import Item
 from eval_viewer.display import RenderContext, render_item
 from eval_viewer.display.colors import DEAD_RGB, ERROR_RGB, PALETTE, class_color, colormap_lut
@@ -37,7 +37,7 @@ def test_a_map_that_varies_is_drawn_with_a_colour_bar() -> None:
     heat = np.zeros((16, 16), np.float32)
     heat[4:8, 4:8] = 1.0
     out = render_item(Item("cam", Kind.HEATMAP, heat))
-    assert "everywhere" not in text_of(out) and figures(out)
+    assert "everywhere" not in text_of(out) and colorbars(out) and image_sources(out)
 
 
 def test_dead_channels_are_counted_and_drawn_grey_not_in_the_scale() -> None:
@@ -45,10 +45,8 @@ def test_dead_channels_are_counted_and_drawn_grey_not_in_the_scale() -> None:
     fmap[0] = rng.standard_normal((12, 12))
     out = render_item(Item("feat", Kind.FEATURE_MAP, fmap))
     assert "3 of 4 channels are dead" in text_of(out)
-    mosaic = figures(out)[0]
-    labels = [a.text for a in mosaic.layout.annotations]
-    assert labels[0] == "c0" and all(label.endswith("dead") for label in labels[1:])
-    pixels = decode_png(next(t.source for t in mosaic.data if t.type == "image"))
+    assert "tiles, row by row: c0, c1 dead, c2 dead, c3 dead" in text_of(out)
+    pixels = decode_png(image_sources(out)[0])
     tile = pixels.shape[0] // 2 - 1
     dead_tile = pixels[:tile, -tile:]  # top right: the second channel, a dead one
     assert (dead_tile == DEAD_RGB).all()
@@ -114,9 +112,12 @@ def test_mask_legends_name_classes_and_overlays_are_outlined() -> None:
     mask = np.zeros((32, 32), np.int64)
     mask[4:12, 4:12] = 1
     mask[20:28, 20:28] = 2
-    out = render_item(Item("mask", Kind.MASK, mask), RenderContext(class_names=["bg", "road", "car"]))
-    names = [t.name for fig in figures(out) for t in fig.data if t.type == "scatter" and t.showlegend]
+    grey = np.full((32, 32, 3), 120, dtype=np.uint8)
+    out = render_item(Item("mask", Kind.MASK, mask), RenderContext(image=grey, class_names=["bg", "road", "car"]))
+    names = [text for _, text in legend(out)]
     assert any("road" in n for n in names) and any("car" in n for n in names)
+    picture = decode_png(image_sources(out)[0])
+    assert tuple(picture[4, 4]) != tuple(picture[6, 6])  # the region's edge is outlined
 
 
 @pytest.mark.parametrize("kind,value", [
@@ -128,6 +129,8 @@ def test_mask_legends_name_classes_and_overlays_are_outlined() -> None:
 def test_every_colour_bar_states_its_range(kind: str, value: np.ndarray) -> None:
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
     out = render_item(Item("x", kind, value), RenderContext(image=image))
+    for low, high, text in colorbars(out):  # HTML colour bars beside plain pictures: both ends written
+        assert low in text and high in text and float(high) > float(low)
     bars = []
     for fig in figures(out):
         for trace in fig.data:
@@ -136,7 +139,7 @@ def test_every_colour_bar_states_its_range(kind: str, value: np.ndarray) -> None
                 bars.append((marker.cmin, marker.cmax, marker.colorbar))
             elif trace.type == "heatmap" and trace.showscale is not False:
                 bars.append((trace.zmin, trace.zmax, trace.colorbar))
-    assert bars
+    assert bars or colorbars(out)
     for low, high, bar in bars:
         assert bar.tickvals[0] == pytest.approx(low) and bar.tickvals[-1] == pytest.approx(high)
         assert bar.ticktext[0] and bar.ticktext[-1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from display_helpers import decode_png, figures, image_sources, text_of
+from display_helpers import decode_png, image_sources, legend, text_of
 from eval_viewer.backend import LogStore
 from eval_viewer.display import datapoint_view
 from eval_viewer.display.view import Group, Problem, walk
@@ -27,7 +27,7 @@ def _section(view: Group, slug: str) -> Group:
 
 
 def _legend_names(node: Group) -> list[str]:
-    return [t.name for fig in figures(node) for t in fig.data if t.type == "scatter" and t.showlegend]
+    return [text for _, text in legend(node)]
 
 
 def test_reference_values_get_their_kinds_and_fill_the_sections(tmp_path: Path) -> None:
@@ -54,8 +54,8 @@ def test_reference_datapoint_view_draws_image_masks_with_legend_and_feature_map(
 
     labels = _section(view, "labels")
     assert "found in the output of debugger 'sample'" in text_of(labels)
-    legend = _legend_names(labels)
-    assert any(name.startswith("1 ") for name in legend) and any(name.startswith("2 ") for name in legend)
+    names = _legend_names(labels)
+    assert any(name.startswith("1 ") for name in names) and any(name.startswith("2 ") for name in names)
     overlay = decode_png(image_sources(labels)[0])
     assert overlay.shape[-1] == 3 and overlay.std() > 10
     assert "differ" in text_of(labels)  # label and prediction were paired and compared
@@ -77,10 +77,9 @@ def test_viewer_sidecar_names_classes_colours_them_and_overrides_kinds(tmp_path:
     assert record.palette == ((0, 0, 0), (0x11, 0x22, 0x33), (10, 200, 30))
     assert {i.key: i.kind for i in record.debug["sample"]} == {"logits": Kind.FEATURE_MAP}
     labels = _section(datapoint_view(record, "iou"), "labels")
-    legend = _legend_names(labels)
-    assert any("disc" in name for name in legend) and any("edge" in name for name in legend)
-    colours = {t.marker.color for fig in figures(labels) for t in fig.data if t.type == "scatter" and t.showlegend}
-    assert "rgb(17,34,51)" in colours
+    names = _legend_names(labels)
+    assert any("disc" in name for name in names) and any("edge" in name for name in names)
+    assert "rgb(17,34,51)" in {colour for colour, _ in legend(labels)}
 
 
 def test_a_malformed_sidecar_is_reported_and_ignored(tmp_path: Path) -> None:
