@@ -41,14 +41,19 @@ def probe(run, cache):
         app = create_app(store, prefetch=False, rescan_s=0)
         client = app.server.test_client()
         client.get("/")
-        body = {{
-            "output": "..ev-datapoint-body.children...ev-index-poll.disabled..",
-            "outputs": [{{"id": "ev-datapoint-body", "property": "children"}},
-                        {{"id": "ev-index-poll", "property": "disabled"}}],
-            "inputs": [{{"id": "ev-url", "property": "search", "value": "?run=" + key.run + "&idx=0"}},
-                       {{"id": "ev-index-poll", "property": "n_intervals", "value": None}}],
-            "changedPropIds": ["ev-url.search"], "state": [],
-        }}
+        deps = json.loads(client.get("/_dash-dependencies").get_data())  # the request the browser sends
+        dep = next(d for d in deps if "ev-datapoint-body.children" in d["output"])
+        query = "?run=" + key.run + "&idx=0"
+
+        def entry(d):
+            ident = json.loads(d["id"]) if d["id"].startswith("{{") else d["id"]
+            return {{"id": ident, "property": d["property"],
+                    "value": query if (ident, d["property"]) == ("ev-url", "search") else None}}
+
+        outputs = [{{"id": part.rpartition(".")[0], "property": part.rpartition(".")[2]}}
+                   for part in dep["output"].strip(".").split("...")]
+        body = {{"output": dep["output"], "outputs": outputs, "inputs": [entry(d) for d in dep["inputs"]],
+                "state": [entry(d) for d in dep.get("state", [])], "changedPropIds": ["ev-url.search"]}}
         resp = client.post("/_dash-update-component", json=body)
         out["app_status"] = resp.status_code
         out["app_body"] = resp.get_data(as_text=True)[:200000]

@@ -4,7 +4,6 @@ two ways (a link, or two --log-dir naming it) is listed once."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -54,10 +53,8 @@ def test_link_loops_end_and_each_real_run_is_listed_once(tmp_path: Path) -> None
     for i in range(6):  # the issue's case: six self-links made 9,331 duplicate runs
         os.symlink(logs, logs / f"self{i}")
     os.symlink(logs / "a", logs / "a" / "loop")
-    start = time.monotonic()
     with LogStore(logs, cache_dir=tmp_path / "c", rescan_s=0) as store:
         assert [r.name for r in store.runs()] == ["a/run"]
-    assert time.monotonic() - start < 60  # a hang guard, not a speed check
 
 
 def test_the_same_log_dir_twice_is_one_set_of_runs(tmp_path: Path) -> None:
