@@ -43,7 +43,7 @@ __all__ = ["datapoint_view", "render_keyed", "render_context", "find_item", "ite
 SECTIONS = ("inputs", "labels", "meta", "debug")
 """The sections an item key can name, in the order of :data:`SECTION_TITLES`."""
 SECTION_TITLES = ("Inputs", "Labels", "Meta info", "Debug outputs")
-WIDE_KINDS = frozenset({Kind.FEATURE_MAP, Kind.ATTENTION, Kind.HEATMAP, Kind.IMAGE, Kind.MASK, Kind.DEPTH,
+WIDE_KINDS = frozenset({Kind.FEATURE_MAP, Kind.ATTENTION, Kind.HEATMAP, Kind.IMAGE, Kind.MASK, Kind.DEPTH, Kind.LOGITS,
                         Kind.POINT_CLOUD})
 """Kinds drawn as several figures side by side: they take a whole line, and so does their debugger's card; the small
 kinds (stats, series, scalars, text) flow beside each other."""

@@ -79,8 +79,10 @@ def overlay_mask(image_rgb: np.ndarray, mask: np.ndarray, opacity: float = 0.5,
         out[fg] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         if outlined and min(classes.shape) >= 8:
             edge = outline(classes)
-            luma = out[edge].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-            out[edge] = np.where(luma[:, None] > 128, 0, 255).astype(np.uint8)
+            luma = out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            for cls in np.unique(classes[edge]):  # one outline colour per class: steady on a noisy image
+                region = classes == cls
+                out[edge & region] = 0 if float(luma[region].mean()) > 128 else 255
     return out
 
 
