@@ -87,6 +87,13 @@ def test_views_of_a_pass_being_written_say_so_and_never_go_stale(tmp_path: Path)
         for page_no, start in enumerate(range(1, N, 2), start=1):
             time.sleep(0.03)
             _write_page_then_index(debug, pages, page_no, list(range(start, min(start + 2, N))))
+        epoch1 = run / epoch_dir_name(1) / DEBUGGER_DIR  # then a new epoch appears, its pages landing one by one
+        epoch1.mkdir(parents=True)
+        write_json(run / epoch_dir_name(1) / VALIDATION_SCORES, scores_payload(N, 1))
+        pages1: dict[str, list[int]] = {}
+        for page_no, start in enumerate(range(0, N, 4)):
+            time.sleep(0.03)
+            _write_page_then_index(epoch1, pages1, page_no, list(range(start, min(start + 4, N))))
 
     with LogStore(run, cache_dir=tmp_path / "cache", rescan_s=0) as store:
         views = RenderedViews(store, prefetch=False)
@@ -95,8 +102,9 @@ def test_views_of_a_pass_being_written_say_so_and_never_go_stale(tmp_path: Path)
         said_so = 0
         while thread.is_alive():
             store.refresh()
-            for idx in range(N):
-                state = resolve(store, parse_query(f"?run=live&split=val&epoch=0&idx={idx}")).state
+            epochs = [p.key.step for p in store.run("live").passes]
+            for idx, epoch in ((i, e) for e in epochs for i in range(N)):
+                state = resolve(store, parse_query(f"?run=live&split=val&epoch={epoch}&idx={idx}")).state
                 record = store.datapoint(state.pass_key, idx)
                 views.get(state)  # drawn (and kept when complete) while pages land
                 if not record.debug:
@@ -106,9 +114,11 @@ def test_views_of_a_pass_being_written_say_so_and_never_go_stale(tmp_path: Path)
         thread.join()
         store.refresh()
         store.wait_background(20)
-        for idx in range(N):
-            state = resolve(store, parse_query(f"?run=live&split=val&epoch=0&idx={idx}")).state
-            assert "No debugger saved anything" not in _text(views.get(state)), idx
-            assert store.datapoint(state.pass_key, idx).debug
+        assert [p.key.step for p in store.run("live").passes] == [0, 1]
+        for idx, epoch in ((i, e) for e in (0, 1) for i in range(N)):
+            state = resolve(store, parse_query(f"?run=live&split=val&epoch={epoch}&idx={idx}")).state
+            assert "No debugger saved anything" not in _text(views.get(state)), (epoch, idx)
+            record = store.datapoint(state.pass_key, idx)
+            assert record.debug and not record.problems, (epoch, idx, record.problems)
         views.close()
     assert said_so, "some views were drawn before their page landed"
