@@ -1,0 +1,204 @@
+"""Comparing two passes on a large log: the pass-wide layer × head summary against the raw read rate, and the paired
+view's server time.
+
+Writes two evaluator-style passes of ``--datapoints`` datapoints each (an "fp" run and a perturbed "q8" copy): per
+datapoint an image, a mask, attention ``(heads, 64, 64)`` float16 and a feature map ``(16, 16, 16)`` float16, in
+100 MB joblib pages with our index. Then, in fresh processes with the pages evicted from the OS cache:
+
+* raw: every page of both passes read from disk into memory (``read_bytes``), the bytes per second the disk gives;
+* summary: :func:`eval_viewer.backend.summary.compute_summary` over both passes (every datapoint read, every layer and
+  head compared), its time, rate over the same page bytes, and peak RSS;
+* paired view: the app's ``paired`` callback POSTed through Flask's test client for 20 random datapoints (each opened
+  for the first time), the server time a user waits for.
+
+``python benchmarks/bench_compare.py [--datapoints 20000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from eval_viewer.log_format import (
+    DEBUGGER_DIR,
+    EVALUATION_SCORES,
+    FORMAT_VERSION,
+    index_name,
+    page_name,
+    write_scores,
+)
+
+__all__ = ["main"]
+
+RUNS = ("fp", "q8")
+HEADS, TOKENS = 4, 64
+
+
+def _drop(paths: list[Path]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _pages(root: Path) -> list[Path]:
+    return sorted(root.glob(f"*/{DEBUGGER_DIR}/page_*.pkl"))
+
+
+def build(root: Path, datapoints: int, page_mb: float) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    att = rng.random((HEADS, TOKENS, TOKENS)).astype(np.float32) ** 4
+    att /= att.sum(-1, keepdims=True)
+    fmap = rng.standard_normal((16, 16, 16)).astype(np.float16)
+    image = rng.integers(0, 255, (3, 32, 32), dtype=np.uint8)
+    mask = rng.integers(0, 4, (32, 32), dtype=np.uint8)
+    noise = rng.random((HEADS, TOKENS, TOKENS)).astype(np.float32)
+    noise /= noise.sum(-1, keepdims=True)
+    dp_bytes = att.size * 2 + fmap.nbytes + image.nbytes + mask.nbytes
+    per_page = max(1, int(page_mb * 2**20 // dp_bytes))
+    started = time.perf_counter()
+    for shift, run in zip((0.0, 0.05), RUNS):
+        debug = root / run / DEBUGGER_DIR
+        debug.mkdir(parents=True)
+        miou = rng.random(datapoints)
+        write_scores(root / run / EVALUATION_SCORES, {"miou": float(miou.mean())}, {"miou": miou})
+        pages = {}
+        for number, start in enumerate(range(0, datapoints, per_page)):
+            chunk = range(start, min(start + per_page, datapoints))
+            page = {}
+            for i in chunk:
+                roll = np.roll(att, i % TOKENS, axis=-1)
+                weights = ((1 - shift * (1 + i % 3)) * roll + shift * (1 + i % 3) * noise).astype(np.float16)
+                page[i] = {"record": {"inputs": {"image": image}, "labels": {"mask": mask},
+                                      "outputs": {"mask": mask}, "meta_info": {"idx": i}},
+                           "attention": {"attention": {"weights": weights}},
+                           "features": {"feature_map": (fmap + np.float16(shift * (i % 7))).astype(np.float16)}}
+            joblib.dump(page, debug / page_name(number))
+            pages[page_name(number)] = {"indices": list(chunk), "bytes": (debug / page_name(number)).stat().st_size}
+        (debug / index_name(None)).write_text(json.dumps({
+            "format_version": FORMAT_VERSION, "rank": None, "pages": pages, "meta": {},
+            "debuggers": {"attention": {"class": "bench", "kinds": {"attention": "attention"}},
+                          "features": {"class": "bench", "kinds": {"feature_map": "feature_map"}}}}))
+    os.sync()
+    total = sum(p.stat().st_size for p in _pages(root))
+    return {"bytes": total, "per_page": per_page, "dp_bytes": dp_bytes, "build_s": time.perf_counter() - started,
+            "pages": len(_pages(root))}
+
+
+def phase_raw(root: Path) -> dict[str, Any]:
+    pages = _pages(root)
+    _drop(pages)
+    t0 = time.perf_counter()
+    total = sum(len(p.read_bytes()) for p in pages)
+    return {"s": time.perf_counter() - t0, "bytes": total}
+
+
+def phase_summary(root: Path, cache: Path) -> dict[str, Any]:
+    from eval_viewer.backend import LogStore, PassKey
+    from eval_viewer.backend.summary import compute_summary
+
+    _drop(_pages(root))
+    with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600) as store:
+        t0 = time.perf_counter()
+        summary = compute_summary(store, PassKey("fp", "test"), PassKey("q8", "test"))
+        seconds = time.perf_counter() - t0
+    rows = summary.table()
+    return {"s": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rows": len(rows), "worst": [rows[0].layer, rows[0].head, rows[0].score]}
+
+
+def phase_paired(root: Path, cache: Path, n: int, seed: int) -> dict[str, Any]:
+    from eval_viewer.app import create_app, ids
+    from eval_viewer.backend import LogStore
+
+    with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600) as store:
+        store.scores(("fp", "test"))
+        store.scores(("q8", "test"))
+        store.wait_background(600)
+        count = store.scores(("fp", "test")).num_datapoints
+        app = create_app(store)
+        client = app.server.test_client()
+        deps = client.get("/_dash-dependencies").json
+        out = next(d for d in deps if d["output"] == f"{ids.PAIRED_BODY}.children")
+        times, sizes = [], []
+        for idx in random.Random(seed).sample(range(count), n):
+            search = f"?run=fp&split=test&metric=miou&idx={idx}&vs_run=q8&vs_split=test"
+            payload = {"output": out["output"], "outputs": {"id": ids.PAIRED_BODY, "property": "children"},
+                       "inputs": [{"id": ids.URL, "property": "search", "value": search}],
+                       "changedPropIds": [f"{ids.URL}.search"], "state": []}
+            t0 = time.perf_counter()
+            response = client.post("/_dash-update-component", json=payload)
+            times.append(time.perf_counter() - t0)
+            assert response.status_code == 200 and b"ev-paired" in response.data, response.data[:300]
+            sizes.append(len(response.data))
+    return {"times": times, "sizes": sizes}
+
+
+def _run(args: argparse.Namespace, phase: str) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--phase", phase, "--dir", str(args.dir), "--seed", str(args.seed),
+           "--opens", str(args.opens)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datapoints", type=int, default=20_000)
+    parser.add_argument("--page-mb", type=float, default=100)
+    parser.add_argument("--opens", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--phase", choices=["raw", "summary", "paired"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.phase:
+        cache = args.dir / "cache"
+        result = (phase_raw(args.dir / "logs") if args.phase == "raw" else
+                  phase_summary(args.dir / "logs", cache) if args.phase == "summary" else
+                  phase_paired(args.dir / "logs", cache, args.opens, args.seed))
+        print(json.dumps(result))
+        return 0
+    made = args.dir is None
+    args.dir = args.dir or Path(tempfile.mkdtemp(prefix="bench-compare-"))
+    try:
+        info = build(args.dir / "logs", args.datapoints, args.page_mb)
+        raw = _run(args, "raw")
+        summary = _run(args, "summary")
+        paired = _run(args, "paired")
+    finally:
+        if made and not args.keep:
+            shutil.rmtree(args.dir, ignore_errors=True)
+    mb = info["bytes"] / 2**20
+    raw_rate, rate = mb / raw["s"], mb / summary["s"]
+    t = sorted(x * 1000 for x in paired["times"])
+    print(f"log: 2 passes x {args.datapoints:,} datapoints, {mb:,.0f} MiB of pages ({info['pages']} pages, "
+          f"{info['dp_bytes'] / 1024:.1f} KiB per datapoint: attention {HEADS}x{TOKENS}x{TOKENS} f16, "
+          f"feature map 16x16x16 f16)")
+    print(f"raw read of every page, cold: {raw['s']:.1f} s, {raw_rate:,.0f} MiB/s")
+    print(f"layer x head summary, cold: {summary['s']:.1f} s, {rate:,.0f} MiB/s = {100 * rate / raw_rate:.0f} % of the "
+          f"raw rate, {args.datapoints / summary['s']:,.0f} datapoint pairs/s, peak RSS {summary['peak_rss_mb']:,.0f} "
+          f"MiB; {summary['rows']} rows, worst {summary['worst']}")
+    print(f"open a paired view (server time, first open of each): p50 {statistics.median(t):.0f} ms, "
+          f"p95 {t[int(0.95 * (len(t) - 1))]:.0f} ms, max {t[-1]:.0f} ms (n={len(t)}), "
+          f"response p50 {statistics.median(paired['sizes']) / 1024:.0f} KiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
