@@ -11,12 +11,13 @@ with ``--prompts`` point prompts each. Three modes are interleaved round by roun
 all alike) and medians reported:
 
     (a) no debugger;
-    (b) a SequentialDebugger with an AttentionDebugger (default arguments) on each of the 19 modules, disabled and
-        called every batch all the same;
+    (b) a SequentialDebugger with an AttentionDebugger (default arguments: 256 queries, top-8 keys, maps within
+        96 KiB per module and image) on each of the 19 modules, disabled and called every batch all the same;
     (c) the same debugger enabled: forward + capture call, then ``save_all`` (pages fsynced).
 
 It also checks what the issue found broken: each datapoint's windowed-attention map is its own (the two images'
-maps differ), and reports the bytes of the pages per image, per module kind.
+maps differ), and reports the bytes of the pages per image, per module kind and part (maps, top-k rows, summaries),
+and which form each module's value got under the budget.
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ __all__ = ["main"]
 _MB = 1024 * 1024
 
 
-def _model(device: str) -> torch.nn.Module:
+def _model(device: str, size: int) -> torch.nn.Module:
     from transformers import Sam2Config, Sam2Model
 
     config = Sam2Config()
     config.vision_config.backbone_config._attn_implementation = "sdpa"
+    if size != 1024:  # the default config's feature sizes are for 1024 px: scale them (stride 4, 8, 16)
+        config.vision_config.backbone_config.image_size = [size, size]
+        config.vision_config.backbone_feature_sizes = [[size // s, size // s] for s in (4, 8, 16)]
+        config.prompt_encoder_config.image_size = size
     torch.manual_seed(0)
     return Sam2Model(config).eval().to(device)
 
@@ -72,22 +77,29 @@ def _nbytes(value: Any) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=1024, help="Sam2Model's feature sizes assume 1024")
+    parser.add_argument("--size", type=int, default=1024, help="image side (a multiple of 64; feature sizes scaled)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=2, help="point prompts per image")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--float16", action="store_true", help="store attention maps as float16")
+    parser.add_argument("--max-bytes", type=int, default=None,
+                        help="AttentionDebugger max_bytes per module and image (default: the debugger's default)")
+    parser.add_argument("--top-k", type=int, default=None, help="AttentionDebugger top_k (default: its default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    model = _model(args.device)
+    model = _model(args.device, args.size)
     names = _attention_modules(model)
     torch.manual_seed(1)
     pixels = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     points = torch.randint(0, args.size, (args.batch, args.prompts, 1, 2), device=args.device).float()
     labels = torch.ones(args.batch, args.prompts, 1, dtype=torch.long, device=args.device)
-    extra = {"dtype": torch.float16} if args.float16 else {}
+    extra: dict[str, Any] = {"dtype": torch.float16} if args.float16 else {}
+    if args.max_bytes is not None:
+        extra["max_bytes"] = args.max_bytes
+    if args.top_k is not None:
+        extra["top_k"] = args.top_k
     entries = [{"name": name, "debugger_config": {"class": AttentionDebugger, "args": {"layer_name": name, **extra}}}
                for name in names]
     out_root = Path(tempfile.mkdtemp(prefix="bench_sam2_"))
@@ -144,16 +156,23 @@ def _report(args: argparse.Namespace, names: list[str], times: dict[str, list[fl
         print(f"  {mode:9s} {median[mode]:8.3f} s per batch   ({overhead:+.1f} % vs off)")
     print(f"  pages on disk: {written / _MB:.2f} MB for {len(page)} images = {written / _MB / len(page):.2f} MB/image")
     first = page[min(page)]
-    per_kind = {"encoder": 0, "mask_decoder": 0}
-    for name in names:
-        per_kind["encoder" if "vision_encoder" in name else "mask_decoder"] += _nbytes(first[name])
-    for kind, size in per_kind.items():
-        print(f"    {kind:13s} {size / _MB:6.2f} MB/image (in memory, before pickling)")
-    block0 = [page[i][names[0]]["attention"]["weights"] for i in sorted(page)]
-    layout = {k: v for k, v in page[min(page)][names[0]]["attention"]["windows"].items() if k != "key_window_origin"}
-    print(f"  {names[0]}: per image {block0[0].shape}, windows {layout}")
-    if len(block0) > 1:
-        print(f"  datapoints' own windows: max |map0 - map1| = {float(np.abs(block0[0] - block0[1]).max()):.3g} "
+    for kind in ("encoder", "mask_decoder"):
+        mine = [n for n in names if ("vision_encoder" in n) == (kind == "encoder")]
+        parts = {part: sum(_nbytes(first[n]["attention"].get(part, {})) for n in mine)
+                 for part in ("weights", "top_k", "summary")}
+        forms = [first[n]["attention"]["form"] for n in mine]
+        counted = ", ".join(f"{forms.count(f)} {f}" for f in ("map", "top_k") if f in forms)
+        print(f"    {kind:13s} {sum(_nbytes(first[n]) for n in mine) / _MB:6.2f} MB/image in memory "
+              f"(maps {parts['weights'] / _MB:.2f}, top-k {parts['top_k'] / _MB:.2f}, summaries "
+              f"{parts['summary'] / _MB:.3f}); forms: {counted}")
+    attention = first[names[0]]["attention"]
+    kept = attention.get("weights", attention.get("top_k", {}).get("values"))
+    layout = {k: v for k, v in attention["windows"].items() if k not in ("key_window_origin", "order")}
+    print(f"  {names[0]}: form {attention['form']}, per image {kept.shape}, windows {layout}")
+    if len(page) > 1:
+        other = page[max(page)][names[0]]["attention"]
+        mine = other.get("weights", other.get("top_k", {}).get("values"))
+        print(f"  datapoints' own windows: max |image0 - image1| = {float(np.abs(kept - mine).max()):.3g} "
               "(0 would mean every datapoint got the same windows)")
 
 

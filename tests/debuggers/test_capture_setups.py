@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -92,6 +93,7 @@ def test_every_call_of_a_repeated_layer_is_kept_in_order(tmp_path: Path) -> None
         _entry("first", LayerOutputDebugger, layer_name="block", calls="first"),
         _entry("last", LayerOutputDebugger, layer_name="block", calls="last"),
         _entry("fmap", FeatureMapDebugger, layer_name="block"),  # 9 tokens laid on a 3x3 grid
+        _entry("attn_last", AttentionDebugger, layer_name="block", max_tokens=None, infer_grid=False, calls="last"),
     ]
     with SequentialDebugger(entries, model) as debugger:
         debugger.start_epoch(tmp_path)
@@ -112,6 +114,10 @@ def test_every_call_of_a_repeated_layer_is_kept_in_order(tmp_path: Path) -> None
                 torch.testing.assert_close(torch.from_numpy(attention["weights"]), _explicit(q, k)[b], rtol=0, atol=1e-6)
                 torch.testing.assert_close(torch.from_numpy(page[idx]["out"][f"output{key}"]), model.block(inp)[b])
             assert "output_1" not in page[idx]["first"] and "output_1" not in page[idx]["last"]
+            assert page[idx]["attn_last"].keys() == {"attention", "stats"}
+            assert page[idx]["attn_last"]["attention"]["module_call"] == len(steps) - 1
+            np.testing.assert_array_equal(page[idx]["attn_last"]["attention"]["weights"],
+                                          page[idx]["attn"][f"attention_{len(steps) - 1}"]["weights"])
             torch.testing.assert_close(torch.from_numpy(page[idx]["first"]["output"]), model.block(steps[0])[b])
             torch.testing.assert_close(torch.from_numpy(page[idx]["last"]["output"]), model.block(steps[-1])[b])
     assert page[4]["attn"].keys() == {"attention", "stats", "attention_1", "stats_1", "attention_2", "stats_2"}

@@ -125,9 +125,9 @@ def test_gradients_debugger_gives_each_datapoint_its_own_gradient() -> None:
 
 def _one_at_a_time(model: nn.Module, inputs: torch.Tensor, targets: list[int], **options: object) -> torch.Tensor:
     """The oracle: GradCAM of each datapoint alone, with its class as the scalar target_class."""
-    maps = [GradCAMDebugger(target_class=t, **options)({"inputs": inputs[i:i + 1]}, model)["gradcam"][0]  # type: ignore[arg-type]
+    maps = [GradCAMDebugger(target_class=t, **options)({"inputs": inputs[i:i + 1]}, model)  # type: ignore[arg-type]
             for i, t in enumerate(targets)]
-    return torch.stack(maps)
+    return torch.stack([m["gradcam"][0] for m in maps])
 
 
 @pytest.mark.parametrize("form", ["list", "tensor", "labels", "prediction"])
@@ -169,4 +169,5 @@ def test_per_datapoint_segmentation_targets_equal_each_datapoint_alone() -> None
 def test_per_datapoint_targets_that_do_not_fit_the_batch_are_refused(target: object, message: str) -> None:
     model = TinyClassifier().eval()
     with pytest.raises(CaptureError, match=message):
-        GradCAMDebugger("features", target_class=target)({"inputs": torch.randn(3, 2, 4, 4)}, model)  # type: ignore[arg-type]
+        debugger = GradCAMDebugger("features", target_class=target)  # type: ignore[arg-type]
+        debugger({"inputs": torch.randn(3, 2, 4, 4)}, model)

@@ -29,13 +29,14 @@ def _entry(name: str, cls: type, **args: Any) -> dict[str, Any]:
     return {"name": name, "debugger_config": {"class": cls, "args": args}}
 
 
-def _capture(model: nn.Module, entries: list[dict[str, Any]], run: Any, out_dir: Path) -> dict[int, dict[str, Any]]:
+def _capture(model: nn.Module, entries: list[dict[str, Any]], run: Any, out_dir: Path,
+             meta: dict[str, Any] | None = None, inputs: Any = None) -> dict[int, dict[str, Any]]:
     """One batch through the real capture path (hooks, split, writer, page on disk); the page as a reader loads it."""
     with SequentialDebugger(entries, model) as debugger:
         debugger.start_epoch(out_dir)
         with torch.no_grad():
             outputs = run()
-            debugger({"inputs": None, "outputs": outputs, "meta_info": {"idx": IDX}}, model)
+            debugger({"inputs": inputs, "outputs": outputs, "meta_info": {"idx": IDX, **(meta or {})}}, model)
         debugger.save_all()
     page: dict[int, dict[str, Any]] = {}
     for path in sorted(out_dir.glob("page_*.pkl")):
@@ -108,7 +109,8 @@ def test_sam2_image_encoder_windows_are_each_datapoints_own_and_placed_on_the_im
     with torch.no_grad():
         expected = model(images).last_hidden_state
     blocks = range(len(model.blocks))
-    entries = [_entry(f"b{i}", AttentionDebugger, layer_name=f"blocks.{i}.attn", max_tokens=None) for i in blocks]
+    entries = [_entry(f"b{i}", AttentionDebugger, layer_name=f"blocks.{i}.attn", max_tokens=None, max_bytes=None)
+               for i in blocks]
     during: dict[str, torch.Tensor] = {}
     page = _capture(model, entries, lambda: during.setdefault("out", model(images).last_hidden_state), tmp_path)
     assert sorted(page) == sorted(IDX)
@@ -145,7 +147,9 @@ def test_sam2_windows_beyond_the_budget_keep_each_querys_own_window_exactly(tmp_
     entries = [_entry("b0", AttentionDebugger, layer_name="blocks.0.attn", max_tokens=64),  # 16x16 keys > 64: local
                _entry("b4", AttentionDebugger, layer_name="blocks.4.attn", max_tokens=8),  # 4x4 grid, padded windows
                _entry("stitched", AttentionDebugger, layer_name="blocks.0.attn", max_tokens=64, windows="stitch")]
+    assert torch.backends.mha.get_fastpath_enabled()
     page = _capture(model, entries, lambda: model(images), tmp_path)
+    assert torch.backends.mha.get_fastpath_enabled()  # two debuggers on one module give the fast path back
     with torch.no_grad():
         for name, block in (("b0", 0), ("b4", 4)):
             oracle = _windowed_oracle(model.blocks[block], inputs[block])
@@ -208,7 +212,8 @@ def test_sam2_mask_decoder_keeps_a_prompt_axis_per_datapoint_equal_to_hf_eager(t
     with torch.no_grad():
         eager(**args)
         expected_masks = model(**args)[0]
-    entries = [_entry(name, AttentionDebugger, layer_name=name, max_tokens=None) for name in DECODER_ATTENTION]
+    entries = [_entry(name, AttentionDebugger, layer_name=name, max_tokens=None, max_bytes=None)
+               for name in DECODER_ATTENTION]
     during: dict[str, torch.Tensor] = {}
     page = _capture(model, entries, lambda: during.setdefault("masks", model(**args)[0]), tmp_path)
     assert torch.equal(during["masks"], expected_masks)  # capture on == capture off, to the bit
@@ -298,7 +303,7 @@ def test_sam2_video_memory_attention_over_past_frames_equals_hf_eager(tmp_path: 
         eager.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: reference.__setitem__(name, o[1]))
     with torch.no_grad():
         eager(*args, num_object_pointer_tokens=4)
-    entries = [_entry(name, AttentionDebugger, layer_name=name, max_tokens=None) for name in names]
+    entries = [_entry(name, AttentionDebugger, layer_name=name, max_tokens=None, max_bytes=None) for name in names]
     page = _capture(model, entries, lambda: model(*args, num_object_pointer_tokens=4), tmp_path)
     for name in names:
         for b, idx in enumerate(IDX):

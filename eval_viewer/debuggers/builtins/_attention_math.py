@@ -44,6 +44,7 @@ def attention_probabilities(
         k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
     num_q, num_k = q.shape[-2], k.shape[-2]
     if query_index is not None:
+        query_index = query_index.to(q.device)
         q = q.index_select(-2, query_index)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     logits = (q @ k.transpose(-2, -1)) * scale
@@ -147,8 +148,9 @@ class AttentionMode(TorchFunctionMode):
             bound["average_attn_weights"] = False
             out, weights = func(**bound)
             per_head = weights if weights.dim() == 4 else weights.unsqueeze(0)
-            self._record(lambda index: per_head if index is None else per_head.index_select(-2, index),
-                         per_head.shape, per_head.shape[-1])
+            self._record(
+                lambda index: per_head if index is None else per_head.index_select(-2, index.to(per_head.device)),
+                per_head.shape, per_head.shape[-1])
             return out, (weights.mean(dim=-3) if average else weights)
         original = F.scaled_dot_product_attention
 

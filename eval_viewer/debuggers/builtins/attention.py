@@ -11,7 +11,13 @@ Output (one item per attention call, the weights together with what locates them
 has the plain keys, later calls the same keys with ``_1``, ``_2``... appended, in call order across every call of
 the module in the forward pass, so a module run several times keeps each run)::
 
-    {"attention": {"weights": (B, heads, Lq', Lk'),         # rows sum to 1
+    {"attention": {"form": "map" | "top_k",                 # what the byte budget kept (see _attention_budget)
+                   "weights": (B, heads, Lq', Lk'),         # form "map" only; rows sum to 1
+                   "top_k": {"index": (B, heads, Lq', k) int, "values": (B, heads, Lq', k), "k": k,
+                             "key_grid": [h, w] | None, "num_prefix_tokens": int},  # exact, unpooled keys;
+                                                            # absent when the map is kept with key_pool 1
+                   "summary": {"entropy", "top_k_mass", "max": (B, heads), "k": k, "queries": Lq},  # every row
+                   "chosen": {"query_index": (B, P), "weights": (B, heads, P, L), "key_grid", ...},  # queries=
                    "axes": ["head", "query", "key"],        # per datapoint; ["prompt", "head", ...] with groups
                    "query_index": [int],                    # which of the Lq queries were kept
                    "num_queries": Lq, "num_keys": Lk,
@@ -19,7 +25,7 @@ the module in the forward pass, so a module run several times keeps each run)::
                    "num_prefix_tokens": int,                # class/register tokens before the grid
                    "key_pool": int,                         # keys summed in key_pool (x key_pool) blocks
                    "module_call": int},                     # which call of the module made it (0, 1, ...)
-     "stats": {"entropy": (B,), "max": (B,)},               # mean row entropy (nats), largest weight
+     "stats": {"entropy": (B,), "max": (B,)},               # mean row entropy (nats) over every row, largest weight
      "attention_1": ..., "stats_1": ...}
 
 Kernels whose leading dimension is not the batch (:mod:`eval_viewer.debuggers.layouts`): *windowed* attention
@@ -45,13 +51,25 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from eval_viewer.debuggers.base import ForwardDebugger, call_suffix, datapoint_batch_size
+from eval_viewer.debuggers.base import Calls, ForwardDebugger, call_suffix, datapoint_batch_size
+from eval_viewer.debuggers.builtins._attention_budget import (
+    FORM_MAP,
+    FORM_TOP_K,
+    QuerySource,
+    cells_of_points,
+    chunk_size,
+    datapoint_queries,
+    nbytes_per_datapoint,
+    row_summary,
+    summary_of_rows,
+    top_k_rows,
+)
 from eval_viewer.debuggers.builtins._attention_math import (
     AttentionMode,
     attention_probabilities,
@@ -59,6 +77,7 @@ from eval_viewer.debuggers.builtins._attention_math import (
     limit_tokens,
     pool_keys,
 )
+from eval_viewer.debuggers.builtins._targets import input_size
 from eval_viewer.debuggers.builtins._tensors import cast_float, square_grid
 from eval_viewer.debuggers.builtins._torch_attention import (
     NATIVE_MODULES,
@@ -83,6 +102,9 @@ __all__ = ["AttentionDebugger", "attention_probabilities", "limit_tokens", "limi
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MAX_BYTES = 96 * 1024
+"""Bytes of maps per debugger and datapoint by default: SAM2's 19 attention modules stay under 5 MB per image."""
+
 class AttentionDebugger(ForwardDebugger):
     """Per-head attention maps of every attention call inside the module ``layer_name`` (see the module docstring).
 
@@ -95,6 +117,15 @@ class AttentionDebugger(ForwardDebugger):
     query's own window, exact at any size, with each window's place on the image) or ``"auto"`` (stitched when the
     image's key grid fits ``max_tokens`` unpooled, else local: pooling keys in blocks as large as a window would
     leave nothing of the map).
+
+    The storage budget (per datapoint; see :mod:`._attention_budget`): per-head summaries over every query are always
+    kept; ``top_k`` keys of each kept query are kept exactly (indices and values) when the map is not, or is pooled;
+    the maps of the debugger's calls are kept in call order while they fit ``max_bytes`` together (None: no limit).
+    ``queries`` names each datapoint's chosen queries (a dotted path into the batch dict such as
+    ``"meta_info.points"``, or a callable of the batch dict): ``query_coords="xy"`` reads them as (x, y) points in
+    the input image's pixels (its size from ``inputs``, or ``inputs[input_key]``), ``"index"`` as query indices;
+    their rows are kept exactly, outside the budget (the module's q and k are held until the hand-over for them).
+    ``calls="first"`` or ``"last"`` keeps the attention of the module's first or last call in a forward pass only.
     """
 
     def __init__(
@@ -107,10 +138,28 @@ class AttentionDebugger(ForwardDebugger):
         groups: int | None = None,
         group_axis: str = "prompt",
         windows: str = "auto",
+        top_k: int = 8,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+        queries: QuerySource | None = None,
+        query_coords: str = "xy",
+        input_key: str | None = None,
+        calls: Calls = "all",
     ) -> None:
-        super().__init__(layer_name)
+        super().__init__(layer_name, calls)
         if max_tokens is not None and max_tokens < 1:
             raise CaptureError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise CaptureError(f"top_k must be a positive int, got {top_k!r}")
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+            raise CaptureError(f"max_bytes must be an int >= 0 or None, got {max_bytes!r}")
+        if query_coords not in ("xy", "index"):
+            raise CaptureError(f"query_coords must be 'xy' or 'index', got {query_coords!r}")
+        self.top_k = top_k
+        self.max_bytes = max_bytes
+        self.queries = queries
+        self.query_coords = query_coords
+        self.input_key = input_key
+        self._warned_chosen = False
         if groups is not None and (isinstance(groups, bool) or not isinstance(groups, int) or groups < 1):
             raise CaptureError(f"groups must be a positive int or None, got {groups!r}")
         self.max_tokens = max_tokens
@@ -131,7 +180,7 @@ class AttentionDebugger(ForwardDebugger):
         self._mode: AttentionMode | None = None
         self._paused = False
         self._encoder_call: tuple[tuple, dict[str, Any]] | None = None
-        self._fastpath: bool | None = None
+        self._holds_fastpath = False
 
     # -- hooks -------------------------------------------------------------------------------------------------------
     def attach(self, module: torch.nn.Module) -> list[RemovableHandle]:
@@ -206,8 +255,8 @@ class AttentionDebugger(ForwardDebugger):
         if isinstance(module, NATIVE_MODULES):
             return  # recorded from its weights by _record_native; its forward runs as it would
         # nn.MultiheadAttention's eval fast path calls a fused kernel that bypasses SDPA; the slow path is exact.
-        self._fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
+        _hold_fastpath_off()
+        self._holds_fastpath = True
         self._mode = AttentionMode(self._record)
         self._paused = False
         self._mode.__enter__()
@@ -218,9 +267,9 @@ class AttentionDebugger(ForwardDebugger):
                 self._mode.__exit__(None, None, None)
             self._mode = None
             self._paused = False
-        if self._fastpath is not None:
-            torch.backends.mha.set_fastpath_enabled(self._fastpath)
-            self._fastpath = None
+        if self._holds_fastpath:
+            _release_fastpath()
+            self._holds_fastpath = False
         if output is None:  # the forward raised: keep nothing half-made of this call
             del self._calls[self._call_start:]
             return
@@ -254,37 +303,40 @@ class AttentionDebugger(ForwardDebugger):
         windows = window_layout(rows, num_queries, num_keys, self._module_shape, self._parent_shape, self._query_stride)
         with torch.no_grad():
             if windows is not None:
-                attn, info, extra = self._windowed(probabilities, windows)
+                call = self._windowed(probabilities, windows)
             else:
-                attn, info, extra = self._plain(probabilities, num_queries, num_keys)
-        row_entropy = -(attn * attn.clamp_min(1e-12).log()).sum(dim=-1)
-        stats = {"entropy": row_entropy.flatten(1).mean(dim=1), "max": attn.flatten(1).amax(dim=1), **extra}
-        info["weights"] = cast_float(attn, self.dtype)
-        info["module_call"] = self._module_calls
-        groups = [] if windows is not None else group_layouts(rows, self._module_shape, self._parent_shape)
-        self._calls.append(_Call(info, stats, rows, windows, groups))
+                call = self._plain(probabilities, num_queries, num_keys)
+        call.info["module_call"] = self._module_calls
+        call.rows, call.windows = rows, windows
+        call.groups = [] if windows is not None else group_layouts(rows, self._module_shape, self._parent_shape)
+        call.probabilities = probabilities if self.queries is not None else None  # chosen rows: at the hand-over
+        self._calls.append(call)
 
     def _plain(self, probabilities: Callable[[torch.Tensor | None], torch.Tensor], num_queries: int,
-               num_keys: int) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
-        """Batch-first (or grouped) rows: keep evenly spaced queries, pool keys on their grid."""
+               num_keys: int) -> _Call:
+        """Batch-first (or grouped) rows: keep evenly spaced queries, pool keys on their grid; summarise every row."""
         kept = limit_tokens(num_queries, self.max_tokens)
         index = None if len(kept) == num_queries else torch.tensor(kept)
-        attn = probabilities(index).detach()
-        while attn.dim() < 4:  # (Lq, Lk) or (B, Lq, Lk): one head, one datapoint
-            attn = attn.unsqueeze(0 if attn.dim() == 2 else 1)
-        if attn.dim() > 4:  # extra leading dims are folded into the head axis
-            attn = attn.reshape(attn.shape[0], -1, *attn.shape[-2:])
+        exact = _rows_heads_first(probabilities(index).detach().float())
+        if index is None:
+            summary = row_summary(exact, self.top_k)
+        else:  # every query, a chunk at a time: the map keeps a few, the summary speaks for all
+            step = chunk_size(exact.shape[0] * exact.shape[1], num_keys)
+            parts = [row_summary(_rows_heads_first(probabilities(torch.arange(i, min(i + step, num_queries))).float()),
+                                 self.top_k) for i in range(0, num_queries, step)]
+            summary = tuple(torch.cat(values, dim=-1) for values in zip(*parts))
         key_grid, prefix = self._grid(num_keys)
         query_grid, _ = self._grid(num_queries)
-        attn, pooled_grid, block = pool_keys(attn.float(), key_grid, prefix, self.max_tokens)
-        return attn, _token_info(kept, num_queries, num_keys, query_grid, pooled_grid, prefix, block), {}
+        top = top_k_rows(exact, self.top_k, self.dtype)
+        top.update(key_grid=list(key_grid) if key_grid else None, num_prefix_tokens=int(prefix))
+        attn, pooled_grid, block = pool_keys(exact, key_grid, prefix, self.max_tokens)
+        info = _token_info(kept, num_queries, num_keys, query_grid, pooled_grid, prefix, block)
+        return _Call(info, attn, summary_of_rows(*summary, self.top_k), top, {})
 
-    def _windowed(self, probabilities: Callable[[torch.Tensor | None], torch.Tensor],
-                  windows: Windows) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
+    def _windowed(self, probabilities: Callable[[torch.Tensor | None], torch.Tensor], windows: Windows) -> _Call:
         """Windowed rows of the kept image queries: stitched onto the image's key grid, or over their own window."""
-        attn = probabilities(None).detach().float()
-        while attn.dim() < 4:
-            attn = attn.unsqueeze(1)
+        attn = _rows_heads_first(probabilities(None).detach().float())
+        summary = tuple(_per_image_query(values, windows) for values in row_summary(attn, self.top_k))
         num_queries = windows.query_grid[0] * windows.query_grid[1]
         num_keys = windows.key_grid[0] * windows.key_grid[1]
         kept = limit_grid_tokens(windows.query_grid, self.max_tokens)
@@ -294,15 +346,20 @@ class AttentionDebugger(ForwardDebugger):
             form = "stitch" if self.max_tokens is None or num_keys <= self.max_tokens else "local"
         if form == "stitch":
             placed, padding_mass = stitch_windows(attn, windows, cells)
+            top = top_k_rows(placed, self.top_k, self.dtype)
+            top.update(key_grid=list(windows.key_grid), num_prefix_tokens=0)
             placed, pooled_grid, block = pool_keys(placed, windows.key_grid, 0, self.max_tokens)
             info = _token_info(kept, num_queries, num_keys, windows.query_grid, pooled_grid, 0, block)
             info["windows"] = {**windows.describe(), "form": "stitched"}
-            return placed, info, {"padding_mass": padding_mass.flatten(1).mean(dim=1)}
+            extra = {"padding_mass": padding_mass.flatten(1).mean(dim=1)}
+            return _Call(info, placed, summary_of_rows(*summary, self.top_k), top, extra)
         rows, origin = window_rows(attn, windows, cells)
+        top = top_k_rows(rows, self.top_k, self.dtype)
+        top.update(key_grid=list(windows.key_window), num_prefix_tokens=0)
         info = _token_info(kept, num_queries, windows.key_window[0] * windows.key_window[1], windows.query_grid,
                            windows.key_window, 0, 1)
         info["windows"] = {**windows.describe(), "form": "local", "key_window_origin": origin.tolist()}
-        return rows, info, {}
+        return _Call(info, rows, summary_of_rows(*summary, self.top_k), top, {})
 
     def _grid(self, num_tokens: int) -> tuple[tuple[int, int] | None, int]:
         if self.grid is not None:
@@ -320,43 +377,106 @@ class AttentionDebugger(ForwardDebugger):
 
     # -- hand-over -----------------------------------------------------------------------------------------------------
     def __call__(self, datapoint: Mapping[str, Any], model: torch.nn.Module) -> dict[str, Any] | None:
-        """Every attention call since the forward pass began, each filed by datapoint (windows and groups mapped)."""
+        """Every attention call since the forward pass began, each filed by datapoint (windows and groups mapped),
+        maps kept in call order while they fit ``max_bytes`` per datapoint (see :mod:`._attention_budget`)."""
         calls, ran = self._calls, self._module_calls
         self.discard()
         if not calls:
             return {} if ran else None  # {}: the module ran without attention (warned); None: it did not run
+        if self.calls != "all":  # the attention calls of the module's first or last call only
+            which = calls[0 if self.calls == "first" else -1].info["module_call"]
+            calls = [c for c in calls if c.info["module_call"] == which]
         batch = datapoint_batch_size(datapoint)
         self._max_calls_seen = max(self._max_calls_seen, len(calls))
         out: dict[str, Any] = {}
+        spent = 0
         for i, call in enumerate(calls):
-            attention, stats = self._by_datapoint(call, batch)
+            datapoints, groups = self._layout(call, batch)
+            attention, stats = self._by_datapoint(call, datapoints, groups)
+            cost = nbytes_per_datapoint(call.weights, datapoints, self.dtype)
+            if self.max_bytes is None or spent + cost <= self.max_bytes:
+                spent += cost
+                attention["form"] = FORM_MAP
+                if attention["key_pool"] == 1:
+                    del attention["top_k"]  # the map itself is exact: its top-k would repeat it
+            else:
+                attention["form"] = FORM_TOP_K
+                del attention["weights"]
+            if call.probabilities is not None:
+                chosen = self._chosen(call, datapoint, datapoints, groups)
+                if chosen is not None:
+                    attention["chosen"] = chosen
             out[f"attention{call_suffix(i)}"] = attention
             out[f"stats{call_suffix(i)}"] = stats
         return out
 
-    def _by_datapoint(self, call: _Call, batch: int | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        info, stats = dict(call.info), dict(call.stats)
+    def _layout(self, call: _Call, batch: int | None) -> tuple[int, int | None]:
+        """How many datapoints the call's rows are, and the group count when each holds several rows (or None)."""
         if call.windows is not None:
             if batch is not None and call.windows.batch != batch:
                 raise CaptureError(self._unmapped(call, batch))
-            info["axes"] = ["head", "query", "key"]
-            return info, stats
+            return call.windows.batch, None
         if batch is None or call.rows == batch:
-            info["axes"] = ["head", "query", "key"]
-            return info, stats
+            return call.rows, None
         groups = next((g for g in call.groups if g.batch == batch), None)
         if self.groups is not None:
             groups = Groups(batch, self.groups) if batch * self.groups == call.rows else None
         if groups is None:
             raise CaptureError(self._unmapped(call, batch))
-        weights = info["weights"]
-        info["weights"] = weights.reshape(batch, groups.groups, *weights.shape[1:])
-        info["axes"] = [self.group_axis, "head", "query", "key"]
-        info[f"num_{self.group_axis}s"] = groups.groups
-        return info, {
-            "entropy": stats["entropy"].reshape(batch, -1).mean(dim=1),
-            "max": stats["max"].reshape(batch, -1).amax(dim=1),
-        }
+        return batch, groups.groups
+
+    def _by_datapoint(self, call: _Call, datapoints: int, groups: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        def split(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if groups is None else tensor.reshape(datapoints, groups, *tensor.shape[1:])
+
+        info = dict(call.info)
+        info["weights"] = split(cast_float(call.weights, self.dtype))
+        info["top_k"] = {k: split(v) if isinstance(v, torch.Tensor) else v for k, v in call.top_k.items()}
+        summary = {k: split(v) if isinstance(v, torch.Tensor) else v for k, v in call.summary.items()}
+        info["summary"] = summary
+        info["axes"] = ["head", "query", "key"] if groups is None else [self.group_axis, "head", "query", "key"]
+        if groups is not None:
+            info[f"num_{self.group_axis}s"] = groups
+        stats = {"entropy": summary["entropy"].flatten(1).mean(dim=1), "max": summary["max"].flatten(1).amax(dim=1),
+                 **call.extra}
+        return info, stats
+
+    def _chosen(self, call: _Call, datapoint: Mapping[str, Any], datapoints: int,
+                groups: int | None) -> dict[str, Any] | None:
+        """Exact rows of each datapoint's chosen queries, or None where they cannot be placed (warned once)."""
+        assert self.queries is not None and call.probabilities is not None
+        wanted = datapoint_queries(datapoint, self.queries, self.query_coords, datapoints)
+        num_queries = call.info["num_queries"]
+        query_grid, prefix = (call.windows.query_grid, 0) if call.windows is not None else self._grid(num_queries)
+        if self.query_coords == "xy":
+            size = input_size(datapoint.get("inputs"), self.input_key)
+            if query_grid is None or size is None:
+                if not self._warned_chosen:  # token queries (a decoder's prompts) are expected; no image size is not
+                    logger.log(logging.INFO if query_grid is None else logging.WARNING,
+                               "AttentionDebugger on %r: chosen (x, y) queries kept no rows: the %s", self.layer_name,
+                               f"{num_queries} queries lie on no image grid" if query_grid is None else
+                               "input image size is unknown (set input_key)")
+                    self._warned_chosen = True
+                return None
+            wanted = cells_of_points(wanted, size, query_grid) + prefix
+        if wanted.numel() and not 0 <= int(wanted.min()) <= int(wanted.max()) < num_queries:
+            raise CaptureError(f"AttentionDebugger on {self.layer_name!r}: chosen queries {wanted.tolist()} are not "
+                               f"all among the module's {num_queries} queries")
+        with torch.no_grad():
+            if call.windows is not None:
+                attn = _rows_heads_first(call.probabilities(None).float())
+                picked = [window_rows(attn, call.windows, cells.to(attn.device)) for cells in wanted]
+                weights = torch.stack([rows[b] for b, (rows, _) in enumerate(picked)])
+                origin = torch.stack([o for _, o in picked])
+                return {"query_index": wanted, "weights": cast_float(weights, self.dtype),
+                        "key_grid": list(call.windows.key_window), "num_prefix_tokens": 0, "key_window_origin": origin}
+            per = groups or 1
+            rows = [_rows_heads_first(call.probabilities(index).float())[b * per:(b + 1) * per]
+                    for b, index in enumerate(wanted)]
+            weights = torch.stack([r if groups else r[0] for r in rows])
+        key_grid, key_prefix = self._grid(call.info["num_keys"])
+        return {"query_index": wanted, "weights": cast_float(weights, self.dtype),
+                "key_grid": list(key_grid) if key_grid else None, "num_prefix_tokens": int(key_prefix)}
 
     def _unmapped(self, call: _Call, batch: int) -> str:
         return (
@@ -378,6 +498,23 @@ class AttentionDebugger(ForwardDebugger):
         return self.kinds()  # every call already has its own keys
 
 
+_FASTPATH_HOLDS: list[Any] = [0, None]  # [debuggers inside a watched module now, the setting before the first]
+
+
+def _hold_fastpath_off() -> None:
+    """MHA's fused fast path off while any debugger watches; several on one module give it back once, in any order."""
+    if _FASTPATH_HOLDS[0] == 0:
+        _FASTPATH_HOLDS[1] = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+    _FASTPATH_HOLDS[0] += 1
+
+
+def _release_fastpath() -> None:
+    _FASTPATH_HOLDS[0] -= 1
+    if _FASTPATH_HOLDS[0] == 0:
+        torch.backends.mha.set_fastpath_enabled(bool(_FASTPATH_HOLDS[1]))
+
+
 def _native_roots(module: torch.nn.Module) -> list[torch.nn.Module]:
     """The outermost PyTorch transformer modules in ``module`` (itself included), recorded from their weights."""
     if isinstance(module, NATIVE_MODULES):
@@ -390,13 +527,33 @@ def _native_roots(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 @dataclass
 class _Call:
-    """One attention call as recorded: rows in the kernel's leading dimension and how they may map to datapoints."""
+    """One attention call as recorded (every tensor rows-first) and how its rows may map to datapoints."""
 
     info: dict[str, Any]
-    stats: dict[str, torch.Tensor]
-    rows: int
-    windows: Windows | None
-    groups: list[Groups]
+    weights: torch.Tensor
+    summary: dict[str, Any]
+    top_k: dict[str, Any]
+    extra: dict[str, torch.Tensor]
+    rows: int = 0
+    windows: Windows | None = None
+    groups: list[Groups] = field(default_factory=list)
+    probabilities: Callable[[torch.Tensor | None], torch.Tensor] | None = None
+
+
+def _rows_heads_first(attn: torch.Tensor) -> torch.Tensor:
+    """Kernel probabilities as ``(rows, heads, queries, keys)``: one head or one row added, extra dims folded."""
+    while attn.dim() < 4:  # (Lq, Lk) or (B, Lq, Lk): one head, one datapoint
+        attn = attn.unsqueeze(0 if attn.dim() == 2 else 1)
+    if attn.dim() > 4:  # extra leading dims are folded into the head axis
+        attn = attn.reshape(attn.shape[0], -1, *attn.shape[-2:])
+    return attn
+
+
+def _per_image_query(values: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """Per-row values ``(B · windows, heads, Lq_w)`` -> ``(B, heads, image query cells)`` (padding rows dropped)."""
+    window_of, token_of = windows.query_slots()
+    per_window = values.reshape(windows.batch, windows.per_image, *values.shape[1:]).permute(0, 2, 1, 3)
+    return per_window[:, :, window_of.to(values.device), token_of.to(values.device)]
 
 
 def _token_info(kept: list[int], num_queries: int, num_keys: int, query_grid: tuple[int, int] | None,
