@@ -86,7 +86,7 @@ def table_columns(scores: Scores, metric: str | None, meta: Mapping[str, Sequenc
 def table_caption(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[Any]], matching: int) -> list[Any]:
     """How many datapoints there are (and match the filters), what ranks them, how many NaN rank worst."""
     total = scores.num_datapoints
-    direction = "lower" if scores.higher_is_better.get(metric, True) else "higher"
+    direction = "lower" if scores.higher_is_better.get(metric or "", True) else "higher"
     n_nan = int(np.isnan(scores.per_datapoint[metric]).sum()) if metric else 0
     count: list[Any] = ([html.B(f"{total:,}"), " datapoints"] if matching == total else
                         [html.B(f"{matching:,}"), " of ", html.B(f"{total:,}"), " datapoints match the filters"])
