@@ -486,14 +486,14 @@ def _plain_tree(root: Any, lazy_cls: type, limit: int) -> bool:
             deeper = depth + 1
             for value in items:
                 vkind = type(value)
-                if vkind in plain or (vkind is lazy_cls and value.value is None):
+                if vkind in plain or (isinstance(value, lazy_cls) and value.value is None):
                     count += 1
                 else:
                     stack.append((value, deeper))
             count += 1
             if count > limit:
                 return False
-        elif kind is lazy_cls:
+        elif isinstance(obj, lazy_cls):  # (and its subclass for joblib's array headers)
             if obj.value is not None:
                 return False
             count += 1

@@ -96,3 +96,14 @@ def test_sharing_within_bounds_is_kept_and_nesting_at_the_limit_reads(tmp_path: 
     assert all(x is out["shared"][0] for x in out["shared"])
     with LocalSource(tmp_path).open("page_0.pkl") as f:
         assert parse_page(f, "page_0.pkl", trust=False).content[0]["shared"][0] == leaf
+
+
+def test_an_object_array_in_an_otherwise_plain_page_is_an_array(tmp_path: Path) -> None:
+    """The plain-tree shortcut must still hand joblib's object arrays (read whole, inside an array header) to the
+    full walk."""
+    page = tmp_path / "page_0.pkl"
+    for compress in (0, 3):
+        joblib.dump({i: {"obj": np.array(["a", 1], dtype=object), "x": np.arange(3)} for i in range(3)}, page,
+                    compress=compress)
+        out = _read(page, 2)
+        assert isinstance(out["obj"], np.ndarray) and out["obj"].tolist() == ["a", 1]
