@@ -6,8 +6,9 @@ debugger                   fed by             keeps
 FeatureMapDebugger         forward hook       a layer's (C, H, W) map, shrunk, and its stats
 ActivationStatsDebugger    forward hook       per-datapoint activation statistics, per-channel means/stds
 LayerOutputDebugger        forward hook       a layer's output, optionally average-pooled
-AttentionDebugger          pre + post hooks   per-head softmax(q kᵀ/√d) of every SDPA / MHA call in a module
-GradCAMDebugger            re-run with grad   GradCAM heatmap at input size for a target class
+AttentionDebugger          pre + post hooks   per-head softmax(q kᵀ/√d) of every SDPA / MHA call in a module:
+                                              summaries, top-k keys, maps within a byte budget
+GradCAMDebugger            re-run with grad   GradCAM heatmap at input size for a target class (or one per datapoint)
 GradientsDebugger          re-run, backward   gradient of a per-datapoint objective at a layer's output
 DatapointRecorder          the batch          inputs, labels, predictions and meta_info, shrunk
 =========================  =================  ===============================================================
