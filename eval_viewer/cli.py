@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--follow-symlinks", action="store_true",
                         help="follow symbolic links that lead out of a local --log-dir (default: not listed, not "
                         "served)")
+    parser.add_argument("--dataset", default=None, metavar="MODULE:CALLABLE",
+                        help="your code that returns a datapoint's inputs/labels/meta_info by index, for logs that "
+                             "saved none (imported and run in this process: only for code you trust)")
     parser.add_argument("--trust-pickles", action="store_true",
                         help="unpickle debug pages without the allow-list of safe types; only for logs you wrote")
     parser.add_argument("--cache-dir", type=Path, default=None, metavar="PATH",
@@ -150,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = LogStore(args.log_dir, trust_pickles=args.trust_pickles, cache_dir=args.cache_dir,
                          cache_bytes=args.cache_mb * 2**20, rescan_s=args.rescan,
-                         storage_options=args.storage_options, follow_symlinks=args.follow_symlinks)
+                         storage_options=args.storage_options, follow_symlinks=args.follow_symlinks,
+                         dataset=args.dataset)
     except ViewerError as err:
         return _fail(str(err))
     problem = _port_problem(args.host, args.port)
@@ -179,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         serve({"log_dirs": args.log_dir, "allowed_hosts": hosts, "rescan_s": args.rescan,
                "trust_pickles": args.trust_pickles, "cache_dir": args.cache_dir, "cache_bytes": args.cache_mb * 2**20,
-               "storage_options": args.storage_options, "follow_symlinks": args.follow_symlinks},
+               "storage_options": args.storage_options, "follow_symlinks": args.follow_symlinks,
+               "dataset": args.dataset},
               host=args.host, port=args.port, workers=args.workers)
         return 0
     app = create_app(store, rescan_s=args.rescan, allowed_hosts=hosts)

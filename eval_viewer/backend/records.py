@@ -13,7 +13,8 @@ from; they leave their debugger's card rather than being drawn twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,8 @@ from eval_viewer.backend.kinds import ViewerHints, items_of, resolve_kind
 from eval_viewer.backend.model import DatapointRecord, Item, PassKey
 from eval_viewer.log_format import KINDS_KEY, RECORD_SECTIONS
 
-__all__ = ["is_record", "scalar_meta", "to_plain", "build_record", "INPUT_NAMES", "LABEL_NAMES", "PREDICTION_NAMES"]
+__all__ = ["is_record", "scalar_meta", "to_plain", "build_record", "with_dataset", "INPUT_NAMES", "LABEL_NAMES",
+           "PREDICTION_NAMES"]
 
 INPUT_NAMES = ("image", "img", "input", "inputs", "rgb", "images")
 LABEL_NAMES = ("gt", "label", "labels", "target", "targets", "mask", "gt_mask", "ground_truth", "groundtruth", "seg_gt")
@@ -177,3 +179,38 @@ def build_record(
         class_names=hints.class_names,
         palette=hints.palette,
     )
+
+
+def with_dataset(record: DatapointRecord, dataset: Callable[[int], Any], name: str) -> DatapointRecord:
+    """``record`` with the sections its log left empty (inputs, labels, predictions, meta info) filled from
+    ``dataset(record.idx)`` (``--dataset``), each saying so; a failing or malformed answer becomes a problem."""
+    if record.inputs and (record.labels or record.predictions):
+        return record
+    try:
+        answer = dataset(record.idx)
+    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is shown, the rest of the view stays
+        return replace(record, problems=(*record.problems, f"--dataset {name}: datapoint {record.idx} failed "
+                                                           f"({type(exc).__name__}: {exc})"))
+    if not isinstance(answer, Mapping) or not set(map(str, answer)) & set(RECORD_SECTIONS):
+        return replace(record, problems=(*record.problems, f"--dataset {name}: datapoint {record.idx} returned a "
+                                                           f"{type(answer).__name__}, expected a dict with any of "
+                                                           f"{', '.join(RECORD_SECTIONS)}"))
+    answer = {str(k): to_plain(v) if not isinstance(v, Mapping) else {kk: to_plain(vv) for kk, vv in v.items()}
+              for k, v in answer.items()}
+    changes: dict[str, Any] = {}
+    notes = dict(record.notes)
+    where = f"from --dataset {name}"
+    if not record.inputs and answer.get("inputs") is not None:
+        changes["inputs"] = _items(answer["inputs"], {}, "inputs.", "inputs")
+        notes["inputs"] = f"inputs {where}"
+    if not record.labels and not record.predictions and (answer.get("labels") is not None
+                                                         or answer.get("outputs") is not None):
+        if answer.get("labels") is not None:
+            changes["labels"] = _items(answer["labels"], {}, "labels.", "labels")
+        if answer.get("outputs") is not None:
+            changes["predictions"] = _items(answer["outputs"], {}, "outputs.", "outputs")
+        notes["labels"] = f"labels {where}"
+    meta = answer.get("meta_info")
+    if not record.meta_info and isinstance(meta, Mapping):
+        changes["meta_info"] = dict(meta)
+    return replace(record, notes=notes, **changes) if changes else record

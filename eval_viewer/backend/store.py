@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
@@ -32,7 +32,8 @@ from eval_viewer.backend.kinds import ViewerHints, parse_viewer
 from eval_viewer.backend.lru import ByteLRU
 from eval_viewer.backend.model import DatapointRecord, PassInfo, PassKey, RunInfo, Scores
 from eval_viewer.backend.pages import read_datapoint
-from eval_viewer.backend.records import build_record
+from eval_viewer.backend.dataset import load_dataset
+from eval_viewer.backend.records import build_record, with_dataset
 from eval_viewer.backend.scores import decode_scores
 from eval_viewer.backend.skeletons import SkeletonStore
 from eval_viewer.backend.snapshot import PassFiles, Refresher, Snapshot
@@ -69,6 +70,8 @@ class LogStore:
     ``rescan_s`` is how often the listing snapshot is renewed in the background (0: only on :meth:`refresh`);
     ``storage_options`` go to fsspec for URLs (endpoints and credentials also come from the environment);
     ``follow_symlinks`` lets local log dirs follow links that lead outside them (off: such links are not served).
+    ``dataset`` (``"module:callable"`` or a callable, :mod:`.dataset`) fills the inputs and labels a log did not save:
+    it runs the user's code, so only an explicit argument turns it on.
     """
 
     def __init__(
@@ -83,7 +86,10 @@ class LogStore:
         rescan_s: float = 10.0,
         storage_options: Mapping[str, Any] | None = None,
         follow_symlinks: bool = False,
+        dataset: str | Callable[[int], Any] | None = None,
     ) -> None:
+        # --dataset runs the user's code: resolved first, so a bad spec fails before anything is opened
+        self._dataset = load_dataset(dataset) if dataset is not None else None
         if isinstance(log_dirs, (str, os.PathLike)):
             log_dirs = [log_dirs]
         if not log_dirs:
@@ -375,7 +381,10 @@ class LogStore:
             note = index.writing(missing=index.page_of(idx) is None)
             if note:
                 problems.append(note)
-        return build_record(key, idx, scores, value, debuggers, problems, self.viewer_hints(key))
+        record = build_record(key, idx, scores, value, debuggers, problems, self.viewer_hints(key))
+        if self._dataset is not None:
+            record = with_dataset(record, self._dataset[1], self._dataset[0])
+        return record
 
     def viewer_hints(self, key: PassLike) -> ViewerHints:
         """What the pass's viewer sidecars declare (``RUN/viewer.json``, then the pass folder's, then the one beside
