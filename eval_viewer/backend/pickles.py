@@ -233,7 +233,7 @@ class _RangeReader:
     def _fill(self, want: int) -> None:
         here = self.tell()
         rest = self._buf[self._pos:]
-        more = self._file.read_at(here + len(rest), max(want - len(rest), self._CHUNK))
+        more = self._file.read_at(here + len(rest), max(want - len(rest), self._file.read_ahead, self._CHUNK))
         self._buf, self._start, self._pos = rest + more, here, 0
 
     def read(self, n: int = -1) -> bytes:
@@ -457,6 +457,55 @@ def _read_lazy(fobj: RangeFile, lazy: LazyArray, path: str) -> np.ndarray:
     return out  # read-only (a view of immutable bytes): cached and shared, a caller must copy before changing it
 
 
+_GAP = 1 << 16
+"""Arrays of one datapoint closer than this are fetched in one read (joblib writes them one after another, with only
+their small pickled headers between)."""
+
+
+def _lazy_ranges(value: Any) -> list[tuple[int, int]]:
+    """The merged byte ranges ``(start, end)`` of every array of ``value`` still on disk, for one fetch each."""
+    spans: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, LazyArray):
+            if item.value is not None:
+                stack.append(item.value)
+            elif item.offset >= 0 and isinstance(item.dtype, np.dtype) and item.nbytes:
+                spans.append((item.offset, item.offset + item.nbytes))
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start - merged[-1][1] <= _GAP:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+class _Prefetched(RangeFile):
+    """A remote page with one datapoint's array bytes fetched up front, one request per merged range: reading a
+    datapoint costs a round trip or two instead of one per array. Reads outside those ranges go to the page."""
+
+    def __init__(self, inner: RangeFile, ranges: list[tuple[int, int]]) -> None:
+        super().__init__(inner.stat, inner.name)
+        self._inner = inner
+        self._blocks = [(start, memoryview(inner.read_at(start, end - start))) for start, end in ranges]
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        for start, block in self._blocks:
+            if start <= offset and offset + n <= start + len(block):
+                return block[offset - start: offset - start + n]  # type: ignore[return-value] - bytes-like, no copy
+        return self._inner.read_at(offset, n)
+
+
 def materialize(value: Any, fobj: RangeFile, path: str, convert: Callable[[Any], Any] | None = None,
                 _memo: dict[int, Any] | None = None) -> Any:
     """A copy of ``value`` with every :class:`LazyArray` read from ``fobj`` into memory, containers rebuilt; what
@@ -467,6 +516,8 @@ def materialize(value: Any, fobj: RangeFile, path: str, convert: Callable[[Any],
     """
     if isinstance(value, (str, int, float, bool, type(None))):
         return value
+    if _memo is None and fobj.coalesce:
+        fobj = _Prefetched(fobj, _lazy_ranges(value))
     memo: dict[int, Any] = {} if _memo is None else _memo
     hit = memo.get(id(value))
     if hit is not None:

@@ -61,6 +61,12 @@ class RangeFile(ABC):
     """An open file read by position: ``read_at(offset, n)``. Also seekable and readable like a file, for the few
     callers (joblib's compressor detection) that need a file object."""
 
+    read_ahead = 1 << 16
+    """How much a sequential reader (the page parser) asks for at once: a local read is cheap, a remote one is a
+    round trip, so remote files read ahead in big blocks."""
+    coalesce = False
+    """Whether the arrays of one datapoint are fetched in as few reads as possible (remote: one request each)."""
+
     def __init__(self, stat: Stat, name: str) -> None:
         self.stat, self.name, self._pos = stat, name, 0
 
@@ -280,6 +286,8 @@ class LocalSource(Source):
 
 
 class _FsspecFile(RangeFile):
+    read_ahead = 8 << 20  # a page parse is a few requests, not one per 64 KiB
+    coalesce = True
     def __init__(self, fs: Any, path: str, name: str) -> None:
         fs.invalidate_cache(path)  # the object's metadata now, not from a listing taken before it changed
         info = fs.info(path)

@@ -7,6 +7,7 @@ index) are uploaded to a loopback S3 server and opened with ``eval_viewer.open``
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from eval_viewer.backend import sources
 from eval_viewer.backend.sources import FsspecSource
 from eval_viewer.errors import LogDirError
 
-from app_logs import REFERENCE_EPOCHS, write_reference_log
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # the app tests' reference-layout writer
+from app_logs import REFERENCE_EPOCHS, write_reference_log  # noqa: E402
 
 
 def _same_value(a: object, b: object) -> None:
