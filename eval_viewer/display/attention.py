@@ -118,6 +118,21 @@ def _infer_grid(n_keys: int, image_shape: tuple[int, int]) -> tuple[tuple[int, i
     return None
 
 
+def _dense_top_k(top_k: Mapping[str, Any], num_keys: Any) -> tuple[np.ndarray, int]:
+    """A ``(..., Lq, Lk)`` map with each query's kept top-k weights at their keys and zeros elsewhere (the capture's
+    ``form="top_k"``: exact values, the rest of each row not kept)."""
+    index = to_numpy(top_k["index"]).astype(np.int64)
+    values = to_numpy(top_k["values"]).astype(np.float32)
+    if index.shape != values.shape or index.ndim < 2:
+        raise ValueError(f"top_k index {index.shape} and values {values.shape} do not match")
+    n_keys = int(num_keys) if num_keys is not None else int(index.max(initial=-1)) + 1
+    if index.size and (index.min() < 0 or index.max() >= n_keys):
+        raise ValueError(f"top_k indices outside 0..{n_keys - 1}")
+    dense = np.zeros((*index.shape[:-1], n_keys), dtype=np.float32)
+    np.put_along_axis(dense, index, values, axis=-1)
+    return dense, int(index.shape[-1])
+
+
 def parse_attention(value: Any, image_shape: tuple[int, int] | None = None) -> Attention:
     """Read an attention value (see the module docstring for what is accepted); ``image_shape`` enables grid
     inference when the value names no grid."""
@@ -125,6 +140,10 @@ def parse_attention(value: Any, image_shape: tuple[int, int] | None = None) -> A
     info: Mapping[str, Any] = value if isinstance(value, Mapping) else {}
     if isinstance(info.get("tokens"), Mapping):  # the attention debugger's token description, bundled
         info = {**{k: v for k, v in info.items() if k != "tokens"}, **info["tokens"]}
+    if info and not any(info.get(k) is not None for k in _WEIGHT_KEYS) and isinstance(info.get("top_k"), Mapping):
+        dense, k = _dense_top_k(info["top_k"], info.get("num_keys"))  # the capture's budget kept top-k keys only
+        info = {**info, "weights": dense}
+        notes.append(f"top-{k} keys of each query only (the map did not fit the capture's budget)")
     if info:
         key, array = first_array(info, _WEIGHT_KEYS, min_ndim=2)
         extras = scalar_extras(info, skip=(key, "layer_name", "n_prefix", "num_prefix_tokens", "num_queries",

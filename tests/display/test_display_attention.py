@@ -200,3 +200,23 @@ def test_debugger_output_with_pooled_keys_and_subsampled_queries() -> None:
     assert "query 56 (row 14)" in text_of(out)
     png = _overlay_png(out).astype(int)
     assert png[70, 50].sum() > png[5, 5].sum()
+
+
+def test_top_k_form_from_the_capture_budget_is_drawn_with_its_kept_keys_only() -> None:
+    """The capture keeps only each query's top-k keys when a map does not fit its byte budget (``form="top_k"``):
+    the viewer draws exactly those weights at their keys, zero elsewhere, and says so."""
+    rng = np.random.default_rng(3)
+    full = rng.random((2, 16, 16)).astype(np.float32)
+    full /= full.sum(-1, keepdims=True)
+    index = np.argsort(-full, axis=-1)[..., :4]
+    values = np.take_along_axis(full, index, axis=-1)
+    value = {"form": "top_k", "top_k": {"index": index.astype(np.int8), "values": values, "k": 4},
+             "num_keys": 16, "grid": (4, 4), "summary": {"entropy": np.ones(2), "k": 4, "queries": 16}}
+    parsed = parse_attention(value, (32, 32))
+    np.testing.assert_array_equal(np.take_along_axis(parsed.weights, index, -1), values)
+    assert np.count_nonzero(parsed.weights) == index.size  # nothing but the kept weights
+    out = render_item(Item("attention", Kind.ATTENTION, value))
+    assert not has_error(out)
+    assert "top-4 keys of each query only" in text_of(out)
+    broken = {"form": "top_k", "top_k": {"index": index.astype(np.int8) + 20, "values": values, "k": 4}, "num_keys": 16}
+    assert has_error(render_item(Item("attention", Kind.ATTENTION, broken)))  # indices past the keys: a clear problem
