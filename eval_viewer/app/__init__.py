@@ -21,6 +21,7 @@ from eval_viewer.app.boundary import on_callback_error
 from eval_viewer.app.callbacks import register_all
 from eval_viewer.app.layout import make_layout
 from eval_viewer.backend import LogStore
+from eval_viewer.display.html import assets_dir as html_assets_dir
 
 __all__ = ["create_app", "assets_dir", "host_name"]
 
@@ -28,19 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def assets_dir() -> Path:
-    """The folder of CSS and JS served with the app.
-
-    In an installed wheel the top-level ``assets/`` ships as the package ``eval_viewer.assets`` (see pyproject.toml),
-    i.e. ``<site-packages>/eval_viewer/assets``; in a source checkout it is ``<repo>/assets`` beside the package.
-    """
-    import eval_viewer
-
-    package_root = Path(eval_viewer.__file__).resolve().parent
-    for candidate in (package_root / "assets", package_root.parent / "assets"):
-        if (candidate / "style.css").is_file():
-            return candidate
-    log.warning("No assets folder found next to %s; the app will be unstyled", package_root)
-    return package_root / "assets"
+    """The folder of CSS and JS served with the app: :func:`eval_viewer.display.html.assets_dir` (one search, in
+    the wheel's ``eval_viewer/assets`` or a checkout's ``assets/``, shared with the static-HTML pages)."""
+    return html_assets_dir()
 
 
 def create_app(

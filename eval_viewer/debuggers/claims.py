@@ -19,6 +19,7 @@ import os
 import socket
 from pathlib import Path
 
+from eval_viewer.debuggers.files import process_alive
 from eval_viewer.errors import CaptureError
 from eval_viewer.log_format import FILE_MODE
 
@@ -75,20 +76,11 @@ def _read(path: Path) -> dict[str, object] | None:
 
 
 def _conflicts(holder: dict[str, object], me: dict[str, object]) -> bool:
-    pid = holder.get("pid")
     if holder.get("host") != me["host"]:
         logger.warning("Taking over the page-writer claim of host %s in this folder (cannot check that it ended)",
                        holder.get("host"))
         return False
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(holder.get("pid"))
 
 
 def _message(folder: Path, rank: int | None, holder: dict[str, object]) -> str:

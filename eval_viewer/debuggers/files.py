@@ -98,3 +98,17 @@ def move_atomic(src: Path, dst: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     src.unlink()
+
+
+def process_alive(pid: object) -> bool:
+    """Whether process ``pid`` of this host still runs (a claim or staging folder it left is then still its own).
+    A pid we may not signal belongs to a live process of another user; a malformed one to nobody."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

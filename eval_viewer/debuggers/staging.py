@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from eval_viewer import log_format as lf
+from eval_viewer.debuggers.files import process_alive
 from eval_viewer.errors import CaptureError
 
 __all__ = ["STAGING_DIR", "staging_root", "new_staging_folder", "recover", "move_in", "clean_temp_files"]
@@ -64,16 +65,7 @@ def _alive(folder: Path) -> bool:
         return False
     if owner.get("host") != socket.gethostname():
         return True  # another machine's process: not ours to judge
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(owner.get("pid"))
 
 
 def recover(root: Path) -> list[Path]:
