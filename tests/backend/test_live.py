@@ -9,7 +9,7 @@ from pathlib import Path
 
 import joblib
 
-from conftest import N, datapoint_outputs, scores_payload, write_json, write_pages
+from backend_logs import N, datapoint_outputs, scores_payload, write_json, write_pages
 from eval_viewer.backend import LogStore
 from eval_viewer.log_format import DEBUGGER_DIR, VALIDATION_SCORES, epoch_dir_name
 

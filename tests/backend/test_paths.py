@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import N, scores_payload, write_json, write_pages
+from backend_logs import N, scores_payload, write_json, write_pages
 from eval_viewer.backend import LogStore
 from eval_viewer.errors import LogDirError
 from eval_viewer.log_format import DEBUGGER_DIR, VALIDATION_SCORES, epoch_dir_name
