@@ -218,12 +218,7 @@ class Logs:
     def pass_(self, run: str, split: str | None = None, step: int | None = None) -> PassKey:
         """The pass ``(split, step)`` of ``run``; its default pass (latest validated epoch, else test) when neither
         is given; the latest step of ``split`` when only the split is."""
-        info = self.store.run(run)
-        if split is None and step is None:
-            return info.default_pass.key
-        if split is not None and step is None and info.steps(split) and None not in info.steps(split):
-            step = info.steps(split)[-1]
-        return info.find(split or "val", step).key
+        return self.store.run(run).choose(split, step).key
 
     def metrics(self, key: PassLike) -> tuple[str, ...]:
         return self.store.scores(key).metrics

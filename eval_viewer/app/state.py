@@ -164,12 +164,8 @@ def default_run(store: LogStore, runs: tuple[RunInfo, ...]) -> RunInfo:
 def _resolve_pass(run: RunInfo, split: str | None, step: int | None, strict: bool) -> PassKey:
     """The pass ``(split, step)`` names in ``run``; its default pass when none is named (or, leniently, when the
     named one is not there). A split named without a step takes its latest step."""
-    if split is None and step is None:
-        return run.default_pass.key
-    if split is not None and step is None and None not in run.steps(split) and run.steps(split):
-        return run.find(split, run.steps(split)[-1]).key
     try:
-        return run.find(split or SPLIT_VAL, step).key
+        return run.choose(split, step).key
     except NotFoundError:
         if strict:
             raise

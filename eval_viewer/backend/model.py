@@ -107,6 +107,16 @@ class RunInfo:
         what = split if step is None else f"{split} step {step}"
         raise NotFoundError(f"Run {self.name!r} has no pass {what} (passes: {known})")
 
+    def choose(self, split: str | None = None, step: int | None = None) -> PassInfo:
+        """The pass a partial choice names: the default pass when neither is given, the latest step of ``split``
+        when only the split is (``val`` when only a step is); NotFoundError naming the passes otherwise."""
+        if split is None and step is None:
+            return self.default_pass
+        steps = self.steps(split) if split is not None else ()
+        if split is not None and step is None and steps and None not in steps:
+            step = steps[-1]
+        return self.find(split or "val", step)
+
     @property
     def default_pass(self) -> PassInfo:
         """What opens when nothing is chosen: the latest validated epoch, else the first pass (the test pass)."""

@@ -13,6 +13,7 @@ at any depth up to :data:`MAX_DEPTH`; the walk does not descend into a run beyon
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -197,7 +198,8 @@ def take_snapshot(sources: Sequence[Source], names: _Names | None = None) -> Sna
                 signature.append((key, pass_files.scores_stat, tuple(sorted(pass_files.debug.pages.items())),
                                   tuple(sorted(pass_files.debug.index_files.items()))))
             runs[name] = RunInfo(name=name, location=source.url(rel), kind=kind, passes=tuple(infos))
-    version = str(hash(tuple(signature)))
+    # a digest, not hash(): the same listing gives the same version in every process (gunicorn workers, restarts)
+    version = hashlib.sha1(repr(signature).encode()).hexdigest()[:16]
     return Snapshot(runs=dict(sorted(runs.items())), files=files, taken_at=time.time(), version=version)
 
 
