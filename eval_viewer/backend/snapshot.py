@@ -54,6 +54,8 @@ class DebugListing:
 
     pages: Mapping[str, Stat] = field(default_factory=dict)
     index_files: Mapping[str, Stat] = field(default_factory=dict)
+    exists: bool = False
+    """The folder is there, even with nothing in it yet (a writer that has only just started, or saved nothing)."""
 
     def __bool__(self) -> bool:
         return bool(self.pages or self.index_files)
@@ -115,6 +117,7 @@ def _debug_listing(listings: Mapping[str, tuple[dict[str, Stat], list[str]]], fo
     return DebugListing(
         pages={n: s for n, s in files.items() if parse_page_name(n) is not None},
         index_files={n: s for n, s in files.items() if is_index_name(n)},
+        exists=True,
     )
 
 

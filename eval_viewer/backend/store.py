@@ -381,6 +381,9 @@ class LogStore:
             note = index.writing(missing=index.page_of(idx) is None)
             if note:
                 problems.append(note)
+        elif files.debug.exists:
+            problems.append(f"{files.source.url(files.debug_dir)}: holds no pages yet; this pass is still being "
+                            "written, or its debuggers saved nothing")
         record = build_record(key, idx, scores, value, debuggers, problems, self.viewer_hints(key))
         if self._dataset is not None:
             record = with_dataset(record, self._dataset[1], self._dataset[0])

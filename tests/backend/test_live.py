@@ -122,3 +122,16 @@ def test_views_of_a_pass_being_written_say_so_and_never_go_stale(tmp_path: Path)
             assert record.debug and not record.problems, (epoch, idx, record.problems)
         views.close()
     assert said_so, "some views were drawn before their page landed"
+
+
+def test_a_pass_whose_debugger_folder_is_still_empty_says_so(tmp_path: Path) -> None:
+    """The moment between a writer creating ``debugger/`` and its first page: the view must not simply say that no
+    debugger saved anything (this was the race that made the live test above fail now and then)."""
+    run = tmp_path / "live"
+    write_json(run / epoch_dir_name(0) / VALIDATION_SCORES, scores_payload(N, 0))
+    (run / epoch_dir_name(0) / DEBUGGER_DIR).mkdir()
+    with LogStore(run, cache_dir=tmp_path / "cache", rescan_s=0) as store:
+        record = store.datapoint(store.default_pass("live"), 0)
+        assert not record.debug
+        assert [p for p in record.problems if "holds no pages yet" in p and "still being written" in p], \
+            record.problems
