@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from dash.testing.application_runners import BaseDashRunner
 from selenium.webdriver.chrome.options import Options
 
 from app_logs import write_reference_log
@@ -35,6 +36,10 @@ HEADLESS_FLAGS = (
     "--no-first-run",
     "--window-size=1400,1000",
 )
+
+# dash.testing numbers its servers from one fixed port in every process, so two test runs on one machine (two
+# developers' checkouts, a benchmark beside the suite) would fight over it: each process starts at its own base.
+BaseDashRunner._next_port = int(os.environ.get("EVAL_VIEWER_TEST_PORT", 0)) or 20000 + (os.getpid() % 4000) * 10
 
 
 def pytest_setup_options() -> Options:
