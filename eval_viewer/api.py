@@ -19,6 +19,7 @@ inline in Jupyter (``_repr_html_``). Two differences suit a notebook: a read wai
     cmp.deltas.delta, cmp.deltas.order("regressed")     # per-datapoint deltas (numpy), worst regression first
     cmp.layer_table()                                   # layer x head: JSD, entropies, top-k, rel. error, SQNR
     cmp.datapoint(3)                                    # the paired view of datapoint 3 (inline in Jupyter)
+    logs.export(key, "miou", 20, "report/")             # the offline HTML report of the 20 worst
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -263,6 +265,17 @@ class Logs:
         table = self.store.scores_across_passes(keys, metric)
         hib = self.store.scores(keys[0]).higher_is_better.get(metric, True)
         return common_failures(table, metric, hib, percentile)
+
+    def export(self, key: PassLike | str, metric: str, worst: int, out: str | os.PathLike[str], *,
+               vs: PassLike | str | None = None, plotlyjs: Literal["inline", "directory"] = "inline",
+               progress: bool = True) -> Path:
+        """Write the offline report of the ``worst`` worst datapoints of pass ``key`` (or a run's default pass) by
+        ``metric`` into folder ``out``, each shown beside pass ``vs`` when given; returns the page's path. The same
+        code as ``python -m eval_viewer export`` (:func:`eval_viewer.report.export_report`)."""
+        from eval_viewer.report import PassChoice, export_report
+
+        return export_report(self.store, PassChoice.of(key), metric, worst, out,
+                             vs=PassChoice.of(vs) if vs is not None else None, plotlyjs=plotlyjs, progress=progress)
 
     def refresh(self) -> None:
         """List the logs again (new runs, passes and pages)."""

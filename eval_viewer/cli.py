@@ -21,7 +21,7 @@ from pathlib import Path
 
 from eval_viewer.errors import ViewerError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "build_export_parser", "export_main"]
 
 log = logging.getLogger("eval_viewer")
 
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="eval-viewer",
         description="Rank datapoints by any metric and inspect the saved inputs, predictions and internal states of "
         "the worst ones in the browser.",
+        epilog="Other command: eval-viewer export --help (an HTML report of the worst datapoints that opens from a "
+        "file, without a server).",
     )
     parser.add_argument("--log-dir", action="append", required=True, metavar="PATH_OR_URL",
                         help="a run folder or a folder of runs: a path, or a URL fsspec can open (s3://bucket/prefix, "
@@ -136,7 +138,10 @@ def _port_problem(host: str, port: int) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, open the logs, serve until interrupted; returns the exit code."""
+    """Parse ``argv``, open the logs, serve until interrupted; returns the exit code. ``export ...``: the report."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -194,6 +199,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         store.close()
+    return 0
+
+
+EXPORT_INDEX_WAIT_S = 600.0
+"""How long the export waits for the pages of a log without ``index.json`` to be indexed (the app never waits)."""
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eval-viewer export",
+        description="Write an HTML report of the K worst datapoints of a pass (NaN first, lower-is-better metrics "
+        "respected, as in the app): the pass's scores, then each datapoint's scores, inputs, labels, predictions and "
+        "debug figures, drawn as the app draws them. It opens from a file with no server and no network.",
+    )
+    parser.add_argument("--log-dir", action="append", required=True, metavar="PATH_OR_URL",
+                        help="a run folder or a folder of runs (a path or an fsspec URL); repeat for several")
+    parser.add_argument("--run", required=True, help="the run to report on")
+    parser.add_argument("--split", default=None, metavar="val|test",
+                        help="its pass: val (a validated epoch) or test (default: the run's latest validated epoch, "
+                        "else its test pass)")
+    parser.add_argument("--epoch", type=int, default=None, metavar="N", help="the epoch (default: the latest)")
+    parser.add_argument("--metric", required=True, metavar="M", help="the metric that ranks the datapoints")
+    parser.add_argument("--worst", type=int, default=20, metavar="K", help="how many datapoints (default 20)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="folder to write report.html into (created if needed)")
+    parser.add_argument("--vs-run", default=None, metavar="R",
+                        help="a second pass to show each datapoint in, paired by index (default run: --run)")
+    parser.add_argument("--vs-split", default=None, metavar="S", help="the second pass's split")
+    parser.add_argument("--vs-epoch", type=int, default=None, metavar="N", help="the second pass's epoch")
+    parser.add_argument("--plotlyjs", choices=("inline", "directory"), default="inline",
+                        help="inline: plotly.js inside the one HTML file (default); directory: plotly.min.js "
+                        "copied beside it (smaller reports sharing one copy)")
+    parser.add_argument("--storage-options", type=_json_object, default=None, metavar="JSON",
+                        help="options for fsspec when --log-dir is a URL")
+    parser.add_argument("--trust-pickles", action="store_true",
+                        help="unpickle debug pages without the allow-list of safe types; only for logs you wrote")
+    parser.add_argument("--cache-dir", type=Path, default=None, metavar="PATH",
+                        help="where to keep indexes built for pages that came without one "
+                        "(default: ~/.cache/eval-viewer)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``eval-viewer export ...``: write the report and print its path; a ViewerError is one line and exit code 2."""
+    args = build_export_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from eval_viewer.backend import LogStore
+    from eval_viewer.report import PassChoice, export_report
+
+    vs = None
+    if args.vs_run is not None or args.vs_split is not None or args.vs_epoch is not None:
+        vs = PassChoice(args.vs_run or args.run, args.vs_split, args.vs_epoch)
+    try:
+        with LogStore(args.log_dir, trust_pickles=args.trust_pickles, cache_dir=args.cache_dir, rescan_s=0,
+                      index_wait_s=EXPORT_INDEX_WAIT_S, storage_options=args.storage_options) as store:
+            path = export_report(store, PassChoice(args.run, args.split, args.epoch), args.metric, args.worst,
+                                 args.out, vs=vs, plotlyjs=args.plotlyjs, progress=not args.quiet)
+    except ViewerError as err:
+        return _fail(str(err))
+    print(f"eval-viewer wrote {path}", flush=True)
     return 0
 
 

@@ -45,11 +45,13 @@ from eval_viewer.display.view import (
 )
 
 __all__ = ["to_html", "page", "notebook_html", "reset_notebook", "plotlyjs_script", "stylesheet", "assets_dir",
-           "PRE_STYLE"]
+           "PRE_STYLE", "Html", "link", "PLOTLYJS_FILE"]
 
 log = logging.getLogger(__name__)
 
-PlotlyJs = Optional[Literal["inline", "cdn"]]
+PlotlyJs = Optional[Literal["inline", "cdn", "directory"]]
+PLOTLYJS_FILE = "plotly.min.js"
+"""What ``plotly_js="directory"`` loads, from the page's own folder (the writer puts the installed bundle there)."""
 
 PRE_STYLE: dict[str, str] = {"whiteSpace": "pre-wrap", "overflowWrap": "anywhere"}
 """Inline style of preformatted text (``Text(style="pre")``) in both adapters: long lines wrap, even inside words."""
@@ -99,8 +101,21 @@ def _table(node: Table) -> str:
     return _element("table", head + "<tbody>" + "".join(rows) + "</tbody>", cls=node.cls)
 
 
+class Html(str):
+    """A fragment this adapter wrote already (:func:`link`): :func:`to_html` passes it through unescaped. Only this
+    module makes one; any other adapter sees a plain string and shows it as text."""
+
+
+def link(text: str, href: str, cls: str = "") -> Html:
+    """An ``<a href>`` (a ``#fragment`` in a static report): the view tree has no link node because the app
+    navigates with callbacks; a static page needs anchors, and only this adapter writes them."""
+    return Html(_element("a", html.escape(text), cls=cls, href=href))
+
+
 def to_html(node: Child) -> str:
     """``node`` as an HTML fragment (figures need plotly.js on the page: :func:`page` or :func:`plotlyjs_script`)."""
+    if isinstance(node, Html):
+        return str(node)
     if isinstance(node, str):
         return html.escape(node)
     if isinstance(node, Group):
@@ -176,15 +191,18 @@ def _plotlyjs() -> str:
 
 def plotlyjs_script(mode: PlotlyJs = "inline") -> str:
     """A ``<script>`` loading plotly.js: ``"inline"`` embeds the installed package's bundle (about 5 MB; works
-    offline), ``"cdn"`` links the same version on Plotly's CDN, None writes nothing (the page provides it)."""
+    offline), ``"cdn"`` links the same version on Plotly's CDN, ``"directory"`` loads :data:`PLOTLYJS_FILE` from the
+    page's folder (the writer copies it there), None writes nothing (the page provides it)."""
     if mode is None:
         return ""
+    if mode == "directory":
+        return f'<script charset="utf-8" src="{PLOTLYJS_FILE}"></script>'
     if mode == "cdn":
         return f'<script charset="utf-8" src="{html.escape(plotly_cdn_url())}"></script>'
     if mode == "inline":
         # Guarded so a page (or a notebook) that already has plotly.js keeps the one it has.
         return f'<script type="text/javascript">if (!window.Plotly) {{\n{_plotlyjs()}\n}}</script>'
-    raise ValueError(f"plotly_js must be 'inline', 'cdn' or None, not {mode!r}")
+    raise ValueError(f"plotly_js must be 'inline', 'cdn', 'directory' or None, not {mode!r}")
 
 
 def page(nodes: Child | Iterable[Child], title: str = "eval-viewer", plotly_js: PlotlyJs = "inline",
