@@ -47,11 +47,11 @@ except ImportError as _exc:  # pragma: no cover - only with a joblib that change
     ) from _exc
 
 from eval_viewer.backend import untrusted
-from eval_viewer.backend.sources import RangeFile
+from eval_viewer.backend.sources import RangeFile, Stat
 from eval_viewer.backend.untrusted import Budget, PendingArray, finish, safe_dtype
 from eval_viewer.errors import PageError, UntrustedPickleError
 
-__all__ = ["LazyArray", "ParsedPage", "parse_page", "materialize", "load_skeleton", "TRUST_HINT"]
+__all__ = ["LazyArray", "ParsedPage", "PageBuffer", "parse_page", "materialize", "load_skeleton", "TRUST_HINT"]
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +262,53 @@ class _RangeReader:
                 return self.read(before)
 
 
+class PageBuffer(RangeFile):
+    """A page read whole into memory (one sequential read, :mod:`.bulk`): :func:`parse_page` parses its structure
+    straight from the buffer and :func:`materialize` hands its arrays out as read-only views of it, so the page's bytes
+    are in memory once, however many arrays are taken from it. ``data`` must be the page's ``stat.size`` bytes."""
+
+    def __init__(self, data: bytes, stat: Stat, name: str) -> None:
+        super().__init__(stat, name)
+        self.data = data
+        self._view = memoryview(data)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return self._view[offset:offset + n]  # type: ignore[return-value] - bytes-like, no copy
+
+    def read(self, n: int = -1) -> bytes:  # the file protocol (joblib's compressor check, decompression): copies
+        return bytes(super().read(n))
+
+
+class _BufferReader:
+    """The unpickler's reader over a :class:`PageBuffer`: structure bytes are sliced out, array bytes skipped by a
+    free seek (never copied)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int) -> None:
+        self._pos = offset
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._data) if n is None or n < 0 else self._pos + n
+        data = self._data[self._pos:end]
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def readline(self) -> bytes:
+        end = self._data.find(b"\n", self._pos)
+        return self.read(-1 if end < 0 else end + 1 - self._pos)
+
+
 class _NoPeek:
     """A decompressing joblib stream without ``peek``, for the C unpickler (see :class:`_PreadReader`)."""
 
@@ -400,7 +447,8 @@ def parse_page(fobj: RangeFile, path: str, *, trust: bool) -> ParsedPage:
         with _validate_fileobject_and_memmap(fobj, path, None) as (stream, _):
             if isinstance(stream, str):
                 raise PageError(f"{path}: written by joblib older than 0.10, which the viewer cannot read")
-            reader = _RangeReader(fobj) if lazy else _NoPeek(stream)
+            reader = (_BufferReader(fobj.data) if isinstance(fobj, PageBuffer) else _RangeReader(fobj)) if lazy \
+                else _NoPeek(stream)
             ctx = _Context(reader, path, size, lazy, trust)
             _CTX.current = ctx
             try:

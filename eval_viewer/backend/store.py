@@ -27,6 +27,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from eval_viewer.backend.bulk import PassPages
 from eval_viewer.backend.index import DebugIndex, IndexStatus
 from eval_viewer.backend.kinds import ViewerHints, parse_viewer
 from eval_viewer.backend.lru import ByteLRU
@@ -354,6 +355,14 @@ class LogStore:
                 column[idx] = value
         return columns
 
+    def debugger_info(self, key: PassLike) -> dict[str, Any]:
+        """``index.json``'s ``debuggers`` object of a pass: per debugger its class, kinds and, from captures that
+        record them, its hooked layer and forward position (health checks); ``{}`` without debug outputs or index."""
+        _, files = self._files(key)
+        if not files.debug:
+            return {}
+        return dict(self._debug_index(files).debuggers)
+
     def datapoint(self, key: PassLike, idx: int) -> DatapointRecord:
         """Everything saved about one datapoint of one pass. What cannot be read is listed in ``record.problems``.
 
@@ -388,6 +397,35 @@ class LogStore:
         if self._dataset is not None:
             record = with_dataset(record, self._dataset[1], self._dataset[0])
         return record
+
+    def pass_pages(self, key: PassLike, wait_s: float | None = None) -> PassPages:
+        """The debug pages of a pass in datapoint order and the datapoints each is read for: what
+        :mod:`~eval_viewer.backend.bulk` needs to read the pass whole (``bulk.iter_datapoints(store.pass_pages(k))``).
+        Waits up to ``wait_s`` seconds (None: as long as it takes) for the page index; pages still unindexed then are
+        left out and a problem says so."""
+        key, files = self._files(key)
+        if not files.debug:
+            return PassPages(key, files.source, (), self._trust)
+        index = self._debug_index(files)
+        problems: list[str] = []
+        if not index.wait(wait_s):
+            status = index.status()
+            problems.append(f"{index.name}: still indexing pages ({status.pages_indexed}/{status.pages}); the pages "
+                            "not indexed yet are left out")
+        try:
+            count = self.scores(key).num_datapoints
+        except ScoresError as exc:
+            problems.append(str(exc))
+            count = index.status().datapoints
+        by_page: dict[str, list[int]] = {}
+        for idx in range(count):
+            page = index.page_of(idx)
+            if page is not None:
+                by_page.setdefault(page, []).append(idx)
+        pages = tuple((index.page_path(name), tuple(indices))
+                      for name, indices in sorted(by_page.items(), key=lambda item: item[1][0]))
+        return PassPages(key, files.source, pages, self._trust, dict(index.debuggers), self.viewer_hints(key),
+                         tuple(problems) + index.problems)
 
     def viewer_hints(self, key: PassLike) -> ViewerHints:
         """What the pass's viewer sidecars declare (``RUN/viewer.json``, then the pass folder's, then the one beside

@@ -1,0 +1,201 @@
+"""Read a whole pass page by page: the path for pass-wide work (the compare summary, pass health summaries).
+
+:meth:`LogStore.datapoint` is made for one click: it finds one datapoint's skeleton, reads its arrays and builds a
+record, about 3 ms each, which is most of the time when a job walks 20,000 datapoints. Here a pass is read the way it
+lies on disk: each page in **one sequential read** into memory (:class:`~.pickles.PageBuffer`), its structure parsed
+**once** by the same allow-listed, budgeted unpickler as every other read (:func:`~.pickles.parse_page`: the ``trust``
+flag, the hostile-page bounds of :mod:`.untrusted`), and its arrays handed out as **read-only views of that buffer**
+(no second copy). The next page is read and parsed in a helper thread while the caller works on this one
+(``prefetch``), so the disk and the caller's numpy work overlap.
+
+Use::
+
+    pages = store.pass_pages(key)                    # the pass's pages, in order, and the datapoints each holds
+    problems: list[str] = []
+    for idx, value in iter_datapoints(pages, select={"attn": None}, problems=problems):
+        ...                                          # value: {debugger: output}, only the selected debuggers
+    for page in iter_pages(pages, indices=wanted):   # or page by page: page.values {idx: value}
+        ...
+
+``select`` keeps only some debuggers (``{name: None}``: its whole output; ``{name: ["weights", ...]}``: those
+top-level keys of its output); only what is selected is turned into arrays. A page that cannot be read (corrupt,
+truncated, hostile, deleted) is skipped, and ``problems`` gets a message naming its file; the other pages are read.
+
+Memory: at most ``prefetch + 1`` pages are held by the reader; a value the caller keeps keeps its page's buffer alive
+(copy what you keep). A page larger than ``max_buffer`` is not read whole: it is parsed lazily and each datapoint's
+arrays are read on their own (:func:`~.pickles.materialize`), so memory stays bounded for any page size.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from eval_viewer.backend.kinds import ViewerHints
+from eval_viewer.backend.model import PassKey
+from eval_viewer.backend.pages import open_page
+from eval_viewer.backend.pickles import PageBuffer, materialize, parse_page
+from eval_viewer.backend.records import to_plain
+from eval_viewer.backend.sources import RangeFile, Source
+from eval_viewer.errors import PageError
+
+__all__ = ["PassPages", "Page", "Select", "read_page", "iter_pages", "iter_datapoints", "MAX_BUFFER"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BUFFER = 512 << 20
+"""Pages up to this size are read whole in one read; larger ones datapoint by datapoint (bounded memory)."""
+
+Select = Mapping[str, Collection[str] | None]
+"""``{debugger name: top-level keys of its output to keep, or None for all of it}``."""
+
+
+@dataclass(frozen=True)
+class PassPages:
+    """The debug pages of one pass, in datapoint order, and which datapoints each is read for (the store's page index:
+    a datapoint written twice, as DDP padding does, is read from the page the index chose). From
+    :meth:`LogStore.pass_pages`."""
+
+    key: PassKey
+    source: Source
+    pages: tuple[tuple[str, tuple[int, ...]], ...]
+    """``(page path inside source, its datapoints ascending)``, pages ordered by their first datapoint."""
+    trust: bool
+    debuggers: Mapping[str, Any] = field(default_factory=dict)
+    """index.json's ``debuggers`` object (kind tags), for :func:`~.records.build_record`."""
+    hints: ViewerHints = field(default_factory=ViewerHints)
+    problems: tuple[str, ...] = ()
+    """What the index could not read (a page it could not scan is named here and not listed in ``pages``)."""
+
+    def page_of(self) -> dict[int, str]:
+        """``{datapoint idx: page path}``."""
+        return {idx: rel for rel, indices in self.pages for idx in indices}
+
+    @property
+    def num_datapoints(self) -> int:
+        return sum(len(indices) for _, indices in self.pages)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page read: ``values[idx]`` is ``{debugger: output}`` (selected parts only), arrays as read-only numpy."""
+
+    rel: str
+    name: str
+    """The page as messages name it (path or URL)."""
+    values: Mapping[int, Any]
+
+
+def _select(value: Any, select: Select | None) -> Any:
+    """The selected part of one datapoint's ``{debugger: output}`` (still lazy)."""
+    if select is None or not isinstance(value, Mapping):
+        return value
+    out: dict[str, Any] = {}
+    for name, keys in select.items():
+        if name not in value:
+            continue
+        output = value[name]
+        if keys is None or not isinstance(output, Mapping):
+            out[name] = output
+        else:
+            out[name] = {k: output[k] for k in keys if k in output}
+    return out
+
+
+def _values(content: Mapping[int, Any], fobj: RangeFile, name: str, wanted: Iterable[int],
+            select: Select | None) -> dict[int, Any]:
+    values: dict[int, Any] = {}
+    for idx in wanted:
+        if idx not in content:
+            raise PageError(f"{name}: does not hold datapoint {idx} as its index says (rewritten since it was "
+                            "indexed?)")
+        values[idx] = materialize(_select(content[idx], select), fobj, name, to_plain)
+    return values
+
+
+def read_page(pages: PassPages, rel: str, *, select: Select | None = None, indices: Collection[int] | None = None,
+              max_buffer: int = MAX_BUFFER) -> Page:
+    """Read one page of ``pages``: the datapoints it is listed for (those also in ``indices`` when given).
+
+    Raises :class:`~eval_viewer.errors.PageError` (or its :class:`~eval_viewer.errors.UntrustedPickleError`) naming
+    the page for anything wrong with it."""
+    listed = dict(pages.pages).get(rel)
+    if listed is None:
+        raise PageError(f"{pages.source.url(rel)}: not a page of {pages.key}")
+    wanted = [i for i in listed if indices is None or i in indices]
+    name = pages.source.url(rel)
+    with open_page(pages.source, rel) as fobj:
+        try:
+            if fobj.size <= max_buffer:
+                data = fobj.read_at(0, fobj.size)  # one sequential read
+                if len(data) != fobj.size:
+                    raise PageError(f"{name}: changed while it was read ({len(data)} of {fobj.size} bytes); "
+                                    "is it still being written?")
+                buffer = PageBuffer(bytes(data), fobj.stat, name)
+                parsed = parse_page(buffer, name, trust=pages.trust)
+                return Page(rel, name, _values(parsed.content, buffer, name, wanted, select))
+            parsed = parse_page(fobj, name, trust=pages.trust)  # too big to hold: arrays read datapoint by datapoint
+            return Page(rel, name, _values(parsed.content, fobj, name, wanted, select))
+        except FileNotFoundError:
+            raise PageError(f"{name}: page is missing (deleted since it was indexed?)") from None
+        except OSError as exc:
+            raise PageError(f"{name}: cannot read the page ({exc.strerror or exc})") from None
+
+
+def iter_pages(pages: PassPages, *, rels: Iterable[str] | None = None, select: Select | None = None,
+               indices: Collection[int] | None = None, prefetch: int = 1, problems: list[str] | None = None,
+               stop: threading.Event | None = None, max_buffer: int = MAX_BUFFER) -> Iterator[Page]:
+    """Every page of ``pages`` (or the pages ``rels``, in that order, repeats allowed) holding a datapoint of
+    ``indices`` (all when None), read ``prefetch`` pages ahead in a helper thread. A page that cannot be read is
+    skipped and its message appended to ``problems``; the index's own problems are appended first. Stops early when
+    ``stop`` is set."""
+    if problems is not None:
+        problems.extend(pages.problems)
+    wanted = None if indices is None else set(indices)
+    listed = dict(pages.pages)
+    order = [rel for rel, _ in pages.pages] if rels is None else list(rels)
+    order = [rel for rel in order if rel in listed and (wanted is None or any(i in wanted for i in listed[rel]))]
+    if not order:
+        return
+
+    def load(rel: str) -> Page:
+        return read_page(pages, rel, select=select, indices=wanted, max_buffer=max_buffer)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-viewer-bulk") if prefetch > 0 else None
+    ahead: list[Future[Page]] = []
+    try:
+        for pos, rel in enumerate(order):
+            if stop is not None and stop.is_set():
+                return
+            if pool is not None:
+                while len(ahead) <= prefetch and pos + len(ahead) < len(order):
+                    ahead.append(pool.submit(load, order[pos + len(ahead)]))
+            try:
+                page = ahead.pop(0).result() if pool is not None else load(rel)
+            except PageError as exc:
+                logger.warning("%s", exc)
+                if problems is not None:
+                    problems.append(str(exc))
+                continue
+            yield page
+            del page  # the caller's reference is all that keeps its buffer now
+    finally:
+        for future in ahead:
+            future.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def iter_datapoints(pages: PassPages, *, select: Select | None = None, indices: Collection[int] | None = None,
+                    prefetch: int = 1, problems: list[str] | None = None,
+                    stop: threading.Event | None = None) -> Iterator[tuple[int, Any]]:
+    """``(idx, {debugger: output})`` for every datapoint of the pass (or of ``indices``), page by page in page order,
+    ascending within a page. See :func:`iter_pages` for ``select``, ``problems`` and ``stop``."""
+    wanted = None if indices is None else set(indices)
+    for page in iter_pages(pages, select=select, indices=wanted, prefetch=prefetch, problems=problems, stop=stop):
+        for idx, value in page.values.items():
+            yield idx, value
