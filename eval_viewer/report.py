@@ -89,6 +89,12 @@ def _partner(store: LogStore, alignment: Alignment, vs: PassKey, idx: int) -> tu
     return store.datapoint(vs, j), ""
 
 
+def _pairing_note(alignment: Alignment, vs: PassKey | None) -> tuple[str, ...]:
+    alone = alignment.unmatched_a.size
+    return (f"Datapoints are paired with {vs} by index ({alignment.size} pairs"
+            + (f"; {alone} of pass a have no partner" if alone else "") + ").",)
+
+
 def export_report(store: LogStore, choice: PassChoice, metric: str, worst: int, out: str | Path, *,
                   vs: PassChoice | None = None, plotlyjs: PlotlyJsMode = "inline", progress: bool = True) -> Path:
     """Write the report of the ``worst`` worst datapoints of ``choice`` by ``metric`` into folder ``out`` (created
@@ -115,7 +121,8 @@ def export_report(store: LogStore, choice: PassChoice, metric: str, worst: int, 
         raise ViewerError(f"--out {out} is a file; give a folder for the report")
     spec = ReportSpec(pass_a=key, metric=metric, higher_is_better=scores.higher_is_better,
                       num_datapoints=scores.num_datapoints, shown=len(order), aggregated_a=scores.aggregated,
-                      pass_b=vs_key, aggregated_b=store.scores(vs_key).aggregated if vs_key is not None else {})
+                      pass_b=vs_key, aggregated_b=store.scores(vs_key).aggregated if vs_key is not None else {},
+                      notes=_pairing_note(alignment, vs_key) if alignment is not None else ())
     entries, sections = _entries(store, spec, [int(i) for i in order], alignment, progress)
     title = f"eval-viewer: worst {spec.shown} of {key} by {metric}" + (f" vs {vs_key}" if vs_key else "")
     document = page([report_head(spec), contents(spec, entries), *sections], title=title, plotly_js=plotlyjs,

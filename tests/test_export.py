@@ -146,7 +146,7 @@ def test_paired_report_shows_both_passes_and_the_deltas(tmp_path: Path) -> None:
     expected = worst_first(a, True, 4)
     assert [int(s["data-idx"]) for s in page.sections] == expected
     assert page.classes.count("ev-paired") == 4 and page.classes.count("ev-twin-b") > 4
-    assert "pass b: quantized_run · test" in text
+    assert "pass b: quantized_run · test" in text and "paired with quantized_run · test by index" in text
     for i in expected:  # the contents row of each datapoint carries both scores and the delta b - a
         delta = b[i] - a[i]
         assert f"{'+' if delta > 0 else ''}{delta:.4g}" in text
