@@ -45,6 +45,8 @@ __all__ = [
     "INDEX_PAGES",
     "INDEX_DEBUGGERS",
     "INDEX_META",
+    "INDEX_LAYER",
+    "INDEX_FORWARD_POSITION",
     "RECORD_SECTIONS",
     "Kind",
     "KINDS_KEY",
@@ -63,6 +65,11 @@ __all__ = [
     "SPLIT_VAL",
     "SPLIT_TEST",
     "SPLIT_ORDER",
+    "SPLIT_TRAIN",
+    "TRAIN_DIR",
+    "TRAINING_SCORES",
+    "step_dir_name",
+    "parse_step_dir",
     "VIEWER_FILE",
     "VIEWER_KINDS",
     "VIEWER_CLASS_NAMES",
@@ -83,6 +90,14 @@ SPLIT_VAL = "val"
 SPLIT_TEST = "test"
 """The split of an ``evaluation_scores.json`` pass (an evaluator run, or a trainer's final evaluation): no step."""
 SPLIT_ORDER = (SPLIT_VAL, SPLIT_TEST)
+SPLIT_TRAIN = "train"
+"""The split of training snapshots (``RUN/train/step_N/``, written by ``eval_viewer.debuggers.snapshots``); their
+step is the training step N. Never a run's default pass: a run opens on its evaluation passes."""
+TRAIN_DIR = "train"
+"""The folder of a run's training snapshots: ``RUN/train/step_N/debugger/page_*.pkl``, ``.../training_scores.json``
+and a PNG per composite (``RUN/train/step_N/snapshot_{idx}.png``) for people browsing the folder."""
+TRAINING_SCORES = "training_scores.json"
+"""Per-datapoint scores of one training snapshot (same format as the other scores files), in ``RUN/train/step_N/``."""
 """How splits are listed; splits a later layout adds come after these, alphabetically."""
 
 AGGREGATED = "aggregated"
@@ -95,6 +110,16 @@ INDEX_PAGES = "pages"
 """``{page_file_name: {"indices": [datapoint idx, ...], "bytes": int}}``."""
 INDEX_DEBUGGERS = "debuggers"
 """``{debugger_name: {"class": "module.Qualname", "kinds": {dotted key path: Kind}}}``."""
+
+INDEX_LAYER = "layer"
+"""In a debugger's ``debuggers`` entry: the dotted name of the layer a forward debugger hooks (absent for debuggers
+that see the whole datapoint)."""
+INDEX_FORWARD_POSITION = "forward_position"
+"""In a debugger's ``debuggers`` entry: ``0, 1, ...``, the order in which the hooked layers finished their first call
+of a captured forward pass (a layer finishes after every layer that feeds it, so this is the order data flows in;
+debuggers on one layer share a position, a layer first seen in a later batch comes after those seen before). Absent
+for whole-datapoint debuggers, layers that never ran, and logs written before it existed: readers then fall back to
+the order of the debuggers in the page, and say so."""
 
 INDEX_META = "meta"
 """``{str(datapoint_idx): {field: int | float | str | bool}}``: the scalar ``meta_info`` fields of every captured
@@ -123,6 +148,7 @@ RECORD_SECTIONS = ("inputs", "labels", "outputs", "meta_info")
 whose keys are a subset of these and include ``inputs`` is read as a datapoint record, by our reader and others'."""
 
 _EPOCH_RE = re.compile(r"^epoch_(\d+)$")
+_STEP_RE = re.compile(r"^step_(\d+)$")
 _PAGE_RE = re.compile(r"^page_(?:rank(\d+)_)?(\d+)\.pkl$")
 _INDEX_RE = re.compile(r"^index(?:_rank(\d+))?\.json$")
 
@@ -162,6 +188,17 @@ def epoch_dir_name(epoch: int) -> str:
 def parse_epoch_dir(name: str) -> int | None:
     """The epoch number of a folder named ``epoch_N``, else None."""
     match = _EPOCH_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def step_dir_name(step: int) -> str:
+    """Folder of training snapshot ``step`` inside ``RUN/train/``."""
+    return f"step_{int(step)}"
+
+
+def parse_step_dir(name: str) -> int | None:
+    """The step of a folder named ``step_N``, else None."""
+    match = _STEP_RE.match(name)
     return int(match.group(1)) if match else None
 
 

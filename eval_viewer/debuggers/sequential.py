@@ -49,7 +49,7 @@ from eval_viewer.debuggers.layers import get_layer_by_name
 from eval_viewer.debuggers.transfer import HostCopier
 from eval_viewer.debuggers.writer import PageWriter, Record, WriterStats
 from eval_viewer.errors import CaptureError
-from eval_viewer.log_format import KINDS_KEY, Kind
+from eval_viewer.log_format import INDEX_FORWARD_POSITION, INDEX_LAYER, KINDS_KEY, Kind
 
 __all__ = ["SequentialDebugger"]
 
@@ -103,6 +103,8 @@ class SequentialDebugger(BaseDebugger):
                 if debugger.layer_name:
                     self._parents.append((debugger, get_layer_by_name(model, debugger.layer_name.rpartition(".")[0])))
         self._model = model
+        self._positions: dict[str, int] = {}
+        """``{layer_name: 0, 1, ...}``: the order hooked layers finished their first call (index ``forward_position``)."""
         self._warned_missing: set[str] = set()
         self.rank = rank
         self._enabled = False
@@ -137,6 +139,8 @@ class SequentialDebugger(BaseDebugger):
                     handles.extend(debugger.attach(layer))
                 for debugger, parent in self._parents:
                     handles.extend(debugger.attach_context(parent))
+                for layer_name, layer in {d.layer_name: m for d, m in self._layers}.items():
+                    handles.append(layer.register_forward_hook(partial(self._layer_ran, layer_name)))
             except BaseException:
                 for handle in handles:
                     handle.remove()
@@ -153,6 +157,11 @@ class SequentialDebugger(BaseDebugger):
             self._handles = []
             self._new_forward()  # a capture of a batch nobody asked for is never handed out later
         self._enabled = value
+
+    def _layer_ran(self, layer_name: str, *_: Any) -> None:
+        """Forward hook of each hooked layer: note the order layers finish in (health checks' "first bad layer")."""
+        if layer_name not in self._positions:
+            self._positions[layer_name] = len(self._positions)
 
     def _new_forward(self, *_: Any) -> None:
         """Forward pre-hook of the model: a new pass begins, so layer calls of an earlier pass are forgotten."""
@@ -249,7 +258,7 @@ class SequentialDebugger(BaseDebugger):
             logger.warning("save_all(%s): nothing was captured since the last save_all", output_dir)
             return []
         # Kinds can depend on the data seen (the recorder tags what it recorded): describe again for the final index.
-        self._writer.debuggers = {name: _describe(name, d) for name, d in self.debuggers.items()}
+        self._writer.debuggers = {name: _describe(name, d, self._positions) for name, d in self.debuggers.items()}
         return self._writer.finish(output_dir)
 
     @property
@@ -343,7 +352,7 @@ def _build_debuggers(config: Sequence[Mapping[str, Any]]) -> dict[str, BaseDebug
     return debuggers
 
 
-def _describe(name: str, debugger: BaseDebugger) -> dict[str, Any]:
+def _describe(name: str, debugger: BaseDebugger, positions: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The index entry of one debugger: its class and the semantic kinds it declares (checked, so typos fail now)."""
     kinds = debugger.call_kinds() if isinstance(debugger, ForwardDebugger) else dict(debugger.kinds())
     for key, kind in kinds.items():
@@ -352,4 +361,9 @@ def _describe(name: str, debugger: BaseDebugger) -> dict[str, Any]:
                 f"debugger {name!r}: kinds() maps {key!r} to {kind!r}; keys are dotted paths, kinds one of {Kind.ALL}"
             )
     cls = type(debugger)
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", KINDS_KEY: kinds}
+    entry: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}", KINDS_KEY: kinds}
+    if isinstance(debugger, ForwardDebugger):
+        entry[INDEX_LAYER] = debugger.layer_name
+        if positions and debugger.layer_name in positions:
+            entry[INDEX_FORWARD_POSITION] = positions[debugger.layer_name]
+    return entry

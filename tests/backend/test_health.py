@@ -1,0 +1,119 @@
+"""Health checks on logs written by our own capture code with planted problems (:mod:`health_run`), on a healthy
+run, and on the example run; the pass summary, its disk cache and the scale jump between two epochs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from health_run import JUMP, N, POISONED, write_health_run
+
+from eval_viewer.backend import LogStore
+from eval_viewer.backend.health import HealthThresholds, forward_order, health, scale_jump
+from eval_viewer.log_format import INDEX_FORWARD_POSITION, INDEX_LAYER
+
+CLEAN = tuple(i for i in range(N) if i not in POISONED)
+EXAMPLE = Path(__file__).resolve().parents[2] / "data" / "example"
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("health")
+    write_health_run(root / "planted")
+    write_health_run(root / "healthy", healthy=True)
+    return root
+
+
+@pytest.fixture()
+def store(logs: Path, tmp_path: Path) -> LogStore:
+    with LogStore(logs, cache_dir=tmp_path / "cache", rescan_s=0, index_wait_s=30) as s:
+        yield s
+
+
+def _flags(store: LogStore, key: tuple[str, str, int], idx: int) -> list:
+    return list(health(store.datapoint(key, idx), store.debugger_info(key)))
+
+
+def test_index_records_the_layers_and_the_order_they_ran_in(logs: Path) -> None:
+    index = json.loads((logs / "planted" / "epoch_0" / "debugger" / "index.json").read_text())
+    debuggers = index["debuggers"]
+    # configured out of order (layer4 first); the index has the order the layers ran in
+    ran = sorted((d[INDEX_FORWARD_POSITION], d[INDEX_LAYER]) for d in debuggers.values() if INDEX_LAYER in d)
+    assert [layer for _, layer in ran] == ["aux.1", "backbone.stem", "backbone.layer2", "backbone.layer3",
+                                          "backbone.layer4", "attn"]
+    assert INDEX_LAYER not in debuggers["record"] and INDEX_FORWARD_POSITION not in debuggers["record"]
+
+
+def test_nan_is_found_on_its_layer_and_datapoints_with_the_first_bad_layer(store: LogStore) -> None:
+    key = ("planted", "val", 0)
+    for idx in range(N):
+        nan = [f for f in _flags(store, key, idx) if f.kind == "nan"]
+        if idx in POISONED:
+            assert {f.layer for f in nan} == {"backbone.layer3", "backbone.layer4"}
+            assert {f.first_bad_layer for f in nan} == {"backbone.layer3"}
+            assert all(f.amount == 1.0 for f in nan)
+            assert "since backbone.layer3" in next(f for f in nan if f.layer == "backbone.layer4").text
+        else:
+            assert nan == []
+
+
+def test_dead_relu_collapsed_and_uniform_heads(store: LogStore) -> None:
+    key = ("planted", "val", 0)
+    for idx in CLEAN:
+        flags = _flags(store, key, idx)
+        dead = [f for f in flags if f.kind == "dead"]
+        assert [(f.layer, f.debugger, f.amount) for f in dead] == [("aux.1", "aux_relu", 1.0)]
+        collapsed = [(f.layer, f.head) for f in flags if f.kind == "attention_collapsed"]
+        uniform = [(f.layer, f.head) for f in flags if f.kind == "attention_uniform"]
+        assert collapsed == [("attn", 0)] and uniform == [("attn", 1)]
+        assert next(f for f in flags if f.kind == "attention_collapsed").amount < 1e-6
+        assert {f.kind for f in flags} == {"dead", "attention_collapsed", "attention_uniform"}
+
+
+def test_scale_jump_between_two_epochs(store: LogStore) -> None:
+    a, b = ("planted", "val", 0), ("planted", "val", 1)
+    for idx in CLEAN:
+        jumps = scale_jump(store.datapoint(a, idx), store.datapoint(b, idx), store.debugger_info(b))
+        assert [(f.layer, f.first_bad_layer) for f in jumps] == [("backbone.layer4", "backbone.layer4")]
+        assert jumps[0].amount == pytest.approx(JUMP, rel=0.05)
+    healthy = scale_jump(store.datapoint(("healthy", "val", 0), 0), store.datapoint(("healthy", "val", 1), 0))
+    assert healthy == ()
+
+
+def test_healthy_run_has_no_flags(store: LogStore) -> None:
+    for epoch in (0, 1):
+        for idx in range(N):
+            assert _flags(store, ("healthy", "val", epoch), idx) == [], idx
+
+
+def test_thresholds_can_be_changed(store: LogStore) -> None:
+    record = store.datapoint(("healthy", "val", 0), 0)
+    assert health(record) == ()
+    strict = health(record, thresholds=HealthThresholds(uniform=0.0))
+    assert {f.kind for f in strict} == {"attention_uniform"}
+
+
+def test_old_logs_fall_back_to_page_order_and_say_so(store: LogStore) -> None:
+    record = store.datapoint(("planted", "val", 0), POISONED[0])
+    order = forward_order({}, list(record.debug))
+    assert order.source == "page" and "page" in order.note
+    flags = health(record)  # no index information: debugger names, page order (layer4 is listed first)
+    nan = [f for f in flags if f.kind == "nan"]
+    assert {f.layer for f in nan} == {"layer3", "layer4"} and {f.first_bad_layer for f in nan} == {"layer4"}
+    recorded = forward_order(store.debugger_info(("planted", "val", 0)), list(record.debug))
+    assert recorded.source == "capture" and recorded.note == ""
+
+
+def test_example_run_flags_only_true_collapses(tmp_path: Path) -> None:
+    """The example run's only flags: its attention head puts nearly all mass on one key on a few images."""
+    with LogStore(EXAMPLE, rescan_s=0, index_wait_s=30, cache_dir=tmp_path) as store:
+        key = store.default_pass("trainer_run")
+        for idx in range(store.scores(key).num_datapoints):
+            record = store.datapoint(key, idx)
+            for flag in health(record, store.debugger_info(key)):
+                assert flag.kind == "attention_collapsed", flag
+                weights = record.debug_item(flag.debugger, flag.key).value["weights"].astype(np.float32)
+                assert weights[flag.head].max(-1).mean() > 0.95  # every query's row is near one-hot
+
