@@ -43,7 +43,7 @@ from eval_viewer.backend.model import DatapointRecord, Item
 from eval_viewer.log_format import INDEX_FORWARD_POSITION, INDEX_LAYER, Kind
 
 __all__ = ["KINDS", "FAMILIES", "HealthThresholds", "Flag", "Measure", "Column", "PassContext", "ForwardOrder",
-           "forward_order", "measure", "stack", "flag_columns", "flags_of", "Hits", "health", "scale_jumps", "flag_text"]
+           "forward_order", "measure", "stack", "flag_columns", "flags_of", "flags_of_row", "Hits", "scale_jump", "health", "scale_jumps", "flag_text"]
 
 KINDS = ("nan", "inf", "dead", "dead_channel", "saturated", "low_variance", "attention_collapsed",
          "attention_uniform", "scale_jump")
@@ -433,7 +433,7 @@ def flag_columns(columns: Mapping[Column, Mapping[str, np.ndarray]], thresholds:
     return out
 
 
-def _flags_of_row(flagged: Mapping[HitKey, Hits], row: int) -> list[Flag]:
+def flags_of_row(flagged: Mapping[HitKey, Hits], row: int) -> list[Flag]:
     """The flags of datapoint ``row``, each with its family's first bad layer (lowest forward position)."""
     hits = [(c, kind, head, h) for (c, kind, head), h in flagged.items() if h.mask[row]]
     first: dict[str, Column] = {}
@@ -485,7 +485,7 @@ def health(record: DatapointRecord, debuggers: Mapping[str, Any] | None = None, 
     t = thresholds or HealthThresholds()
     order = forward_order(debuggers or {}, list(record.debug))
     columns = stack([measure(record, order, t)])
-    return tuple(_flags_of_row(flag_columns(columns, t, context), 0))
+    return tuple(flags_of_row(flag_columns(columns, t, context), 0))
 
 
 def flags_of(columns: Mapping[Column, Mapping[str, np.ndarray]], thresholds: HealthThresholds | None = None,
@@ -493,7 +493,7 @@ def flags_of(columns: Mapping[Column, Mapping[str, np.ndarray]], thresholds: Hea
     """Every datapoint's flags from stacked columns (:func:`stack`)."""
     flagged = flag_columns(columns, thresholds, context)
     n = next((len(a) for m in columns.values() for a in m.values()), 0)
-    return [_flags_of_row(flagged, row) for row in range(n)]
+    return [flags_of_row(flagged, row) for row in range(n)]
 
 
 def scale_jumps(scale_a: Mapping[str, np.ndarray], scale_b: Mapping[str, np.ndarray],

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from health_run import JUMP, N, POISONED, write_health_run
 
-from eval_viewer.backend import LogStore
+from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.backend.health import HealthThresholds, forward_order, health, scale_jump
+from eval_viewer.backend.health_summary import HealthJobs, compute_health, scale_jump_rows
 from eval_viewer.log_format import INDEX_FORWARD_POSITION, INDEX_LAYER
 
 CLEAN = tuple(i for i in range(N) if i not in POISONED)
@@ -117,3 +118,60 @@ def test_example_run_flags_only_true_collapses(tmp_path: Path) -> None:
                 weights = record.debug_item(flag.debugger, flag.key).value["weights"].astype(np.float32)
                 assert weights[flag.head].max(-1).mean() > 0.95  # every query's row is near one-hot
 
+
+
+# ------------------------------------------------------------------------------------------------- the pass summary
+def test_pass_summary_runs_in_the_background_and_is_cached(logs: Path, tmp_path: Path) -> None:
+    key = PassKey("planted", "val", 0)
+    with LogStore(logs, cache_dir=tmp_path / "cache", rescan_s=0, index_wait_s=30) as store:
+        jobs = HealthJobs(store)
+        job = jobs.start(key)
+        summary = jobs.summary(key, timeout=60)
+        status = jobs.status(job)
+        assert status is not None and status.finished and not status.cached and status.done == status.total == N
+        rows = {(r.layer, r.kind): r for r in summary.table()}
+        assert set(rows) == {("aux.1", "dead"), ("aux.1", "dead_channel"), ("backbone.layer3", "nan"),
+                             ("backbone.layer4", "nan"), ("attn", "attention_collapsed"), ("attn", "attention_uniform")}
+        assert (rows["backbone.layer3", "nan"].datapoints, rows["backbone.layer3", "nan"].first) == (len(POISONED), 3)
+        assert (rows["backbone.layer4", "nan"].datapoints, rows["backbone.layer4", "nan"].first) == (len(POISONED), 0)
+        assert rows["aux.1", "dead"].datapoints == N and rows["aux.1", "dead_channel"].worst == 1.0
+        assert rows["attn", "attention_collapsed"].heads == (0,) and rows["attn", "attention_uniform"].heads == (1,)
+        assert rows["attn", "attention_collapsed"].datapoints == len(CLEAN)
+        assert [r.layer for r in summary.table()][:3] == ["aux.1", "aux.1", "backbone.layer3"]  # forward order
+        assert summary.datapoints("nan", "backbone.layer3").tolist() == list(POISONED)
+        columns = summary.layer_columns(N)
+        assert [i for i, v in enumerate(columns["nan"]) if v] == list(POISONED)
+        assert columns["nan"][POISONED[0]] == "backbone.layer3, backbone.layer4"
+        assert "NaN 100 % since backbone.layer3" in [f.text for f in summary.flags(POISONED[0])]
+    with LogStore(logs, cache_dir=tmp_path / "cache", rescan_s=0, index_wait_s=30) as store:  # a restart
+        jobs = HealthJobs(store)
+        status = jobs.status(jobs.start(key))
+        assert status is not None and status.finished and status.cached
+        assert status.summary is not None and status.summary.table() == summary.table()
+
+
+def test_pass_summary_scale_jump_and_healthy_run(store: LogStore) -> None:
+    a, b = compute_health(store, ("planted", "val", 0)), compute_health(store, ("planted", "val", 1))
+    rows, flags = scale_jump_rows(a, b)
+    assert [(r.layer, r.datapoints, r.total) for r in rows] == [("backbone.layer4", len(CLEAN), len(CLEAN))]
+    assert rows[0].worst == pytest.approx(JUMP, rel=0.05)
+    assert sorted(flags) == list(CLEAN)
+    healthy = [compute_health(store, ("healthy", "val", e)) for e in (0, 1)]
+    assert healthy[0].table() == [] and healthy[1].table() == []
+    assert scale_jump_rows(*healthy) == ([], {})
+
+
+def test_example_pass_summary_flags_only_what_is_true(tmp_path: Path) -> None:
+    """Over the whole pass, the example also has channels that are exactly 0 on every datapoint (ReLU channels that
+    never fire), besides the collapsed head on a few images."""
+    with LogStore(EXAMPLE, rescan_s=0, index_wait_s=30, cache_dir=tmp_path) as store:
+        key = store.default_pass("trainer_run")
+        summary = compute_health(store, key)
+        assert summary.order_source == "page" and any("forward order" in n for n in summary.notes)
+        kinds = {(r.layer, r.kind) for r in summary.table()}
+        assert kinds <= {("encoder_features", "dead_channel"), ("bottleneck_stats", "dead_channel"),
+                         ("attention", "attention_collapsed")}
+        maps = np.stack([store.datapoint(key, int(i)).debug_item("encoder_features", "feature_map").value
+                         for i in summary.idx])
+        dead = ~np.any(maps.reshape(maps.shape[0], maps.shape[1], -1) != 0, axis=(0, 2))
+        assert dead.mean() == summary.context.dead_everywhere["encoder_features/feature_map"] > 0

@@ -1,0 +1,414 @@
+"""The per-pass health summary: every datapoint measured once, then flagged with what only the whole pass knows.
+
+:func:`compute_health` reads a pass page by page (:mod:`.bulk`: one read and one parse per page), measures every
+checkable debug item of every datapoint (:func:`~.health.measure`) and keeps the measures as arrays over datapoints
+per column. From them :class:`HealthSummary` derives the pass context (a head's typical entropy, channels dead on every
+datapoint), each datapoint's flags, the layers × kinds table with counts of datapoints (:meth:`HealthSummary.table`),
+the failure table's per-kind columns, and, against a second pass, scale jumps (:func:`scale_jump_rows`).
+:class:`HealthJobs` runs it in a background thread with progress and keeps the result under the store's cache dir
+(``<cache_dir>/health/<hash>.npz``, beside the comparison summaries, never inside a log dir), keyed by the pass's files
+(listing with sizes and mtimes), the thresholds and the format, so a pass that changes is measured again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval_viewer.backend.bulk import iter_datapoints
+from eval_viewer.backend.health import (
+    FAMILIES,
+    KINDS,
+    Column,
+    Flag,
+    HealthThresholds,
+    Hits,
+    HitKey,
+    PassContext,
+    flags_of_row,
+    flag_columns,
+    forward_order,
+    measure,
+    scale_jumps,
+    stack,
+)
+from eval_viewer.backend.model import PassKey
+from eval_viewer.backend.records import build_record
+from eval_viewer.errors import ViewerError
+from eval_viewer.log_format import atomic_write_bytes
+
+__all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "HealthJobs", "HealthStatus",
+           "read_pass"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """One cell of the layers × kinds table."""
+
+    layer: str
+    kind: str
+    datapoints: int
+    """Datapoints with this problem at this layer."""
+    total: int
+    """Datapoints that captured this layer."""
+    first: int
+    """Of those, how many have it here first (this is their first bad layer for the kind's family)."""
+    worst: float
+    """The largest amount (the lowest entropy for ``attention_collapsed``); NaN when only counts are known."""
+    heads: tuple[int, ...] = ()
+    position: int = 0
+
+
+def read_pass(store: Any, key: PassKey, problems: list[str], stop: threading.Event | None = None,
+              ) -> tuple[int, Any, Iterator[tuple[int, Any]]]:
+    """``(datapoints, pages, (idx, {debugger: output}) ...)`` of a whole pass: the one place the summary reads, page
+    by page through the bulk reader."""
+    pages = store.pass_pages(key)
+    return pages.num_datapoints, pages, iter_datapoints(pages, problems=problems, stop=stop)
+
+
+@dataclass(frozen=True)
+class HealthSummary:
+    """Per column (``debugger/key``), arrays over the measured datapoints ``idx`` (see :func:`~.health.stack`)."""
+
+    pass_key: PassKey
+    thresholds: HealthThresholds
+    idx: np.ndarray
+    columns: tuple[Column, ...]
+    """In forward order."""
+    arrays: dict[str, dict[str, np.ndarray]]
+    order_source: str
+    notes: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------------------------------------------ derived
+    @cached_property
+    def context(self) -> PassContext:
+        """Each head's median entropy, and the fraction of each layer's channels dead on every datapoint."""
+        typical: dict[str, np.ndarray] = {}
+        dead: dict[str, float] = {}
+        for c in self.columns:
+            a = self.arrays[c.name]
+            if "entropy" in a and a["entropy"].size:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    typical[c.name] = np.nanmedian(a["entropy"], axis=0)
+            if "dead" in a:
+                seen = a["dead_seen"]
+                if int(seen.sum()) >= self.thresholds.min_datapoints:
+                    dead[c.name] = float(a["dead"][seen].all(axis=0).mean())
+        return PassContext(typical, dead)
+
+    @cached_property
+    def hits(self) -> dict[HitKey, Hits]:
+        return flag_columns({c: self.arrays[c.name] for c in self.columns}, self.thresholds, self.context)
+
+    def row_of(self, idx: int) -> int | None:
+        where = np.flatnonzero(self.idx == int(idx))
+        return int(where[0]) if where.size else None
+
+    def flags(self, idx: int) -> tuple[Flag, ...]:
+        """The flags of datapoint ``idx`` with the pass context (dead channels, the heads' typical range)."""
+        row = self.row_of(idx)
+        return () if row is None else tuple(flags_of_row(self.hits, row))
+
+    def datapoints(self, kind: str | None = None, layer: str | None = None) -> np.ndarray:
+        """Indices of the datapoints flagged ``kind`` (any) at ``layer`` (any), ascending."""
+        mask = np.zeros(self.idx.size, dtype=bool)
+        for (c, k, _head), h in self.hits.items():
+            if (kind is None or k == kind) and (layer is None or c.layer == layer):
+                mask |= h.mask
+        return self.idx[mask]
+
+    def table(self) -> list[HealthRow]:
+        """Every (layer, kind) with a problem, layers in forward order, kinds in :data:`~.health.KINDS` order."""
+        groups: dict[tuple[str, str], list[tuple[Column, int | None, Hits]]] = {}
+        for (c, kind, head), h in self.hits.items():
+            groups.setdefault((c.layer, kind), []).append((c, head, h))
+        first = self._first_positions()
+        rows = []
+        for (layer, kind), members in groups.items():
+            mask = np.logical_or.reduce([h.mask for _, _, h in members])
+            present = np.logical_or.reduce([np.isfinite(self.arrays[c.name]["scale"])
+                                            | np.isfinite(self.arrays[c.name]["zeros"])
+                                            | (np.isfinite(self.arrays[c.name]["entropy"]).any(axis=1)
+                                               if "entropy" in self.arrays[c.name] else False)
+                                            for c, _, _ in members])
+            amounts = np.concatenate([h.amount[h.mask] for _, _, h in members])
+            finite = amounts[np.isfinite(amounts)]
+            worst = float("nan") if not finite.size else float(finite.min() if kind == "attention_collapsed"
+                                                                 else finite.max())
+            position = min(c.position for c, _, _ in members)
+            here = first.get(FAMILIES.get(kind, kind))
+            n_first = int(np.count_nonzero(mask & (here == position))) if here is not None else 0
+            heads = tuple(sorted({head for _, head, _ in members if head is not None}))
+            rows.append(HealthRow(layer, kind, int(mask.sum()), int(np.count_nonzero(present | mask)), n_first,
+                                  worst, heads, position))
+        return sorted(rows, key=lambda r: (r.position, r.layer, KINDS.index(r.kind)))
+
+    def _first_positions(self) -> dict[str, np.ndarray]:
+        """Per family, each datapoint's lowest flagged forward position (a large number where none)."""
+        out: dict[str, np.ndarray] = {}
+        for (c, kind, _head), h in self.hits.items():
+            family = FAMILIES.get(kind, kind)
+            current = out.setdefault(family, np.full(self.idx.size, np.iinfo(np.int64).max))
+            np.minimum(current, np.where(h.mask, c.position, np.iinfo(np.int64).max), out=current)
+        return out
+
+    def layer_columns(self, num_datapoints: int) -> dict[str, list[str | None]]:
+        """For the failure table, per kind present: each datapoint's flagged layers in forward order, joined by
+        ``", "`` (None where none); and ``"health"``: how many (layer, kind) problems each datapoint has."""
+        per_kind: dict[str, list[list[str]]] = {}
+        count = np.zeros(num_datapoints, dtype=np.int64)
+        ordered = sorted(self.hits.items(), key=lambda item: (item[0][0].position, item[0][0].layer))
+        seen: dict[str, set[tuple[int, str]]] = {}
+        for (c, kind, _head), h in ordered:
+            lists = per_kind.setdefault(kind, [[] for _ in range(num_datapoints)])
+            done = seen.setdefault(kind, set())
+            for idx in self.idx[h.mask].tolist():
+                if 0 <= idx < num_datapoints and (idx, c.layer) not in done:
+                    done.add((idx, c.layer))
+                    lists[idx].append(c.layer)
+                    count[idx] += 1
+        columns: dict[str, list[Any]] = {kind: [", ".join(v) if v else None for v in per_kind[kind]]
+                                         for kind in KINDS if kind in per_kind}
+        columns["health"] = count.tolist()
+        return columns
+
+    # -------------------------------------------------------------------------------------------------- disk cache
+    def to_bytes(self) -> bytes:
+        header = {"format": _FORMAT, "pass": [self.pass_key.run, self.pass_key.split, self.pass_key.step],
+                  "thresholds": dataclasses.asdict(self.thresholds), "order_source": self.order_source,
+                  "notes": list(self.notes), "columns": [dataclasses.asdict(c) for c in self.columns],
+                  "fields": {c.name: list(self.arrays[c.name]) for c in self.columns}}
+        arrays = {"idx": self.idx}
+        for i, c in enumerate(self.columns):
+            for name, array in self.arrays[c.name].items():
+                arrays[f"{i}:{name}"] = array
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, header=np.array(json.dumps(header)), **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HealthSummary:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            header = json.loads(str(npz["header"]))
+            if header.get("format") != _FORMAT:
+                raise ValueError(f"health summary format {header.get('format')}, expected {_FORMAT}")
+            columns = tuple(Column(**c) for c in header["columns"])
+            arrays = {c.name: {f: npz[f"{i}:{f}"] for f in header["fields"][c.name]} for i, c in enumerate(columns)}
+            return cls(PassKey.of(tuple(header["pass"])), HealthThresholds(**header["thresholds"]), npz["idx"],
+                       columns, arrays, header["order_source"], tuple(header["notes"]))
+
+
+def compute_health(store: Any, key: PassKey, thresholds: HealthThresholds | None = None,
+                   progress: Callable[[int, int], None] | None = None,
+                   stop: threading.Event | None = None) -> HealthSummary:
+    """Measure every datapoint of pass ``key`` (read through ``store``, a :class:`~eval_viewer.backend.LogStore`)."""
+    key = PassKey.of(key)
+    t = thresholds or HealthThresholds()
+    problems: list[str] = []
+    total, pages, datapoints = read_pass(store, key, problems, stop)
+    order = None
+    measures = []
+    indices: list[int] = []
+    for done, (idx, value) in enumerate(datapoints, 1):
+        record = build_record(key, idx, {}, value, pages.debuggers, [], pages.hints)
+        if order is None:
+            order = forward_order(pages.debuggers, list(record.debug))
+        measures.append(measure(record, order, t))
+        indices.append(idx)
+        if progress is not None:
+            progress(done, total)
+    if stop is not None and stop.is_set():
+        raise ViewerError("The health summary was stopped")
+    columns = stack(measures)
+    ordered = tuple(sorted(columns, key=lambda c: (c.position, c.debugger, c.key)))
+    notes = tuple(problems) + ((order.note,) if order is not None and order.note else ())
+    return HealthSummary(key, t, np.asarray(indices, dtype=np.int64), ordered, {c.name: columns[c] for c in ordered},
+                         order.source if order is not None else "page", notes)
+
+
+def scale_jump_rows(a: HealthSummary, b: HealthSummary) -> tuple[list[HealthRow], dict[int, list[Flag]]]:
+    """Scale jumps from pass ``a`` (the reference) to pass ``b``, datapoints matched by index: the table rows (one per
+    layer that jumped) and each datapoint's ``scale_jump`` flags (by its index), first bad layer included."""
+    common, rows_a, rows_b = np.intersect1d(a.idx, b.idx, return_indices=True)
+    jumps = scale_jumps({c.name: a.arrays[c.name]["scale"][rows_a] for c in a.columns},
+                        {c.name: b.arrays[c.name]["scale"][rows_b] for c in b.columns}, b.thresholds)
+    by_name = {c.name: c for c in b.columns}
+    hit_columns = sorted((by_name[name] for name in jumps), key=lambda c: c.position)
+    flags: dict[int, list[Flag]] = {}
+    for c in hit_columns:
+        ratio = jumps[c.name]
+        for row in np.flatnonzero(np.isfinite(ratio)).tolist():
+            idx = int(common[row])
+            first = flags[idx][0].first_bad_layer if flags.get(idx) else c.layer
+            flags.setdefault(idx, []).append(Flag(c.debugger, c.key, c.layer, "scale_jump", float(ratio[row]),
+                                                  None, first))
+    table = []
+    for c in hit_columns:
+        ratio = jumps[c.name]
+        mask = np.isfinite(ratio)
+        present = np.isfinite(a.arrays[c.name]["scale"][rows_a]) & np.isfinite(b.arrays[c.name]["scale"][rows_b])
+        first = sum(1 for row in np.flatnonzero(mask).tolist() if flags[int(common[row])][0].layer == c.layer)
+        extreme = ratio[mask]
+        worst = float(extreme[np.argmax(np.abs(np.log(extreme)))])
+        table.append(HealthRow(c.layer, "scale_jump", int(mask.sum()), int(present.sum()), first, worst, (),
+                               c.position))
+    return table, flags
+
+
+# ---------------------------------------------------------------------------------------------------------------- jobs
+@dataclass(frozen=True)
+class HealthStatus:
+    done: int
+    total: int
+    finished: bool
+    error: str | None = None
+    summary: HealthSummary | None = field(default=None, repr=False)
+    cached: bool = False
+
+
+class _Job:
+    def __init__(self) -> None:
+        self.done = 0
+        self.total = 0
+        self.error: str | None = None
+        self.summary: HealthSummary | None = None
+        self.cached = False
+        self.finished = threading.Event()
+
+
+_SHARED: weakref.WeakKeyDictionary[Any, HealthJobs] = weakref.WeakKeyDictionary()
+
+
+class HealthJobs:
+    """Per-pass health summaries computed once in a background thread, shared by every caller asking for the same
+    pass and thresholds, kept on disk under ``cache_dir/health`` and reloaded from there after a restart."""
+
+    def __init__(self, store: Any, cache_dir: str | Path | None = None) -> None:
+        self._store = store
+        base = cache_dir if cache_dir is not None else getattr(store, "cache_dir", None)
+        self._dir = Path(base) / "health" if base is not None else None
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._one_at_a_time = threading.Lock()
+
+    @classmethod
+    def of(cls, store: Any) -> HealthJobs:
+        """The one set of jobs of ``store`` (the app's callbacks share it)."""
+        jobs = _SHARED.get(store)
+        if jobs is None:
+            jobs = _SHARED[store] = cls(store)
+        return jobs
+
+    def job_key(self, key: PassKey, thresholds: HealthThresholds) -> str:
+        files = self._store.snapshot.files.get(key)
+        parts: list[Any] = [_FORMAT, dataclasses.asdict(thresholds), [key.run, key.split, key.step],
+                            None if files is None else [files.source.identity, files.folder, repr(files.debug)]]
+        return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:24]
+
+    def start(self, key: PassKey, thresholds: HealthThresholds | None = None) -> str:
+        """Start (or join) the summary of pass ``key``; returns the key :meth:`status` takes."""
+        key, t = PassKey.of(key), thresholds or HealthThresholds()
+        job_key = self.job_key(key, t)
+        with self._lock:
+            if job_key in self._jobs and not self._jobs[job_key].error:
+                return job_key
+            job = self._jobs[job_key] = _Job()
+        cached = self._load(job_key)
+        if cached is not None:
+            job.summary, job.cached = cached, True
+            job.done = job.total = int(cached.idx.size)
+            job.finished.set()
+            return job_key
+        threading.Thread(target=self._run, args=(job, job_key, key, t), name="eval-viewer-health", daemon=True).start()
+        return job_key
+
+    def status(self, job_key: str) -> HealthStatus | None:
+        job = self._jobs.get(job_key)
+        if job is None:
+            return None
+        return HealthStatus(job.done, job.total, job.finished.is_set(), job.error, job.summary, job.cached)
+
+    def ready(self, key: PassKey, thresholds: HealthThresholds | None = None) -> HealthSummary | None:
+        """The finished summary of ``key`` if there is one now (never starts or waits)."""
+        status = self.status(self.job_key(PassKey.of(key), thresholds or HealthThresholds()))
+        return status.summary if status is not None and status.finished else None
+
+    def summary(self, key: PassKey, thresholds: HealthThresholds | None = None,
+                timeout: float | None = None) -> HealthSummary:
+        """Start if needed and wait: the summary, or the :class:`ViewerError` that stopped it."""
+        job_key = self.start(key, thresholds)
+        job = self._jobs[job_key]
+        job.finished.wait(timeout)
+        status = self.status(job_key)
+        if status is None or not status.finished:
+            raise ViewerError("The health summary did not finish in time")
+        if status.error:
+            raise ViewerError(status.error)
+        assert status.summary is not None
+        return status.summary
+
+    def _run(self, job: _Job, job_key: str, key: PassKey, t: HealthThresholds) -> None:
+        def progress(done: int, total: int) -> None:
+            job.done, job.total = done, total
+
+        try:
+            with self._one_at_a_time:
+                summary = compute_health(self._store, key, t, progress, self._stop)
+        except ViewerError as exc:
+            job.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a background job reports, it never kills the server
+            logger.exception("The health summary of %s failed", key)
+            job.error = f"The health summary of {key} failed: {type(exc).__name__}: {exc}"
+        else:
+            job.summary = summary
+            self._save(job_key, summary)
+        finally:
+            job.finished.set()
+
+    def _path(self, job_key: str) -> Path | None:
+        return None if self._dir is None else self._dir / f"{job_key}.npz"
+
+    def _load(self, job_key: str) -> HealthSummary | None:
+        path = self._path(job_key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            return HealthSummary.from_bytes(path.read_bytes())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("Ignoring the cached health summary %s (%s)", path, exc)
+            return None
+
+    def _save(self, job_key: str, summary: HealthSummary) -> None:
+        path = self._path(job_key)
+        if path is None:
+            return
+        try:
+            atomic_write_bytes(path, summary.to_bytes())
+        except OSError as exc:
+            logger.warning("Cannot cache the health summary in %s (%s)", path, exc)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop running jobs (they end at the next datapoint) and wait for them."""
+        self._stop.set()
+        for job in list(self._jobs.values()):
+            job.finished.wait(timeout)
