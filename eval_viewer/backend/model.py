@@ -40,6 +40,8 @@ class PassKey:
         """How a user reads the pass within its run: ``epoch 9`` (a val step) or ``test``."""
         if self.step is None:
             return self.split
+        if self.split == "train":
+            return f"train step {self.step}"  # a training snapshot (eval_viewer.debuggers.snapshots)
         return f"epoch {self.step}" if self.split == "val" else f"{self.split} {self.step}"
 
     @classmethod
@@ -119,12 +121,16 @@ class RunInfo:
 
     @property
     def default_pass(self) -> PassInfo:
-        """What opens when nothing is chosen: the latest validated epoch, else the first pass (the test pass)."""
+        """What opens when nothing is chosen: the latest validated epoch, else the first other evaluation pass (the
+        test pass). Never a training snapshot (split ``train``) while the run has anything else; a run with only
+        training snapshots opens on its latest scored one (else its latest)."""
         stepped = [p for p in self.passes if p.split == "val" and p.has_scores]
         if stepped:
             return stepped[-1]
-        scored = [p for p in self.passes if p.has_scores]
-        return (scored or list(self.passes))[0]
+        evaluated = [p for p in self.passes if p.split != "train"]
+        if evaluated:
+            return ([p for p in evaluated if p.has_scores] or evaluated)[0]
+        return ([p for p in self.passes if p.has_scores] or list(self.passes))[-1]
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ and on a local disk or a bucket.
 
 What is a run (unchanged from the reference layout): a folder with ``epoch_N`` sub-folders holding a validation scores
 file or a ``debugger`` folder (a trainer; its passes are split ``val``, step N) and/or an evaluation scores file (an
-evaluator run, or a trainer's final test pass: split ``test``, no step). A log dir is a run itself or a folder of runs
-at any depth up to :data:`MAX_DEPTH`; the walk does not descend into a run beyond its epoch and debugger folders.
+evaluator run, or a trainer's final test pass: split ``test``, no step) and/or a ``train`` folder of ``step_N``
+snapshot folders (training snapshots: split ``train``, step N; a run with only these is a run too). A log dir is a
+run itself or a folder of runs at any depth up to :data:`MAX_DEPTH`; the walk does not descend into a run beyond its
+epoch, snapshot and debugger folders.
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ from eval_viewer.log_format import (
     EVALUATION_SCORES,
     SPLIT_ORDER,
     SPLIT_TEST,
+    SPLIT_TRAIN,
     SPLIT_VAL,
+    TRAIN_DIR,
+    TRAINING_SCORES,
     VALIDATION_SCORES,
     is_index_name,
     parse_epoch_dir,
     parse_page_name,
+    parse_step_dir,
 )
 
 __all__ = ["DebugListing", "PassFiles", "Snapshot", "take_snapshot", "Refresher", "url_safe", "MAX_DEPTH"]
@@ -95,15 +101,18 @@ def _walk(source: Source) -> dict[str, tuple[dict[str, Stat], list[str]]]:
     """Every relevant folder's listing: containers and runs up to MAX_DEPTH, inside a run only its epoch folders and
     their (and its own) ``debugger`` folders."""
     listings: dict[str, tuple[dict[str, Stat], list[str]]] = {}
-    for folder, files, dirs in source.walk(MAX_DEPTH + 2):
+    for folder, files, dirs in source.walk(MAX_DEPTH + 3):
         listings[folder] = (files, list(dirs))
-        name = folder.rsplit("/", 1)[-1]
+        parent, _, name = folder.rpartition("/")
         if name == DEBUGGER_DIR:
             dirs[:] = []
-        elif parse_epoch_dir(name) is not None:
+        elif parse_epoch_dir(name) is not None or (
+                parse_step_dir(name) is not None and parent.rpartition("/")[2] == TRAIN_DIR):
             dirs[:] = [d for d in dirs if d == DEBUGGER_DIR]
+        elif name == TRAIN_DIR and any(parse_step_dir(d) is not None for d in dirs):
+            dirs[:] = [d for d in dirs if parse_step_dir(d) is not None]  # a run's training snapshots
         elif EVALUATION_SCORES in files or any(parse_epoch_dir(d) is not None for d in dirs):
-            dirs[:] = [d for d in dirs if d == DEBUGGER_DIR or parse_epoch_dir(d) is not None]
+            dirs[:] = [d for d in dirs if d in (DEBUGGER_DIR, TRAIN_DIR) or parse_epoch_dir(d) is not None]
         elif folder.count("/") + (1 if folder else 0) >= MAX_DEPTH:
             dirs[:] = []
     return listings
@@ -119,6 +128,26 @@ def _debug_listing(listings: Mapping[str, tuple[dict[str, Stat], list[str]]], fo
         index_files={n: s for n, s in files.items() if is_index_name(n)},
         exists=True,
     )
+
+
+def _train_passes(source: Source, listings: Mapping[str, tuple[dict[str, Stat], list[str]]],
+                  folder: str) -> list[tuple[PassKey, PassFiles]]:
+    """The training snapshot passes of the run at ``folder``: ``train/step_N/`` folders with pages or scores."""
+    train = join(folder, TRAIN_DIR)
+    if parse_step_dir(folder.rpartition("/")[2]) is not None or train not in listings:
+        return []
+    passes = []
+    for d in listings[train][1]:
+        step = parse_step_dir(d)
+        if step is None:
+            continue
+        step_folder = join(train, d)
+        scores = listings.get(step_folder, ({}, []))[0].get(TRAINING_SCORES)
+        debug = _debug_listing(listings, step_folder)
+        if scores is not None or debug:
+            passes.append((PassKey("", SPLIT_TRAIN, step), PassFiles(
+                source, step_folder, join(step_folder, TRAINING_SCORES) if scores else None, scores, debug)))
+    return passes
 
 
 def _runs_in(source: Source) -> list[tuple[str, RunKind, list[tuple[PassKey, PassFiles]]]]:
@@ -141,13 +170,14 @@ def _runs_in(source: Source) -> list[tuple[str, RunKind, list[tuple[PassKey, Pas
             if scores is not None or debug:
                 passes.append((PassKey("", SPLIT_VAL, step), PassFiles(
                     source, epoch_folder, join(epoch_folder, VALIDATION_SCORES) if scores else None, scores, debug)))
+        passes.extend(_train_passes(source, listings, folder))
         evaluation = files.get(EVALUATION_SCORES)
         if evaluation is not None:
             passes.append((PassKey("", SPLIT_TEST, None), PassFiles(
                 source, folder, join(folder, EVALUATION_SCORES), evaluation, _debug_listing(listings, folder))))
         if not passes:
             continue
-        kind: RunKind = "trainer" if any(k.split == SPLIT_VAL for k, _ in passes) else "evaluator"
+        kind: RunKind = "trainer" if any(k.split in (SPLIT_VAL, SPLIT_TRAIN) for k, _ in passes) else "evaluator"
         passes.sort(key=lambda kf: (_split_order(kf[0].split), -1 if kf[0].step is None else kf[0].step))
         found.append((folder, kind, passes))
     found.sort(key=lambda r: r[0])

@@ -9,6 +9,14 @@ Lightning is imported only when the callback is first used, so this module impor
 without Lightning raises an ImportError that says what to install. The hook logic lives in :class:`EvalViewerHooks`,
 a plain class (testable without Lightning), which the callback class combines with Lightning's ``Callback``.
 
+Training snapshots: with ``snapshots=SnapshotWriter(...)`` (:mod:`eval_viewer.debuggers.snapshots`) the callback also
+hands every due training step's batch and outputs to the writer (at ``trainer.global_step``, once per step under
+gradient accumulation, on global rank 0), and forwards the composites to ``trainer.logger`` when the writer was
+given no logger of its own. ``snapshot_fn(batch, outputs)`` picks the writer's arguments; the default takes
+``image=batch["inputs"]``, ``gt=batch["labels"]`` (or the one tensor of a labels dict), ``pred=outputs["outputs"]``
+(when ``training_step`` returns a dict holding them), ``prompts=batch["prompts"]`` and ``indices`` from
+``batch["meta_info"]["idx"]``. ``metrics_fn=None`` turns the validation capture off (snapshots only).
+
 Requirements: validation batches are dicts ``{"inputs", "labels", "meta_info": {"idx"}}``; ``validation_step``
 returns the model outputs, or a dict holding them under ``"outputs"``. Scores are not gathered across processes:
 only global rank 0 writes them, so validate on one process (or use a SequentialDebugger with ``rank=`` for pages).
@@ -17,14 +25,14 @@ only global rank 0 writes them, so validate on one process (or use a SequentialD
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from eval_viewer import log_format as lf
 from eval_viewer.debuggers.loop import AggregateFn, MetricsFn, ScoreCollector, mean_aggregate
 
-__all__ = ["EvalViewerHooks", "EvalViewerCallback", "lightning_callback_class"]  # noqa: F822 (module __getattr__)
+__all__ = ["EvalViewerHooks", "EvalViewerCallback", "lightning_callback_class", "default_snapshot_fn"]  # noqa: F822 (module __getattr__)
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +42,47 @@ _INSTALL_HINT = (
 )
 
 
+SnapshotFn = Callable[[Any, Any], Mapping[str, Any]]
+
+
+def _only_tensor(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        tensors = [v for v in value.values() if hasattr(v, "shape")]
+        return tensors[0] if len(tensors) == 1 else None
+    return value
+
+
+def default_snapshot_fn(batch: Any, outputs: Any) -> dict[str, Any]:
+    """The snapshot writer's arguments from a dict batch and ``training_step``'s return value (see the module)."""
+    meta = batch.get("meta_info") if isinstance(batch, Mapping) else None
+    return {
+        "image": batch["inputs"],
+        "gt": _only_tensor(batch.get("labels")),
+        "pred": outputs.get("outputs") if isinstance(outputs, Mapping) else None,
+        "prompts": batch.get("prompts"),
+        "indices": meta.get("idx") if isinstance(meta, Mapping) else None,
+    }
+
+
 class EvalViewerHooks:
     """The callback's logic on duck-typed ``trainer`` objects (``current_epoch``, ``max_epochs``, ``sanity_checking``,
     ``is_global_zero``, ``log_dir`` / ``default_root_dir``)."""
 
     def __init__(
         self,
-        metrics_fn: MetricsFn,
+        metrics_fn: MetricsFn | None = None,
         debugger: Any = None,
         run_dir: str | Path | None = None,
         checkpoint_method: str | int = "latest",
         aggregate_fn: AggregateFn = mean_aggregate,
+        snapshots: Any = None,
+        snapshot_fn: SnapshotFn = default_snapshot_fn,
     ) -> None:
         self.metrics_fn = metrics_fn
+        self.snapshots = snapshots
+        self.snapshot_fn = snapshot_fn
+        self._last_snapshot: int | None = None
+        self._own_logger = snapshots is not None and snapshots.logger is not None
         self.debugger = debugger
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint_method = checkpoint_method
@@ -58,8 +94,25 @@ class EvalViewerHooks:
         root = self.run_dir or Path(getattr(trainer, "log_dir", None) or trainer.default_root_dir)
         return root / lf.epoch_dir_name(trainer.current_epoch)
 
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.snapshots is not None and not self._own_logger:
+            self.snapshots.logger = getattr(trainer, "logger", None)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.snapshots is None or not getattr(trainer, "is_global_zero", True):
+            return
+        step = int(trainer.global_step)
+        if step == self._last_snapshot or not self.snapshots.due(step):
+            return
+        self._last_snapshot = step
+        self.snapshots(step, **self.snapshot_fn(batch, outputs))
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.snapshots is not None:
+            self.snapshots.flush(timeout=60)
+
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        if getattr(trainer, "sanity_checking", False):
+        if getattr(trainer, "sanity_checking", False) or self.metrics_fn is None:
             return
         self._scores = ScoreCollector()
         capture_epochs = lf.checkpoint_epochs(self.checkpoint_method, int(trainer.max_epochs))
@@ -76,7 +129,7 @@ class EvalViewerHooks:
         datapoint = {**batch, "outputs": predictions}
         if self._capturing:
             self.debugger(datapoint, pl_module)
-        self._scores.add(batch["meta_info"]["idx"], self.metrics_fn(predictions, batch.get("labels")))
+        self._scores.add(batch["meta_info"]["idx"], self.metrics_fn(predictions, batch.get("labels")))  # type: ignore[misc]
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._scores is None:
