@@ -13,7 +13,7 @@ Training snapshots: with ``snapshots=SnapshotWriter(...)`` (:mod:`eval_viewer.de
 hands every due training step's batch and outputs to the writer (at ``trainer.global_step``, once per step under
 gradient accumulation, on global rank 0), and forwards the composites to ``trainer.logger`` when the writer was
 given no logger of its own. ``snapshot_fn(batch, outputs)`` picks the writer's arguments; the default takes
-``image=batch["inputs"]``, ``gt=batch["labels"]`` (or the one tensor of a labels dict), ``pred=outputs["outputs"]``
+``image=batch["inputs"]``, ``gt=batch["labels"]`` (each, or the one tensor of such a dict), ``pred=outputs["outputs"]``
 (when ``training_step`` returns a dict holding them), ``prompts=batch["prompts"]`` and ``indices`` from
 ``batch["meta_info"]["idx"]``. ``metrics_fn=None`` turns the validation capture off (snapshots only).
 
@@ -56,7 +56,7 @@ def default_snapshot_fn(batch: Any, outputs: Any) -> dict[str, Any]:
     """The snapshot writer's arguments from a dict batch and ``training_step``'s return value (see the module)."""
     meta = batch.get("meta_info") if isinstance(batch, Mapping) else None
     return {
-        "image": batch["inputs"],
+        "image": _only_tensor(batch["inputs"]),
         "gt": _only_tensor(batch.get("labels")),
         "pred": outputs.get("outputs") if isinstance(outputs, Mapping) else None,
         "prompts": batch.get("prompts"),

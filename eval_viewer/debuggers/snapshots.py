@@ -278,7 +278,9 @@ class SnapshotWriter:
 
     def _job(self, step: int, image: Any, gt: Any, pred: Any, prompts: Any, indices: Any, scores: Any,
              clip: bool | None) -> _Job:
-        shape = tuple(image.shape) if hasattr(image, "shape") else np.shape(image)
+        if not hasattr(image, "shape"):
+            raise TypeError(f"image must be a tensor or an array, got {type(image).__name__}")
+        shape = tuple(image.shape)
         is_clip = len(shape) == 5 if clip is None else bool(clip)
         if len(shape) < (4 if is_clip else 3):
             raise ValueError(f"image must be a batch (B, C, H, W) or clips (B, T, C, H, W), got shape {shape}")
