@@ -24,9 +24,10 @@ import numpy as np
 from eval_viewer.app.state import ViewState
 from eval_viewer.app.table_query import Table, number_column, text_column
 from eval_viewer.backend import LogStore, Scores
+from eval_viewer.backend.health_summary import HealthJobs
 
 __all__ = ["LoadedTable", "TableCache", "table_data", "metric_field", "meta_field", "is_number_column",
-           "without_index_copy"]
+           "without_index_copy", "health_field", "HEALTH_COUNT"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,15 @@ def meta_field(meta: Mapping[str, Sequence[Any]], name: str) -> str:
     return f"i{list(meta).index(name)}"
 
 
+HEALTH_COUNT = "health"
+"""Row key of the number of health problems (layer × kind) of each datapoint."""
+
+
+def health_field(kind: str) -> str:
+    """Row key of a health kind's column: the layers (forward order) where a datapoint has that problem."""
+    return f"h_{kind}"
+
+
 def is_number_column(values: Sequence[Any]) -> bool:
     """Numbers (not booleans) or missing everywhere: filtered and sorted as numbers; anything else as text."""
     return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
@@ -66,9 +76,11 @@ def without_index_copy(meta: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
             if not all(v is None or v == i for i, v in enumerate(values))}
 
 
-def table_data(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[Any]]) -> Table:
+def table_data(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[Any]],
+               health: Mapping[str, Sequence[Any]] | None = None) -> Table:
     """Every column by row key, ranked worst first by ``metric`` (index order without one); meta fields shorter
-    than the scores are padded with missing values."""
+    than the scores are padded with missing values. ``health``: the pass health summary's per-datapoint columns
+    (:meth:`~eval_viewer.backend.health_summary.HealthSummary.layer_columns`), when it is done."""
     n = scores.num_datapoints
     order = np.asarray(scores.ranking(metric, worst_first=True) if metric else np.arange(n))
     rank = np.empty(n, dtype=np.int64)
@@ -79,6 +91,9 @@ def table_data(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[A
     for name, values in meta.items():
         padded = list(values[:n]) + [None] * (n - len(values))
         columns[meta_field(meta, name)] = number_column(padded) if is_number_column(padded) else text_column(padded)
+    for kind, values in (health or {}).items():
+        columns[HEALTH_COUNT if kind == HEALTH_COUNT else health_field(kind)] = (
+            number_column(values) if kind == HEALTH_COUNT else text_column(values))
     return Table(columns=columns, default_order=order)
 
 
@@ -90,6 +105,8 @@ class LoadedTable:
     metric: str | None
     meta: dict[str, list[Any]]
     table: Table
+    health: dict[str, list[Any]] | None = None
+    """The health summary's columns when it was done as the table was built (None: not yet, or no debug outputs)."""
 
 
 class TableCache:
@@ -110,12 +127,15 @@ class TableCache:
         with self._lock:
             scores = self._store.scores(state.pass_key)
             status = self._store.debug_status(state.pass_key)  # before reading meta: a change means rebuild
+            summary = HealthJobs.of(self._store).ready(state.pass_key)
+            status = (status, id(summary) if summary is not None else None)  # a finished health summary too
             cached = self._entries.get(key)
             if cached is not None and cached[0] == status and cached[1].scores is scores:
                 self._entries.move_to_end(key)
                 return cached[1]
             meta = without_index_copy(self._store.meta_table(state.pass_key))
-            loaded = LoadedTable(scores, state.metric, meta, table_data(scores, state.metric, meta))
+            health = summary.layer_columns(scores.num_datapoints) if summary is not None else None
+            loaded = LoadedTable(scores, state.metric, meta, table_data(scores, state.metric, meta, health), health)
             self._entries[key] = (status, loaded)
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:

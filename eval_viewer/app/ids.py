@@ -59,6 +59,14 @@ __all__ = [
     "WORST_TYPE",
     "worst_item",
     "PAIRED_BODY",
+    "HEALTH_BOX",
+    "HEALTH_PROGRESS",
+    "HEALTH_POLL",
+    "HEALTH_JOB",
+    "HEALTH_READY",
+    "HEALTH_BODY",
+    "HEALTH_CELL_TYPE",
+    "health_cell",
 ]
 
 # State: the URL is the single source of truth; SELECTION mirrors its run/pass/metric part so the overview only
@@ -148,3 +156,39 @@ PAIRED_BODY = "ev-paired-body"
 def worst_item(idx: Any, focus: Any) -> dict[str, Any]:
     """A datapoint in the list of where a layer × head cell diverges most: opens the paired view on ``focus``."""
     return {"type": WORST_TYPE, "idx": idx, "focus": focus}
+
+
+# Health (callbacks/health.py): the per-pass summary of the overview, computed in the background.
+HEALTH_BOX = "ev-health"
+HEALTH_PROGRESS = "ev-health-progress"
+HEALTH_POLL = "ev-health-poll"
+"""Ticks while the pass's health summary is being computed in the background."""
+HEALTH_JOB = "ev-health-job"
+HEALTH_READY = "ev-health-ready"
+"""The job key of the finished summary: the failure table rebuilds its columns (health flags) when it changes."""
+HEALTH_BODY = "ev-health-body"
+HEALTH_CELL_TYPE = "ev-health-cell"
+
+
+def health_cell(layer: Any, kind: Any) -> dict[str, Any]:
+    """A (layer, kind) count of the health summary: a click filters the failure table to those datapoints."""
+    return {"type": HEALTH_CELL_TYPE, "layer": layer, "kind": kind}
+
+
+# The Training tab (callbacks/training.py): "Evaluation | Training" above the views when the run has training
+# snapshots; the step slider, the step's composites, and one datapoint across chosen steps.
+VIEW_TABS = "ev-view-tabs"
+VIEW_TABS_BOX = "ev-view-tabs-box"
+EVALUATION_VIEW = "ev-evaluation"
+"""The overview and the datapoint view together: hidden while the Training tab is shown."""
+TRAINING_VIEW = "ev-training"
+TRAIN_STEP = "ev-train-step"
+TRAIN_DATAPOINT = "ev-train-datapoint"
+TRAIN_COMPARE = "ev-train-compare"
+TRAIN_SELECTION = "ev-train-selection"
+"""The resolved Training state (run, step, datapoint, compared steps and their files' versions): drawing listens here."""
+TRAIN_CAPTION = "ev-train-caption"
+TRAIN_STEP_BODY = "ev-train-step-body"
+TRAIN_ACROSS_BODY = "ev-train-across-body"
+TRAIN_POLL = "ev-train-poll"
+"""Ticks while a shown snapshot's pages are still being indexed, so its composites are drawn once they are."""

@@ -14,6 +14,7 @@ from dash import dcc, html
 
 from eval_viewer.app import ids
 from eval_viewer.app.compare_layout import compare_panel, compare_selectors, compare_stores, paired_body
+from eval_viewer.app.health_layout import health_panel
 from eval_viewer.app.table_query import BLOCK_ROWS
 
 __all__ = ["make_layout", "panel", "GRID_THEME"]
@@ -125,6 +126,7 @@ def _overview() -> html.Div:
                 ],
                 className="ev-layout-row",
             ),
+            health_panel(panel),
             panel(
                 "Datapoints",
                 html.Div([html.Div(id=ids.TABLE_CAPTION, className="ev-table-caption"), _table()]),

@@ -38,20 +38,21 @@ from eval_viewer.backend.health import (
     Hits,
     HitKey,
     PassContext,
-    flags_of_row,
     flag_columns,
+    flags_of_row,
     forward_order,
+    health,
     measure,
     scale_jumps,
     stack,
 )
-from eval_viewer.backend.model import PassKey
+from eval_viewer.backend.model import DatapointRecord, PassKey
 from eval_viewer.backend.records import build_record
 from eval_viewer.errors import ViewerError
 from eval_viewer.log_format import atomic_write_bytes
 
 __all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "HealthJobs", "HealthStatus",
-           "read_pass"]
+           "read_pass", "datapoint_flags", "previous_pass"]
 
 logger = logging.getLogger(__name__)
 
@@ -412,3 +413,24 @@ class HealthJobs:
         self._stop.set()
         for job in list(self._jobs.values()):
             job.finished.wait(timeout)
+
+
+def datapoint_flags(store: Any, key: PassKey, record: DatapointRecord, jobs: HealthJobs | None = None,
+                    ) -> tuple[Flag, ...]:
+    """The flags a view shows for ``record`` of pass ``key``: from the pass's finished summary when there is one
+    (dead channels and the heads' typical range included), else from the record alone, now (never waits)."""
+    summary = (jobs or HealthJobs.of(store)).ready(PassKey.of(key))
+    if summary is not None and summary.row_of(record.idx) is not None:
+        return summary.flags(record.idx)
+    return health(record, store.debugger_info(key))
+
+
+def previous_pass(store: Any, key: PassKey) -> PassKey | None:
+    """The pass of the same run and split just before ``key`` that saved debug outputs (the reference of its scale
+    jumps), or None."""
+    key = PassKey.of(key)
+    if key.step is None:
+        return None
+    earlier = [p.key for p in store.run(key.run).passes
+               if p.split == key.split and p.has_debug and p.step is not None and p.step < key.step]
+    return earlier[-1] if earlier else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dash
 
-from eval_viewer.app.callbacks import attention, compare, datapoint, navigation, overview, table
+from eval_viewer.app.callbacks import attention, compare, datapoint, health, navigation, overview, table
 from eval_viewer.backend import LogStore
 
 __all__ = ["register_all"]
@@ -17,6 +17,6 @@ __all__ = ["register_all"]
 
 def register_all(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
     """Register every feature's callbacks on ``app``; ``prefetch``: draw the neighbours of an opened datapoint ahead."""
-    for feature in (navigation, overview, table, attention, compare):
+    for feature in (navigation, overview, table, attention, compare, health):
         feature.register(app, store)
     datapoint.register(app, store, prefetch=prefetch)

@@ -26,10 +26,12 @@ from dash.exceptions import PreventUpdate
 
 from eval_viewer.app import ids
 from eval_viewer.app.boundary import guarded
-from eval_viewer.app.failure_table import TableCache, is_number_column, meta_field, metric_field
+from eval_viewer.app.failure_table import (HEALTH_COUNT, TableCache, health_field, is_number_column, meta_field,
+                                           metric_field)
 from eval_viewer.app.state import Position, Resolved, ViewState, parse_query, position, resolve, to_query, with_idx
 from eval_viewer.app.table_query import BLOCK_ROWS, query, row_dicts
 from eval_viewer.backend import LogStore, Scores
+from eval_viewer.display.health import KIND_TITLES
 from eval_viewer.errors import ViewerError
 
 __all__ = ["register", "table_columns", "table_caption", "tables_for", "table_model", "table_position"]
@@ -52,8 +54,10 @@ def _min_width(header: str) -> int:
     return max(90, 7 * len(header) + 48)
 
 
-def table_columns(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """rank, idx, a "Scores" group (chosen metric first) and a "Meta info" group."""
+def table_columns(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[Any]],
+                  health: Mapping[str, Sequence[Any]] | None = None) -> list[dict[str, Any]]:
+    """rank, idx, a "Scores" group (chosen metric first), a "Meta info" group and, once the pass's health summary
+    is done, a "Health" group (how many problems; per kind, the layers where a datapoint has it)."""
     number = {**NUMBER_FILTER, "type": "rightAligned", "valueFormatter": {"function": NUMBER_FORMAT},
               "cellClassRules": {"ev-cell-nan": "params.value == null"}}
     ordered = ([metric] if metric else []) + [m for m in scores.metrics if m != metric]
@@ -80,6 +84,16 @@ def table_columns(scores: Scores, metric: str | None, meta: Mapping[str, Sequenc
             col.update({**NUMBER_FILTER, "type": "rightAligned"} if is_number_column(values) else TEXT_FILTER)
             meta_cols.append(col)
         columns.append({"headerName": "Meta info", "children": meta_cols})
+    if health:
+        health_cols: list[dict[str, Any]] = [{"field": HEALTH_COUNT, "headerName": "problems", "minWidth": 100,
+                                              **NUMBER_FILTER, "type": "rightAligned",
+                                              "headerTooltip": "health problems (layer x kind) of the datapoint"}]
+        for kind in health:
+            if kind != HEALTH_COUNT:
+                title = KIND_TITLES.get(kind, kind)
+                health_cols.append({"field": health_field(kind), "headerName": title, "minWidth": _min_width(title),
+                                    **TEXT_FILTER, "headerTooltip": f"layers with {title}, in forward order"})
+        columns.append({"headerName": "Health", "children": health_cols})
     return columns
 
 
@@ -145,16 +159,18 @@ def register(app: dash.Dash, store: LogStore) -> None:
         Output(ids.TABLE, "columnDefs"),
         Output(ids.TABLE, "style"),
         Input(ids.SELECTION, "data"),
+        Input(ids.HEALTH_READY, "data"),
     )
     @guarded(lambda box: ([], no_update))  # the rows callback, reading the same store, shows the message
-    def columns(selection: dict[str, Any] | None) -> tuple[Any, Any]:
+    def columns(selection: dict[str, Any] | None, _health: str | None = None) -> tuple[Any, Any]:
         """Columns and height for the selection; the rows come block by block from ``rows`` below."""
         if not selection:
             raise PreventUpdate
         loaded = tables.get(ViewState(run=selection["run"], split=selection["split"], step=selection["step"],
                                      metric=selection["metric"]))
         height = min(TABLE_MAX_HEIGHT, TABLE_CHROME_PX + TABLE_ROW_PX * max(loaded.scores.num_datapoints, 3))
-        return table_columns(loaded.scores, loaded.metric, loaded.meta), {"height": f"{height}px", "width": "100%"}
+        columns = table_columns(loaded.scores, loaded.metric, loaded.meta, loaded.health)
+        return columns, {"height": f"{height}px", "width": "100%"}
 
     app.clientside_callback(
         ClientsideFunction(namespace="evalViewer", function_name="refreshTable"),
