@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from eval_viewer.backend import DatapointRecord, LogStore, PassKey
 from eval_viewer.backend.compare import Alignment
+from eval_viewer.backend.health import Flag, health
 from eval_viewer.backend.store import PassLike
 from eval_viewer.backend.summary import alignment_for
 from eval_viewer.display.html import PLOTLYJS_FILE, page, stylesheet
@@ -87,6 +88,25 @@ def _partner(store: LogStore, alignment: Alignment, vs: PassKey, idx: int) -> tu
     if j is None:
         return None, f"Datapoint {idx} has no partner in {vs} (it has {store.scores(vs).num_datapoints}): shown alone."
     return store.datapoint(vs, j), ""
+
+
+def _flags(store: LogStore, record: DatapointRecord | None) -> list[Flag]:
+    """The health flags of ``record`` from its saved debug outputs alone (:func:`eval_viewer.backend.health.health`;
+    checks that need the whole pass, such as channels dead on every datapoint, are the app's Health panel's)."""
+    if record is None or not record.debug:
+        return []
+    return list(health(record, store.debugger_info(record.pass_key)))
+
+
+def _flag_texts(flags: Sequence[Flag], prefix: str = "") -> list[str]:
+    return [f"{prefix}{flag.layer}: {flag.text}" for flag in flags]
+
+
+def _flag_summary(flags: Sequence[Flag]) -> str:
+    counts: dict[str, int] = {}
+    for flag in flags:
+        counts[flag.kind] = counts.get(flag.kind, 0) + 1
+    return ", ".join(f"{kind.replace('_', ' ')} ×{n}" for kind, n in counts.items())
 
 
 def _pairing_note(alignment: Alignment, vs: PassKey | None) -> tuple[str, ...]:
@@ -153,7 +173,12 @@ def _entries(store: LogStore, spec: ReportSpec, order: Sequence[int], alignment:
         why = ""
         if alignment is not None and spec.pass_b is not None:
             partner, why = _partner(store, alignment, spec.pass_b, idx)
-        entry = ReportEntry(rank=rank, record=record, partner=partner, no_partner=why)
+        flags_a, flags_b = _flags(store, record), _flags(store, partner)
+        paired = spec.pass_b is not None
+        texts = _flag_texts(flags_a, "a · " if paired else "") + _flag_texts(flags_b, "b · ")
+        summary = _flag_summary(flags_a) + (f" | b: {_flag_summary(flags_b)}" if flags_b else "")
+        entry = ReportEntry(rank=rank, record=record, partner=partner, no_partner=why, flags=tuple(texts),
+                            flag_summary=summary.strip(" |"))
         entries.append(entry)
         sections.append(entry_view(spec, entry))
     bar.close()

@@ -9,6 +9,7 @@ tests/app/test_export_browser.py.
 from __future__ import annotations
 
 import json
+import re
 import math
 import subprocess
 import sys
@@ -207,3 +208,29 @@ def test_export_is_a_subcommand_beside_the_viewer(capsys) -> None:  # noqa: ANN0
     assert "eval-viewer export --help" in build_parser().format_help()
     args = build_parser().parse_args(["--log-dir", "x"])  # the viewer is still the default command
     assert args.log_dir == ["x"]
+
+
+def test_health_flags_of_a_planted_problem_show_beside_its_datapoint(tmp_path: Path) -> None:
+    """Datapoint 3's feature map is NaN from one channel on, datapoint 7's is all zeros: their sections and contents
+    rows say so, and no other datapoint's does."""
+    import joblib
+    import numpy as np
+
+    logs = write_reference_log(tmp_path / "logs")
+    page_path = logs / "ref_run" / "epoch_2" / "debugger" / "page_0.pkl"
+    page = joblib.load(page_path)
+    page[3]["features"][2:] = np.nan
+    page[4]["features"][:] = 0.0
+    joblib.dump(page, page_path)
+    code, out = export(tmp_path, logs, "--run", "ref_run", "--metric", "iou", "--worst", str(REFERENCE_N))
+    assert code == 0
+    text = (out / "report.html").read_text(encoding="utf-8")
+    sections = {int(m[1]): m[2] for m in re.finditer(r'<section id="dp-(\d+)"(.*?)(?=<section id="dp-|$)', text,
+                                                      flags=re.S)}
+    assert sorted(sections) == list(range(REFERENCE_N))
+    badges = {idx: re.findall(r'ev-report-flag">([^<]*)<', body) for idx, body in sections.items()}
+    assert badges[3] == ["⚠ features: NaN 75 %"]
+    assert badges[4] == ["⚠ features: dead 100 %"]
+    assert all(not found for idx, found in badges.items() if idx not in (3, 4))
+    assert re.search(r'href="#dp-3">datapoint 3</a></td><td>[^<]*</td><td>nan ×1</td>', text)
+    assert re.search(r'href="#dp-4">datapoint 4</a></td><td>[^<]*</td><td>dead ×1</td>', text)

@@ -67,7 +67,9 @@ class ReportEntry:
     record: DatapointRecord
     partner: DatapointRecord | None = None
     flags: tuple[str, ...] = ()
-    """Plain-text health flags (what looked wrong in its saved debug outputs)."""
+    """Plain-text health flags (what looked wrong in its saved debug outputs), one badge each."""
+    flag_summary: str = ""
+    """The flags in a few words for the contents (``nan ×2, dead ×1``)."""
     no_partner: str = ""
     """Why a paired report shows this datapoint alone."""
 
@@ -136,7 +138,7 @@ def contents(spec: ReportSpec, entries: Sequence[ReportEntry]) -> Group:
         values = (_fmt(a), _fmt(_score(e.partner, spec.metric)), _delta(a, _score(e.partner, spec.metric))) \
             if paired else (_fmt(a),)
         rows.append((str(e.rank), link(f"datapoint {e.idx}", f"#{anchor(e.idx)}"), *values,
-                     ", ".join(e.flags) or "—"))
+                     e.flag_summary or ", ".join(e.flags) or "—"))
     return Group([Text("Contents", style="h3"), Table(rows, header=header, cls="ev-table ev-report-toc-table")],
                  cls="ev-report-toc", id="ev-report-toc", tag="section")
 
@@ -147,7 +149,7 @@ def entry_view(spec: ReportSpec, entry: ReportEntry) -> Group:
     value = _fmt(_score(entry.record, spec.metric))
     head = Group([Text(f"#{entry.rank} · datapoint {entry.idx}", style="h2"),
                   Text(f"{spec.metric} = {value}", style="bold"),
-                  *(Badge(flag, cls="ev-kind-tag ev-report-flag") for flag in entry.flags),
+                  *(Badge(f"⚠ {flag}", cls="ev-kind-tag ev-report-flag") for flag in entry.flags),
                   link("↑ contents", "#ev-report-toc", cls="ev-report-back")],
                   cls="ev-report-entry-head")
     body: list[Node | None] = []
