@@ -29,21 +29,26 @@ arrays are read on their own (:func:`~.pickles.materialize`), so memory stays bo
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+
+import numpy as np
 
 from eval_viewer.backend.kinds import ViewerHints
 from eval_viewer.backend.model import PassKey
 from eval_viewer.backend.pages import open_page
-from eval_viewer.backend.pickles import PageBuffer, materialize, parse_page
+from eval_viewer.backend.pickles import LazyArray, PageBuffer, materialize, parse_page
 from eval_viewer.backend.records import to_plain
 from eval_viewer.backend.sources import RangeFile, Source
+from eval_viewer.backend.untrusted import safe_dtype
 from eval_viewer.errors import PageError
 
-__all__ = ["PassPages", "Page", "Select", "read_page", "iter_pages", "iter_datapoints", "MAX_BUFFER"]
+__all__ = ["PassPages", "Page", "Select", "read_page", "read_ahead", "iter_pages", "iter_datapoints", "MAX_BUFFER"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,14 +111,63 @@ def _select(value: Any, select: Select | None) -> Any:
     return out
 
 
+class _Views:
+    """The arrays of a page held in memory, as read-only numpy views of its buffer: what
+    :func:`~.pickles.materialize` does for any page, with the same checks on every array (plain numeric dtype
+    rebuilt by numpy from its description, offset and size inside the page), made cheap for thousands of datapoints
+    (each dtype object of the page checked once, containers rebuilt without a memo: a page whose shared parts would
+    expand was refused by its parse budget)."""
+
+    def __init__(self, buffer: PageBuffer, name: str) -> None:
+        self.buffer, self.data, self.name = buffer, buffer.data, name
+        self.size = len(buffer.data)
+        self.dtypes: dict[int, tuple[Any, np.dtype]] = {}
+
+    def array(self, lazy: LazyArray) -> np.ndarray:
+        dtype = lazy.dtype
+        hit = self.dtypes.get(id(dtype))
+        if hit is None or hit[0] is not dtype:
+            if not isinstance(dtype, np.dtype) or dtype.hasobject:
+                raise PageError(f"{self.name}: corrupt array header ({lazy!r}): raw bytes can only be read as plain "
+                                "numbers")
+            hit = self.dtypes[id(dtype)] = (dtype, safe_dtype(dtype, self.name))
+        safe = hit[1]
+        shape, offset = lazy.shape, lazy.offset
+        count = math.prod(shape)
+        if offset < 0 or min(shape, default=0) < 0 or offset + count * safe.itemsize > self.size:
+            raise PageError(f"{self.name}: corrupt or truncated: an array ({lazy!r}) lies outside the page "
+                            f"({self.size} bytes)")
+        out = np.frombuffer(self.data, dtype=safe, count=count, offset=offset).reshape(shape, order=lazy.order)
+        if not out.dtype.isnative:
+            out = out.astype(out.dtype.newbyteorder("="))
+            out.flags.writeable = False
+        return out
+
+    def plain(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is dict:
+            return {k: self.plain(v) for k, v in value.items()}
+        if kind is LazyArray or kind.__name__ == "_HeaderArray":
+            return self.array(value) if value.value is None else self.plain(value.value)
+        if kind in (str, int, float, bool, type(None)):
+            return value
+        if kind is list:
+            return [self.plain(v) for v in value]
+        if kind is tuple:
+            return tuple(self.plain(v) for v in value)
+        return materialize(value, self.buffer, self.name, to_plain)  # anything else, the general way
+
+
 def _values(content: Mapping[int, Any], fobj: RangeFile, name: str, wanted: Iterable[int],
             select: Select | None) -> dict[int, Any]:
+    views = _Views(fobj, name) if isinstance(fobj, PageBuffer) else None
     values: dict[int, Any] = {}
     for idx in wanted:
         if idx not in content:
             raise PageError(f"{name}: does not hold datapoint {idx} as its index says (rewritten since it was "
                             "indexed?)")
-        values[idx] = materialize(_select(content[idx], select), fobj, name, to_plain)
+        part = _select(content[idx], select)
+        values[idx] = views.plain(part) if views is not None else materialize(part, fobj, name, to_plain)
     return values
 
 
@@ -146,6 +200,38 @@ def read_page(pages: PassPages, rel: str, *, select: Select | None = None, indic
             raise PageError(f"{name}: cannot read the page ({exc.strerror or exc})") from None
 
 
+def read_ahead(loads: Sequence[Callable[[], Page]], *, prefetch: int = 1,
+               stop: threading.Event | None = None) -> Iterator[Page | PageError]:
+    """Run ``loads`` (each reads one page, e.g. a ``functools.partial`` of :func:`read_page`) in order, ``prefetch``
+    ahead in a helper thread; yield each one's :class:`Page`, or in its place the :class:`PageError` it raised, so a
+    caller walking a schedule of pages (of one pass or several) stays in step. Stops early when ``stop`` is set; the
+    helper thread ends with the iteration, also when the caller stops early."""
+    if not loads:
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-viewer-bulk") if prefetch > 0 else None
+    ahead: list[Future[Page]] = []
+    try:
+        for pos, load in enumerate(loads):
+            if stop is not None and stop.is_set():
+                return
+            if pool is not None:
+                while len(ahead) <= prefetch and pos + len(ahead) < len(loads):
+                    ahead.append(pool.submit(loads[pos + len(ahead)]))
+            try:
+                page = ahead.pop(0).result() if pool is not None else load()
+            except PageError as exc:
+                logger.warning("%s", exc)
+                yield exc
+                continue
+            yield page
+            del page  # the caller's reference is all that keeps its buffer now
+    finally:
+        for future in ahead:
+            future.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def iter_pages(pages: PassPages, *, rels: Iterable[str] | None = None, select: Select | None = None,
                indices: Collection[int] | None = None, prefetch: int = 1, problems: list[str] | None = None,
                stop: threading.Event | None = None, max_buffer: int = MAX_BUFFER) -> Iterator[Page]:
@@ -159,35 +245,13 @@ def iter_pages(pages: PassPages, *, rels: Iterable[str] | None = None, select: S
     listed = dict(pages.pages)
     order = [rel for rel, _ in pages.pages] if rels is None else list(rels)
     order = [rel for rel in order if rel in listed and (wanted is None or any(i in wanted for i in listed[rel]))]
-    if not order:
-        return
-
-    def load(rel: str) -> Page:
-        return read_page(pages, rel, select=select, indices=wanted, max_buffer=max_buffer)
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-viewer-bulk") if prefetch > 0 else None
-    ahead: list[Future[Page]] = []
-    try:
-        for pos, rel in enumerate(order):
-            if stop is not None and stop.is_set():
-                return
-            if pool is not None:
-                while len(ahead) <= prefetch and pos + len(ahead) < len(order):
-                    ahead.append(pool.submit(load, order[pos + len(ahead)]))
-            try:
-                page = ahead.pop(0).result() if pool is not None else load(rel)
-            except PageError as exc:
-                logger.warning("%s", exc)
-                if problems is not None:
-                    problems.append(str(exc))
-                continue
-            yield page
-            del page  # the caller's reference is all that keeps its buffer now
-    finally:
-        for future in ahead:
-            future.cancel()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    loads = [partial(read_page, pages, rel, select=select, indices=wanted, max_buffer=max_buffer) for rel in order]
+    for page in read_ahead(loads, prefetch=prefetch, stop=stop):
+        if isinstance(page, PageError):
+            if problems is not None:
+                problems.append(str(page))
+            continue
+        yield page
 
 
 def iter_datapoints(pages: PassPages, *, select: Select | None = None, indices: Collection[int] | None = None,

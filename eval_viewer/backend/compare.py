@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from eval_viewer.backend.divergence import entropy, js_divergence, tensor_metrics, top_k_mass
+from eval_viewer.backend.divergence import attention_divergence, tensor_metrics
 from eval_viewer.backend.model import DatapointRecord, Item
 from eval_viewer.errors import ViewerError
 from eval_viewer.log_format import Kind
 
 __all__ = ["Alignment", "align", "Thresholds", "Deltas", "deltas", "ItemComparison", "compare_items",
-           "attention_weights", "array_of", "attention_metrics", "common_failures", "CommonFailures",
-           "TOP_K", "TENSOR_KINDS", "DELTA_FILTERS"]
+           "attention_weights", "attention_array", "array_of", "attention_metrics", "common_failures",
+           "CommonFailures", "TOP_K", "TENSOR_KINDS", "DELTA_FILTERS"]
 
 TOP_K = 5
 """``k`` of the top-k attention mass."""
@@ -215,6 +215,13 @@ def deltas(values_a: np.ndarray, values_b: np.ndarray, metric: str, higher_is_be
 def attention_weights(value: Any) -> np.ndarray | None:
     """``(heads, Lq, Lk)`` float32 attention weights of a saved attention value (a bare array or a dict holding one
     under ``weights`` / ``attention`` / ...), or None when there is none."""
+    array = attention_array(value)
+    return None if array is None else array.astype(np.float32, copy=False)
+
+
+def attention_array(value: Any) -> np.ndarray | None:
+    """As :func:`attention_weights`, in the dtype it was saved in (float16 stays float16: the batched maths reads
+    half floats faster than a cast to float32 would)."""
     if isinstance(value, Mapping):
         for key in ("weights", "attention", "attn", "attn_weights", "attention_weights", "attention_probs", "probs"):
             if key in value and value[key] is not None:
@@ -231,7 +238,7 @@ def attention_weights(value: Any) -> np.ndarray | None:
         array = array[None]
     if array.ndim != 3:
         return None
-    return array.astype(np.float32, copy=False)
+    return array
 
 
 def array_of(value: Any) -> np.ndarray | None:
@@ -256,60 +263,17 @@ def array_of(value: Any) -> np.ndarray | None:
     return value
 
 
-def _neg_xlogx(p: np.ndarray) -> np.ndarray:
-    """``-p log2 p`` elementwise with ``0 log 0 = 0`` (float32, in place where it can)."""
-    out = np.log2(np.where(p > 0, p, 1.0).astype(np.float32, copy=False))
-    np.multiply(out, p, out=out)
-    return np.negative(out, out=out)
-
-
 def attention_metrics(wa: np.ndarray, wb: np.ndarray, k: int = TOP_K) -> dict[str, np.ndarray]:
     """Per head of two ``(heads, Lq, Lk)`` attention captures: ``jsd`` (per query, then averaged over queries, bits),
     ``jsd_max`` (its worst query), ``entropy_a`` / ``entropy_b`` (bits, averaged over queries) and ``topk_a`` /
     ``topk_b`` (mass of the ``k`` largest keys, averaged over queries). Each ``(heads,)`` float64.
 
-    The same figures as :func:`~.divergence.js_divergence`, :func:`~.divergence.entropy` and
-    :func:`~.divergence.top_k_mass` row by row (the tests hold them to it), computed in one float32 pass over the
-    rows: ``JSD = H(m) - (H(p) + H(q)) / 2`` with ``m = (p + q) / 2``, so each row costs three logarithms."""
-    p = np.asarray(wa, dtype=np.float32)
-    q = np.asarray(wb, dtype=np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = p / p.sum(-1, keepdims=True)
-        q = q / q.sum(-1, keepdims=True)
-        hp = _neg_xlogx(p).sum(-1, dtype=np.float64)
-        hq = _neg_xlogx(q).sum(-1, dtype=np.float64)
-        hm = _neg_xlogx(0.5 * (p + q)).sum(-1, dtype=np.float64)
-    bad = ~(np.isfinite(p).all(-1) & np.isfinite(q).all(-1))
-    per_query = np.where(bad, np.nan, np.clip(hm - 0.5 * (hp + hq), 0.0, 1.0))
-    hp, hq = np.where(bad, np.nan, hp), np.where(bad, np.nan, hq)
-    n = p.shape[-1]
-    kk = max(1, min(int(k), n))
-    top_p = np.partition(p, n - kk, axis=-1)[..., n - kk:].sum(-1, dtype=np.float64)
-    top_q = np.partition(q, n - kk, axis=-1)[..., n - kk:].sum(-1, dtype=np.float64)
-    top_p, top_q = np.where(bad, np.nan, top_p), np.where(bad, np.nan, top_q)
-    with np.errstate(invalid="ignore"), _quiet():
-        return {
-            "jsd": np.nanmean(per_query, axis=-1),
-            "jsd_max": np.nanmax(per_query, axis=-1),
-            "entropy_a": np.nanmean(hp, axis=-1),
-            "entropy_b": np.nanmean(hq, axis=-1),
-            "topk_a": np.nanmean(top_p, axis=-1),
-            "topk_b": np.nanmean(top_q, axis=-1),
-        }
-
-
-class _quiet:
-    """Silence numpy's "mean of empty slice" for all-NaN rows (their NaN is the answer)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+    One datapoint of :func:`~.divergence.attention_divergence`, the batched computation the pass-wide summary runs
+    over whole pages, so the paired view and the summary give the same figures (the tests hold both to scipy)."""
+    wa, wb = np.asarray(wa), np.asarray(wb)
+    if wa.shape != wb.shape:
+        raise ValueError(f"shapes differ: {wa.shape} and {wb.shape}")
+    return {name: values[0] for name, values in attention_divergence(wa[None], wb[None], k).items()}
 
 
 @dataclass(frozen=True)
@@ -331,7 +295,7 @@ class ItemComparison:
 
 def _compare_item(name: str, item_a: Item, item_b: Item) -> ItemComparison:
     if item_a.kind == Kind.ATTENTION and item_b.kind == Kind.ATTENTION:
-        wa, wb = attention_weights(item_a.value), attention_weights(item_b.value)
+        wa, wb = attention_array(item_a.value), attention_array(item_b.value)
         if wa is None or wb is None:
             return ItemComparison(name, item_a.key, item_a.kind, note="no attention weights in one of the passes")
         if wa.shape != wb.shape:

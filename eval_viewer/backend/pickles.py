@@ -279,36 +279,6 @@ class PageBuffer(RangeFile):
         return bytes(super().read(n))
 
 
-class _BufferReader:
-    """The unpickler's reader over a :class:`PageBuffer`: structure bytes are sliced out, array bytes skipped by a
-    free seek (never copied)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data, self._pos = data, 0
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int) -> None:
-        self._pos = offset
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._data) if n is None or n < 0 else self._pos + n
-        data = self._data[self._pos:end]
-        self._pos += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def readline(self) -> bytes:
-        end = self._data.find(b"\n", self._pos)
-        return self.read(-1 if end < 0 else end + 1 - self._pos)
-
-
 class _NoPeek:
     """A decompressing joblib stream without ``peek``, for the C unpickler (see :class:`_PreadReader`)."""
 
@@ -447,7 +417,8 @@ def parse_page(fobj: RangeFile, path: str, *, trust: bool) -> ParsedPage:
         with _validate_fileobject_and_memmap(fobj, path, None) as (stream, _):
             if isinstance(stream, str):
                 raise PageError(f"{path}: written by joblib older than 0.10, which the viewer cannot read")
-            reader = (_BufferReader(fobj.data) if isinstance(fobj, PageBuffer) else _RangeReader(fobj)) if lazy \
+            # a page in memory: BytesIO shares its bytes (no copy) and reads in C; array bytes are skipped by seek
+            reader = (io.BytesIO(fobj.data) if isinstance(fobj, PageBuffer) else _RangeReader(fobj)) if lazy \
                 else _NoPeek(stream)
             ctx = _Context(reader, path, size, lazy, trust)
             _CTX.current = ctx

@@ -17,16 +17,19 @@ import json
 import logging
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eval_viewer.backend.compare import Alignment, align, compare_items
+from eval_viewer.backend.bulk import Page, PassPages, read_ahead, read_page
+from eval_viewer.backend.compare import TOP_K, Alignment, align, array_of, attention_array, compare_items
+from eval_viewer.backend.divergence import attention_divergence, tensor_divergence
 from eval_viewer.backend.model import PassKey
-from eval_viewer.errors import ViewerError
+from eval_viewer.errors import PageError, ViewerError
 from eval_viewer.log_format import Kind, atomic_write_bytes
 
 __all__ = ["LayerSummary", "SummaryRow", "compute_summary", "SummaryJobs", "JobStatus", "alignment_for"]
@@ -139,37 +142,197 @@ def alignment_for(store: Any, a: PassKey, b: PassKey, by: str | None = None) -> 
     return align(n_a, n_b, by, store.meta_table(a), store.meta_table(b))
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """One compared debug item, found again in every datapoint's output by debugger name and item key."""
+
+    debugger: str
+    key: str
+    kind: str
+    whole: bool
+    """The item is the debugger's whole output (tagged as a whole, or one drawable value with annotations)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.debugger}/{self.key}" if self.key else self.debugger
+
+    def array(self, value: Any) -> np.ndarray | None:
+        """This item's array (attention weights in their saved dtype) in one datapoint's ``{debugger: output}``."""
+        output = value.get(self.debugger) if isinstance(value, Mapping) else None
+        if output is None:
+            return None
+        if not self.whole:
+            if not isinstance(output, Mapping) or self.key not in output:
+                return None
+            output = output[self.key]
+        return attention_array(output) if self.kind == Kind.ATTENTION else array_of(output)
+
+
+def _plan(store: Any, a: PassKey, b: PassKey, alignment: Alignment, notes: dict[str, str],
+          tries: int = 5) -> list[_Layer]:
+    """The compared items: those :func:`compare_items` measures in the first matched datapoint pair that has any
+    (records read the normal way, so kinds and item keys are exactly the paired view's)."""
+    for i, j in list(zip(alignment.a.tolist(), alignment.b.tolist()))[:tries]:
+        record_a, record_b = store.datapoint(a, i), store.datapoint(b, j)
+        layers = []
+        for cmp in compare_items(record_a, record_b):
+            if cmp.note:
+                notes.setdefault(cmp.layer, f"{cmp.layer}: {cmp.note}")
+            if cmp.metrics:
+                item = record_a.debug_item(cmp.debugger, cmp.key)
+                whole = cmp.key == "" or (isinstance(item.value, Mapping) and cmp.key in item.value)
+                layers.append(_Layer(cmp.debugger, cmp.key, cmp.kind, whole))
+        if layers:
+            return layers
+    return []
+
+
+def _schedule(pages_a: PassPages, pages_b: PassPages,
+              alignment: Alignment) -> list[tuple[str, list[str], list[str]]]:
+    """``[(page of a, [pages of b its matched datapoints need], [those of them not held from the page before])]`` in
+    page order: each page of a is read once; a page of b again only when the pairs leave it and come back (never,
+    for passes aligned by index)."""
+    rows_of = {idx: row for row, idx in enumerate(alignment.a.tolist())}
+    page_b = pages_b.page_of()
+    out = []
+    held: list[str] = []
+    for rel, indices in pages_a.pages:
+        wanted = (int(alignment.b[rows_of[i]]) for i in indices if i in rows_of)
+        needed = list(dict.fromkeys(page_b[j] for j in wanted if j in page_b))
+        if needed:
+            out.append((rel, needed, [r for r in needed if r not in held]))
+            held = needed
+    return out
+
+
+_BATCH = 256
+"""Datapoints compared in one batched call (their stacked float16 attention is a few MB)."""
+
+
+class _Accumulator:
+    """The per-layer result arrays, filled batch by batch."""
+
+    def __init__(self, n: int, notes: dict[str, str]) -> None:
+        self.n, self.notes = n, notes
+        self.kinds: dict[str, str] = {}
+        self.arrays: dict[str, dict[str, np.ndarray]] = {}
+
+    def add(self, layer: _Layer, rows: list[int], xs: list[np.ndarray], ys: list[np.ndarray]) -> None:
+        """Compare ``xs[i]`` with ``ys[i]`` for result row ``rows[i]``; same-shaped pairs go through in batches."""
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for pos, (x, y) in enumerate(zip(xs, ys)):
+            if x.shape != y.shape:
+                self.notes.setdefault(layer.name, f"{layer.name}: shapes differ: {x.shape} and {y.shape}")
+                continue
+            if layer.kind != Kind.ATTENTION and x.dtype.kind != "f" and y.dtype.kind != "f":
+                continue  # shapes, channel lists, counts: shown, not measured
+            groups.setdefault((x.shape, x.dtype.str, y.dtype.str), []).append(pos)
+        for positions in groups.values():
+            for start in range(0, len(positions), _BATCH):
+                part = positions[start:start + _BATCH]
+                left = np.stack([xs[p] for p in part])
+                right = np.stack([ys[p] for p in part])
+                metrics = (attention_divergence(left, right, TOP_K) if layer.kind == Kind.ATTENTION
+                           else {k: v[:, None] for k, v in tensor_divergence(left, right).items()})
+                self._store(layer, [rows[p] for p in part], metrics)
+
+    def _store(self, layer: _Layer, rows: list[int], metrics: dict[str, np.ndarray]) -> None:
+        width = next(iter(metrics.values())).shape[1]
+        target = self.arrays.get(layer.name)
+        if target is None:
+            self.kinds[layer.name] = layer.kind
+            target = self.arrays[layer.name] = {m: np.full((self.n, width), np.nan) for m in metrics}
+        if next(iter(target.values())).shape[1] != width:
+            self.notes.setdefault(layer.name, f"{layer.name}: the number of heads differs between datapoints")
+            return
+        for metric, values in metrics.items():
+            target[metric][rows] = values
+
+
 def compute_summary(store: Any, a: PassKey, b: PassKey, by: str | None = None,
                     progress: Callable[[int, int], None] | None = None,
                     stop: threading.Event | None = None) -> LayerSummary:
-    """Compare the internals of every matched datapoint of passes ``a`` and ``b`` (read through ``store``)."""
+    """Compare the internals of every matched datapoint of passes ``a`` and ``b`` (read through ``store``).
+
+    Both passes are read page by page (:mod:`.bulk`: one read and one parse per page, the next page read while this
+    one is compared), and each layer's pairs are compared in batches (:func:`~.divergence.attention_divergence`,
+    :func:`~.divergence.tensor_divergence`). The layers are those measured in the first matched datapoint pair; a
+    page that cannot be read leaves its rows NaN and a note naming it."""
     a, b = PassKey.of(a), PassKey.of(b)
     alignment = alignment_for(store, a, b, by)
     n = alignment.size
-    kinds: dict[str, str] = {}
-    arrays: dict[str, dict[str, np.ndarray]] = {}
     notes: dict[str, str] = {}
-    for row, (i, j) in enumerate(zip(alignment.a.tolist(), alignment.b.tolist())):
-        if stop is not None and stop.is_set():
+    result = _Accumulator(n, notes)
+    layers = _plan(store, a, b, alignment, notes) if n else []
+    if layers:
+        _compare_pages(store, a, b, alignment, layers, result, progress, stop)
+    elif progress is not None:
+        progress(n, n)
+    return LayerSummary(a, b, by, alignment.a, alignment.b, result.kinds, result.arrays, tuple(notes.values()))
+
+
+def _compare_pages(store: Any, a: PassKey, b: PassKey, alignment: Alignment, layers: list[_Layer],
+                   result: _Accumulator, progress: Callable[[int, int], None] | None,
+                   stop: threading.Event | None) -> None:
+    pages_a, pages_b = store.pass_pages(a), store.pass_pages(b)
+    select = {layer.debugger: None for layer in layers}
+    wanted_a, wanted_b = set(alignment.a.tolist()), set(alignment.b.tolist())
+    schedule = _schedule(pages_a, pages_b, alignment)
+    loads: list[Callable[[], Page]] = []
+    for rel_a, _, loads_b in schedule:
+        loads.append(partial(read_page, pages_a, rel_a, select=select, indices=wanted_a))
+        loads.extend(partial(read_page, pages_b, rel, select=select, indices=wanted_b) for rel in loads_b)
+    for problem in (*pages_a.problems, *pages_b.problems):
+        result.notes.setdefault(problem, problem)
+    row_of = {idx: row for row, idx in enumerate(alignment.a.tolist())}
+    pages = read_ahead(loads, prefetch=1, stop=stop)
+    held_b: dict[str, Page | PageError] = {}
+    done = 0
+    for rel_a, rels_b, loads_b in schedule:
+        page_a = next(pages, None)
+        held_b = {rel: held_b[rel] for rel in rels_b if rel in held_b}  # the same decision _schedule made
+        for rel in loads_b:
+            held_b[rel] = next(pages, None)  # type: ignore[assignment]
+        if stop is not None and stop.is_set() or page_a is None:
             raise ViewerError("The comparison was stopped")
-        for cmp in compare_items(store.datapoint(a, i), store.datapoint(b, j)):
-            if cmp.note:
-                notes.setdefault(cmp.layer, f"{cmp.layer}: {cmp.note}")
-            if not cmp.metrics:
-                continue
-            layer = arrays.get(cmp.layer)
-            if layer is None:
-                width = len(cmp.metrics["jsd"]) if cmp.kind == Kind.ATTENTION else 1
-                kinds[cmp.layer] = cmp.kind
-                layer = arrays[cmp.layer] = {m: np.full((n, width), np.nan) for m in cmp.metrics}
-            for metric, value in cmp.metrics.items():
-                target = layer[metric]
-                values = np.atleast_1d(np.asarray(value, dtype=np.float64))
-                if values.size == target.shape[1]:
-                    target[row] = values
+        for item in (page_a, *(held_b[rel] for rel in loads_b)):
+            if isinstance(item, PageError):
+                result.notes.setdefault(str(item), str(item))
+        values_b: dict[int, Any] = {}
+        for rel in rels_b:
+            if isinstance(held_b[rel], Page):
+                values_b.update(held_b[rel].values)  # type: ignore[union-attr]
+        rows = sorted(row_of[i] for i in dict(pages_a.pages)[rel_a] if i in row_of)
+        if isinstance(page_a, Page):
+            _compare_rows(page_a.values, values_b, rows, alignment, layers, result)
+        done += len(rows)
         if progress is not None:
-            progress(row + 1, n)
-    return LayerSummary(a, b, by, alignment.a, alignment.b, kinds, arrays, tuple(notes.values()))
+            progress(done, alignment.size)
+    if progress is not None and done < alignment.size:
+        progress(alignment.size, alignment.size)  # pairs on no page at all: nothing to compare
+
+
+def _compare_rows(values_a: Mapping[int, Any], values_b: Mapping[int, Any], rows: list[int], alignment: Alignment,
+                  layers: list[_Layer], result: _Accumulator) -> None:
+    for layer in layers:
+        kept: list[int] = []
+        xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
+        for row in rows:
+            i, j = int(alignment.a[row]), int(alignment.b[row])
+            if i not in values_a or j not in values_b:
+                continue
+            x, y = layer.array(values_a[i]), layer.array(values_b[j])
+            if x is None or y is None:
+                if x is not None or y is not None:
+                    what = "attention weights" if layer.kind == Kind.ATTENTION else "array"
+                    result.notes.setdefault(layer.name, f"{layer.name}: no {what} in one of the passes")
+                continue
+            kept.append(row)
+            xs.append(x)
+            ys.append(y)
+        if kept:
+            result.add(layer, kept, xs, ys)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,81 @@ def test_attention_metrics_per_head_equal_scipy_row_by_row() -> None:
         assert m["topk_b"][h] == pytest.approx(np.mean(top_k_mass(wb[h, rows], 3)), abs=1e-5)
 
 
+def _rows_reference(wa: np.ndarray, wb: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """The per-head figures computed row by row with scipy in float64 (left-out rows: empty in either pass)."""
+    wa, wb = wa.astype(np.float64), wb.astype(np.float64)
+    lead = wa.shape[:-2]
+    out = {name: np.full(lead, np.nan) for name in ("jsd", "jsd_max", "entropy_a", "entropy_b", "topk_a", "topk_b")}
+    for pos in np.ndindex(*lead):
+        rows = [r for r in range(wa.shape[-2]) if wa[pos][r].sum() > 0 and wb[pos][r].sum() > 0]
+        if not rows:
+            continue
+        jsd = [jensenshannon(wa[pos][r], wb[pos][r], base=2) ** 2 for r in rows]
+        out["jsd"][pos], out["jsd_max"][pos] = np.mean(jsd), np.max(jsd)
+        out["entropy_a"][pos] = np.mean([scipy_entropy(wa[pos][r], base=2) for r in rows])
+        out["entropy_b"][pos] = np.mean([scipy_entropy(wb[pos][r], base=2) for r in rows])
+        out["topk_a"][pos] = np.mean(top_k_mass(wa[pos][rows], k))
+        out["topk_b"][pos] = np.mean(top_k_mass(wb[pos][rows], k))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 3, 16])
+def test_attention_divergence_in_batches_equals_scipy(dtype: Any, k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eval_viewer.backend import divergence
+
+    monkeypatch.setattr(divergence, "_CHUNK", 40)  # several chunks, one ending inside a datapoint
+    rng = np.random.default_rng(11)
+    wa = rng.random((5, 2, 6, 16)) ** 6  # many weights below float16's normal range (subnormal halves)
+    wb = wa + 0.2 * rng.random(wa.shape) ** 6
+    wa[0, 1, 2] = np.eye(16)[3]  # one-hot against a spread row
+    wb[1, 0, 4] = 0.0  # nothing captured for one query in pass b: left out
+    wa[2, 1] = 0.0  # a whole head empty: NaN
+    wa[3, 0, 0] = np.full(16, 1 / 16)  # uniform
+    wa, wb = wa.astype(dtype), wb.astype(dtype)
+    got = divergence.attention_divergence(wa, wb, k)
+    expected = _rows_reference(wa, wb, k)
+    for name, values in expected.items():
+        assert got[name].shape == (5, 2)
+        np.testing.assert_allclose(got[name], values, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert np.isnan(got["jsd"][2, 1]) and np.isnan(got["topk_a"][2, 1])
+    same = divergence.attention_divergence(wa, wa, k)
+    assert np.nanmax(same["jsd"]) == 0.0  # identical captures: exactly 0, not rounding noise
+
+
+def test_attention_divergence_half_with_inf_or_negative_takes_the_plain_cast() -> None:
+    from eval_viewer.backend.divergence import attention_divergence
+
+    wa = np.full((1, 1, 2, 4), 0.25, dtype=np.float16)
+    wb = wa.copy()
+    wb[0, 0, 1, 2] = np.inf  # a broken capture: that query is left out, the other still counts
+    got = attention_divergence(wa, wb, 2)
+    assert got["jsd"][0, 0] == 0.0 and got["topk_b"][0, 0] == pytest.approx(0.5)
+    wb[0, 0, 1] = [-0.5, 0.5, 0.5, 0.5]  # negative weights do not masquerade as large float16 bit patterns
+    assert attention_divergence(wa, wb, 1)["topk_b"][0, 0] == pytest.approx((0.25 + 0.5) / 2)
+
+
+def test_tensor_divergence_in_batches_equals_the_single_figures() -> None:
+    from eval_viewer.backend.divergence import tensor_divergence
+
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((6, 4, 3, 3)).astype(np.float16)
+    b = (a + 0.05 * rng.standard_normal(a.shape)).astype(np.float16)
+    a[1], b[1] = 0, 0  # both empty: no error, cosine 1
+    b[2] = a[2]  # equal: SQNR +inf
+    a[3] = 0  # reference empty, other not: NaN
+    b[4] = -a[4]
+    a[5, 0, 0, 0] = np.nan  # non-finite values count as 0
+    got = tensor_divergence(a, b)
+    for i in range(6):
+        x = np.nan_to_num(a[i].astype(np.float64))
+        y = np.nan_to_num(b[i].astype(np.float64))
+        for name, fn in (("rel_error", relative_error), ("cosine", cosine_similarity), ("sqnr_db", sqnr_db)):
+            want = fn(x, y)
+            assert got[name][i] == pytest.approx(want, rel=1e-12, nan_ok=True), (name, i)
+    assert got["sqnr_db"][2] == math.inf and got["cosine"][4] == pytest.approx(-1.0)
+
+
 # -------------------------------------------------------------------------------------------------- alignment, deltas
 def test_align_by_meta_key_counts_and_lists_unmatched() -> None:
     meta_a = {"image_id": ["x", "y", "z", None, "w", "y"]}  # idx 3 has no id, idx 5 repeats "y"
@@ -172,7 +247,8 @@ def _attention(rng: np.random.Generator, heads: int = 2, n: int = 9) -> np.ndarr
     return w / w.sum(-1, keepdims=True)
 
 
-def write_run(root: Path, name: str, miou: list[float], ids: list[str], shift: float, seed: int = 0) -> Path:
+def write_run(root: Path, name: str, miou: list[float], ids: list[str], shift: float, seed: int = 0,
+              per_page: int | None = None) -> Path:
     """An evaluator run: scores, and one page with an attention debugger and a feature map per datapoint; ``shift``
     perturbs the attention of head 1 and the feature map (a 'quantized' copy of the seed-0 run)."""
     run = root / name
@@ -195,10 +271,13 @@ def write_run(root: Path, name: str, miou: list[float], ids: list[str], shift: f
             "attn": {"attention": att, "note": "block 0"},
             "features": {"feature_map": fmap},
         }
-    joblib.dump(page, debug / page_name(0))
+    size = per_page or len(page)
+    chunks = {page_name(k): list(page)[start:start + size] for k, start in enumerate(range(0, len(page), size))}
+    for file, indices in chunks.items():
+        joblib.dump({i: page[i] for i in indices}, debug / file)
     (debug / index_name(None)).write_text(json.dumps({
         "format_version": FORMAT_VERSION, "rank": None,
-        INDEX_PAGES: {page_name(0): {"indices": list(page), "bytes": 0}},
+        INDEX_PAGES: {file: {"indices": indices, "bytes": 0} for file, indices in chunks.items()},
         INDEX_DEBUGGERS: {"attn": {"class": "t", "kinds": {"attention": "attention", "note": "text"}},
                           "features": {"class": "t", "kinds": {"feature_map": "feature_map"}}},
         INDEX_META: {str(i): {"image_id": v} for i, v in enumerate(ids)},
@@ -281,3 +360,43 @@ def test_summary_jobs_run_in_background_and_reuse_the_disk_cache(pair: Any, tmp_
         assert status.summary.table() == compute_summary(pair, a, b).table()
     finally:
         fresh.close()
+
+
+def _per_datapoint(store: Any, a: PassKey, b: PassKey, i: int, j: int) -> dict[str, Any]:
+    return {c.layer: c.metrics for c in compare_items(store.datapoint(a, i), store.datapoint(b, j)) if c.metrics}
+
+
+@pytest.mark.parametrize("by", [None, "image_id"])
+def test_summary_read_page_by_page_equals_the_paired_view_figures(tmp_path: Path, make_store: Any,
+                                                                   by: str | None) -> None:
+    logs = tmp_path / "logs"
+    ids = [f"img{i}" for i in range(11)]
+    shuffled = [ids[i] for i in (7, 2, 9, 0, 4, 10, 1, 8, 3, 6, 5)]  # by image_id, pages of b are revisited
+    write_run(logs, "fp", list(np.linspace(0.1, 0.9, 11)), ids, 0.0, per_page=3)
+    write_run(logs, "q8", list(np.linspace(0.9, 0.1, 11)), shuffled if by else ids, 0.2, seed=2, per_page=4)
+    store = make_store(logs)
+    a, b = PassKey("fp", "test"), PassKey("q8", "test")
+    seen: list[tuple[int, int]] = []
+    summary = compute_summary(store, a, b, by, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (11, 11) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    for row, (i, j) in enumerate(zip(summary.idx_a.tolist(), summary.idx_b.tolist())):
+        expected = _per_datapoint(store, a, b, i, j)
+        assert set(expected) == set(summary.arrays)
+        for layer, metrics in expected.items():
+            for metric, value in metrics.items():
+                got = summary.arrays[layer][metric][row]
+                np.testing.assert_allclose(got, np.atleast_1d(value), rtol=1e-9, atol=1e-12, err_msg=metric)
+
+
+def test_summary_with_a_corrupt_page_in_the_middle_names_it(tmp_path: Path, make_store: Any) -> None:
+    logs = tmp_path / "logs"
+    ids = [f"img{i}" for i in range(9)]
+    write_run(logs, "fp", [0.5] * 9, ids, 0.0, per_page=3)
+    write_run(logs, "q8", [0.5] * 9, ids, 0.2, seed=2, per_page=3)
+    broken = logs / "q8" / DEBUGGER_DIR / page_name(1)
+    broken.write_bytes(broken.read_bytes()[:200])
+    summary = compute_summary(make_store(logs), PassKey("fp", "test"), PassKey("q8", "test"))
+    jsd = summary.arrays["attn/attention"]["jsd"]
+    assert np.isnan(jsd[3:6]).all() and np.isfinite(jsd[[0, 1, 2, 6, 7, 8]]).all()
+    assert any(str(broken) in note for note in summary.notes)
+    assert summary.table()[0].count == 6
