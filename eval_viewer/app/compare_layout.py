@@ -1,7 +1,7 @@
 """The static parts of comparing two passes: the "vs" selectors, the compare panel and the paired view's container.
 
 Filled in by :mod:`eval_viewer.app.callbacks.compare`; hidden (``ev-compare`` with ``hidden``) while no second pass is
-chosen. The layer × head table's progress is a plain bar fed by a polling ``dcc.Interval`` (see the callbacks).
+chosen. The common-failures panel beside it is always there: it has its own pass picker (any number of passes). The layer × head table's progress is a plain bar fed by a polling ``dcc.Interval`` (see the callbacks).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import dash_ag_grid as dag
 from dash import dcc, html
 
 from eval_viewer.app import ids
+from eval_viewer.app.compare_state import AT_LEAST
 
-__all__ = ["compare_selectors", "compare_panel", "compare_stores", "paired_body", "DELTA_COLUMNS", "SUMMARY_COLUMNS"]
+__all__ = ["compare_selectors", "compare_panel", "common_failures_panel", "compare_stores", "paired_body",
+           "DELTA_COLUMNS", "SUMMARY_COLUMNS"]
 
 _GRID_OPTIONS: dict[str, Any] = {
     "animateRows": False,
@@ -96,11 +98,41 @@ def compare_panel(panel: Callable[..., Any]) -> html.Div:
             html.Div(id=ids.WORST_LIST, className="ev-worst-list"),
         ], className="ev-layout-row"),
     ])
-    return html.Div([
+    box = html.Div([
         panel("Changed datapoints", deltas, hint="pass a → pass b · click a row or a cell to open both"),
         panel("Where inside the model", summary,
               hint="every matched datapoint, layer × head, worst first · click a cell for its worst datapoints"),
     ], id=ids.COMPARE_BOX, className="ev-compare", hidden=True)
+    return html.Div([box, common_failures_panel(panel)])
+
+
+def common_failures_panel(panel: Callable[..., Any]) -> html.Section:
+    """Pick passes (runs, epochs) and a percentile; the datapoints failing in most of them, as a list and a map."""
+    controls = html.Div([
+        html.Label([html.Span("passes", className="ev-selector-label"),
+                    dcc.Dropdown(id=ids.FAIL_PASSES, multi=True, placeholder="pick two or more runs or epochs…",
+                                 className="ev-dropdown ev-fail-passes")], className="ev-fail-pick"),
+        html.Label([html.Span("worst", className="ev-selector-label"),
+                    dcc.Input(id=ids.FAIL_PERCENTILE, type="number", min=1, max=99, step=1, value=25, debounce=True,
+                              className="ev-threshold"),
+                    html.Span("% of each pass", className="ev-selector-label")],
+                   className="ev-threshold-box", title="a datapoint fails in a pass when it is in that pass's worst "
+                                                       "percentile of the metric chosen above (or NaN)"),
+        html.Div([html.Span("fails in", className="ev-selector-label"),
+                  dcc.RadioItems(id=ids.FAIL_AT_LEAST, value="most", inline=True, className="ev-delta-filter",
+                                 options=[{"label": f"{v} of them", "value": v} for v in AT_LEAST])],
+                 className="ev-fail-at-least"),
+    ], className="ev-compare-controls")
+    result = html.Div([
+        dag.AgGrid(id=ids.FAIL_TABLE, columnDefs=[], rowData=[], getRowId="'' + params.data.idx",
+                   defaultColDef={"sortable": True, "resizable": True, "minWidth": 70},
+                   dashGridOptions=_GRID_OPTIONS, columnSize="responsiveSizeToFit",
+                   style={"height": "360px", "width": "100%"}, className="ev-fail-grid"),
+        dcc.Graph(id=ids.FAIL_MAP, config={"displaylogo": False}, className="ev-graph ev-fail-map"),
+    ], id=ids.FAIL_RESULT, className="ev-layout-row", hidden=True)
+    body = html.Div([controls, html.Div(id=ids.FAIL_CAPTION, className="ev-table-caption"), result])
+    return panel("Common failures", body, hint="datapoints that fail in most of the chosen runs or epochs · click "
+                                               "one to open it", class_name="ev-fail-box")
 
 
 def compare_stores() -> list[Any]:

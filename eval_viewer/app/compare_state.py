@@ -23,7 +23,7 @@ from eval_viewer.errors import NotFoundError
 from eval_viewer.log_format import SPLIT_VAL
 
 __all__ = ["CompareState", "parse_vs", "vs_params", "vs_pass", "compare_deltas", "compare_position",
-           "ComparePosition", "list_order"]
+           "ComparePosition", "list_order", "pass_token", "parse_pass_token", "AT_LEAST", "at_least"]
 
 
 @dataclass(frozen=True)
@@ -151,3 +151,33 @@ def compare_position(d: Deltas, which: str, idx: int) -> ComparePosition:
     prev_idx = int(order[pos - 1]) if pos > 0 else None
     next_idx = int(order[pos + 1]) if pos + 1 < order.size else None
     return ComparePosition(pos + 1, int(order.size), prev_idx, next_idx, partner)
+
+
+# ------------------------------------------------------------------------------------------------- common failures
+AT_LEAST = ("all", "most", "any")
+"""How many of the chosen passes a datapoint must fail in to be listed: every one, more than half, or one."""
+
+
+def at_least(which: str, passes: int) -> int:
+    """The smallest failure count listed for ``which`` (one of :data:`AT_LEAST`) among ``passes`` passes."""
+    if which == "all":
+        return passes
+    if which == "any":
+        return 1
+    return passes // 2 + 1
+
+
+def pass_token(key: PassKey) -> str:
+    """A pass as one dropdown value: ``run|split|step`` (run names are URL-safe, so they hold no ``|``)."""
+    return f"{key.run}|{key.split}|{'' if key.step is None else key.step}"
+
+
+def parse_pass_token(token: str) -> PassKey:
+    """The pass a :func:`pass_token` names; :class:`NotFoundError` for anything else."""
+    run, split, step = (str(token).rsplit("|", 2) + ["", ""])[:3] if str(token).count("|") >= 2 else ("", "", "")
+    if not run or not split:
+        raise NotFoundError(f"Not a pass: {token!r}")
+    try:
+        return PassKey(run, split, int(step) if step else None)
+    except ValueError:
+        raise NotFoundError(f"Not a pass: {token!r}") from None

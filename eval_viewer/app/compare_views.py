@@ -11,14 +11,16 @@ import plotly.graph_objects as go
 from dash import html
 
 from eval_viewer.app import ids
-from eval_viewer.app.compare_state import compare_deltas, compare_position, list_order, vs_pass
+from eval_viewer.app.compare_state import compare_deltas, compare_position, list_order, pass_token, vs_pass
 from eval_viewer.app.state import ViewState, resolve
 from eval_viewer.backend import LogStore
-from eval_viewer.backend.compare import Deltas
+from eval_viewer.backend import PassKey
+from eval_viewer.backend.compare import CommonFailures, Deltas, common_failures
 from eval_viewer.backend.summary import LayerSummary
 
 __all__ = ["deltas_of", "delta_rows", "delta_caption", "delta_map_figure", "summary_rows", "worst_list",
-           "compare_nav", "compare_step", "progress_bar"]
+           "compare_nav", "compare_step", "progress_bar", "failures_of", "failure_columns", "failure_rows",
+           "failure_caption", "failure_map_figure", "pass_options_all", "FAIL_MAP_ROWS"]
 
 
 def _num(value: float) -> float | None:
@@ -152,3 +154,89 @@ def compare_nav(store: LogStore, state: ViewState) -> tuple[Any, bool, bool]:
              html.Span(f"vs {b}, " + ("biggest gain first" if state.vs.filter == "improved" else
                                       "worst change first"), className="ev-position-by")]
     return label, where.prev_idx is None, where.next_idx is None
+
+
+# ------------------------------------------------------------------------------------------------- common failures
+FAIL_MAP_ROWS = 40
+"""Datapoints drawn in the common-failures map (the list holds them all)."""
+
+
+def pass_options_all(store: LogStore) -> list[dict[str, Any]]:
+    """Every scored pass of every run, as the common-failures picker lists them."""
+    return [{"label": f"{run.name} · {info.label}", "value": pass_token(info.key)}
+            for run in store.runs() for info in run.passes if info.has_scores]
+
+
+def failures_of(store: LogStore, keys: list[PassKey], metric: str,
+                percentile: float) -> tuple[CommonFailures, np.ndarray, bool]:
+    """Which datapoints fail in which of ``keys`` (in the worst ``percentile`` % of ``metric`` of that pass, lower
+    is better respected, NaN a failure), the ``(passes, datapoints)`` values, and whether higher is better."""
+    from eval_viewer.errors import NotFoundError
+
+    for key in keys:
+        scores = store.scores(key)
+        if metric not in scores.per_datapoint:
+            raise NotFoundError(f"{key} has no metric {metric!r} (metrics: {', '.join(scores.metrics) or 'none'})")
+    table = store.scores_across_passes(keys, metric)
+    higher = store.scores(keys[0]).higher_is_better.get(metric, True)
+    return common_failures(table, metric, higher, percentile), table, higher
+
+
+def failure_columns(keys: list[PassKey]) -> list[dict[str, Any]]:
+    """idx, the failure count, then the metric in each pass (its failing cells marked)."""
+    number = {"type": "numericColumn", "valueFormatter": {"function": "params.value == null ? 'NaN' : "
+                                                                      "Number(params.value.toPrecision(4)).toString()"}}
+    columns: list[dict[str, Any]] = [
+        {"field": "idx", "headerName": "idx", "maxWidth": 90, "pinned": "left"},
+        {"field": "count", "headerName": "fails in", "maxWidth": 110, "sort": None,
+         "headerTooltip": "in how many of the chosen passes the datapoint is in the worst percentile (or NaN)"},
+    ]
+    columns += [{"field": f"p{k}", "headerName": f"{key.run} · {key.label}", "headerTooltip": str(key),
+                 "cellClassRules": {"ev-fail-cell": f"params.data.f{k}"}, **number} for k, key in enumerate(keys)]
+    return columns
+
+
+def failure_rows(cf: CommonFailures, table: np.ndarray, minimum: int) -> list[dict[str, Any]]:
+    """Datapoints failing in at least ``minimum`` passes, the most failing first (ties by index)."""
+    rows = []
+    for i in cf.order().tolist():
+        if cf.counts[i] < minimum:
+            break
+        row: dict[str, Any] = {"idx": i, "count": int(cf.counts[i])}
+        for k in range(table.shape[0]):
+            row[f"p{k}"] = _num(table[k, i])
+            row[f"f{k}"] = bool(cf.fails[k, i])
+        rows.append(row)
+    return rows
+
+
+def failure_caption(cf: CommonFailures, keys: list[PassKey], minimum: int, listed: int,
+                    higher: bool) -> list[Any]:
+    """What is listed, and each pass's failure boundary (``≤`` for higher-is-better metrics, ``≥`` otherwise)."""
+    everywhere = int((cf.counts == len(keys)).sum())
+    cuts = ", ".join(f"{key.run} · {key.label} {'≤' if higher else '≥'} {c:.3g}" if math.isfinite(c) else
+                     f"{key.run} · {key.label}: no values" for key, c in zip(keys, cf.cutoffs))
+    return [html.B(f"{listed} datapoints fail in at least {minimum} of {len(keys)} passes"),
+            f" · {everywhere} in all of them · failing = in the worst {cf.percentile:g} % of {cf.metric} or NaN "
+            f"(boundaries: {cuts}) · click a row to open it in the first pass it fails in, a pass's cell to open it "
+            "there"]
+
+
+def failure_map_figure(cf: CommonFailures, keys: list[PassKey], table: np.ndarray,
+                       shown: list[int]) -> go.Figure:
+    """Datapoints (rows, in list order) × passes (columns): red where the datapoint fails. ``customdata`` is
+    ``[idx, pass position]``, so a click opens the datapoint in that pass."""
+    labels = [f"{key.run} · {key.label}" for key in keys]
+    z = [[int(cf.fails[k, i]) for k in range(len(keys))] for i in shown]
+    custom = [[[i, k] for k in range(len(keys))] for i in shown]
+    text = [[("NaN" if not math.isfinite(table[k, i]) else f"{table[k, i]:.4g}") for k in range(len(keys))]
+            for i in shown]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=labels, y=[f"#{i}" for i in shown], customdata=custom, text=text, zmin=0, zmax=1, xgap=2, ygap=2,
+        colorscale=[[0, "#e6ebf3"], [0.5, "#e6ebf3"], [0.5, "#d1495b"], [1, "#d1495b"]], showscale=False,
+        hovertemplate="datapoint %{y} in %{x}<br>" + cf.metric + " %{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category", tickfont={"size": 10})
+    fig.update_xaxes(side="top", type="category", tickfont={"size": 10})
+    fig.update_layout(height=min(620, 70 + 16 * max(len(shown), 1)), margin={"l": 8, "r": 8, "t": 40, "b": 8},
+                      paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
+    return fig

@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "URL",
+    "URL_SET",
     "SELECTION",
     "RESCAN",
     "LOG_VERSION",
@@ -39,6 +40,11 @@ __all__ = [
     "ATTENTION_ROLE",
     "item_body",
     "graph",
+    "ITEM_FOLD_TYPE",
+    "ITEM_TOGGLE_TYPE",
+    "OPEN_ITEMS",
+    "item_fold",
+    "item_toggle",
     "VS_RUN",
     "VS_PASS",
     "ALIGN_BY",
@@ -59,6 +65,25 @@ __all__ = [
     "WORST_TYPE",
     "worst_item",
     "PAIRED_BODY",
+    "FAIL_PASSES",
+    "FAIL_PERCENTILE",
+    "FAIL_AT_LEAST",
+    "FAIL_CAPTION",
+    "FAIL_RESULT",
+    "FAIL_TABLE",
+    "FAIL_MAP",
+    "VIEW_TABS",
+    "VIEW_TABS_BOX",
+    "EVALUATION_VIEW",
+    "TRAINING_VIEW",
+    "TRAIN_STEP",
+    "TRAIN_DATAPOINT",
+    "TRAIN_COMPARE",
+    "TRAIN_SELECTION",
+    "TRAIN_CAPTION",
+    "TRAIN_STEP_BODY",
+    "TRAIN_ACROSS_BODY",
+    "TRAIN_POLL",
     "HEALTH_BOX",
     "HEALTH_PROGRESS",
     "HEALTH_POLL",
@@ -72,6 +97,10 @@ __all__ = [
 # State: the URL is the single source of truth; SELECTION mirrors its run/pass/metric part so the overview only
 # re-renders when one of those changes, not on every step through the datapoints.
 URL = "ev-url"
+URL_SET = "ev-url-set"
+"""A second ``dcc.Location``, through which the selector callback rewrites the address (``URL`` follows it). Dash
+holds a callback back while another one that writes one of its inputs is pending, and the selector callback waits for
+the dropdowns' code to load: were it to write ``URL``, drawing a datapoint from a link would wait for that too."""
 SELECTION = "ev-selection"
 NOTICE = "ev-notice"
 # Live logs: RESCAN ticks; LOG_VERSION holds the store's snapshot version, which changes only when a run, a pass or
@@ -127,6 +156,23 @@ def graph(key: Any, role: str) -> dict[str, Any]:
     return {"type": GRAPH_TYPE, "item": key, "role": role}
 
 
+# Foldable debug items: drawn only while open; which are open is kept in the browser (OPEN_ITEMS, local storage).
+ITEM_FOLD_TYPE = "ev-item-fold"
+ITEM_TOGGLE_TYPE = "ev-item-toggle"
+OPEN_ITEMS = "ev-open-items"
+"""The item keys the user opened (a list; local storage, so they stay open across datapoints, passes and reloads)."""
+
+
+def item_fold(key: Any) -> dict[str, Any]:
+    """The container of a foldable item: its body while open, nothing while folded."""
+    return {"type": ITEM_FOLD_TYPE, "item": key}
+
+
+def item_toggle(key: Any) -> dict[str, Any]:
+    """The head of a foldable item; a click opens or folds it."""
+    return {"type": ITEM_TOGGLE_TYPE, "item": key}
+
+
 # Comparing two passes (callbacks/compare.py): the "vs" selectors in the header, the compare panel of the overview,
 # and the paired view in the datapoint view.
 VS_RUN = "ev-vs-run"
@@ -156,6 +202,16 @@ PAIRED_BODY = "ev-paired-body"
 def worst_item(idx: Any, focus: Any) -> dict[str, Any]:
     """A datapoint in the list of where a layer × head cell diverges most: opens the paired view on ``focus``."""
     return {"type": WORST_TYPE, "idx": idx, "focus": focus}
+
+
+# Common failures (callbacks/compare.py): datapoints that fail in most of the passes the user picks.
+FAIL_PASSES = "ev-fail-passes"
+FAIL_PERCENTILE = "ev-fail-percentile"
+FAIL_AT_LEAST = "ev-fail-at-least"
+FAIL_CAPTION = "ev-fail-caption"
+FAIL_RESULT = "ev-fail-result"
+FAIL_TABLE = "ev-fail-table"
+FAIL_MAP = "ev-fail-map"
 
 
 # Health (callbacks/health.py): the per-pass summary of the overview, computed in the background.

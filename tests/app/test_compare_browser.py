@@ -14,9 +14,11 @@ import joblib
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from app_steps import url_state
+from app_steps import url_state, wait_for_datapoint
 from eval_viewer.app import ids
 
 pytestmark = pytest.mark.browser
@@ -135,4 +137,59 @@ def test_a_shared_link_reopens_the_paired_view_and_arrows_walk_the_list(dash_duo
     assert url_state(dash_duo)["idx"] == str(improved[1]) and url_state(dash_duo)["filter"] == "improved"
     dash_duo.find_element(f"#{ids.PREV}").click()
     _wait_paired(dash_duo, improved[0])
+    assert dash_duo.get_logs() == []
+
+
+def _common_failures_oracle(example: Path, runs: tuple[str, ...], percentile: float) -> tuple[list[int], list[int]]:
+    """Datapoints by how many runs they fail in (miou in a run's worst ``percentile`` %, or NaN), most first, ties by
+    index; and the counts. From the scores files with numpy alone."""
+    fails = []
+    for run in runs:
+        values = np.array(_miou(example, run, "evaluation_scores.json"))
+        cut = np.percentile(values[np.isfinite(values)], percentile)
+        fails.append(np.isnan(values) | (np.nan_to_num(values, nan=np.inf) <= cut))
+    counts = np.sum(fails, axis=0).tolist()
+    return sorted(range(len(counts)), key=lambda i: (-counts[i], i)), counts
+
+
+_OPEN_MENU = "return document.querySelectorAll('.dash-dropdown-options').length"
+
+
+def _pick(dash_duo, dropdown: str, label: str) -> None:  # noqa: ANN001
+    """Choose ``label`` in a multi-select dropdown as a user does (open it, click the option), then close it."""
+    if not dash_duo.driver.execute_script(_OPEN_MENU):
+        dash_duo.find_element(dropdown).click()
+    option = WebDriverWait(dash_duo.driver, 10, poll_frequency=0.1).until(
+        lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option") if o.text == label),
+                       None), f"no option {label!r}")
+    option.click()
+    dash_duo.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+    WebDriverWait(dash_duo.driver, 10, poll_frequency=0.1).until(lambda d: not d.execute_script(_OPEN_MENU))
+
+
+def test_common_failures_of_two_runs_list_map_and_open(dash_duo, serve, example_dir: Path) -> None:
+    runs = ("evaluator_run", "quantized_run")
+    serve([example_dir], query="?run=evaluator_run&split=test&metric=miou")
+    dash_duo.wait_for_contains_text(f"#{ids.FAIL_CAPTION}", "Pick two or more passes", timeout=20)
+    for run in runs:
+        _pick(dash_duo, f"#{ids.FAIL_PASSES}", f"{run} · test")
+    order, counts = _common_failures_oracle(example_dir, runs, 25)
+    both = sum(1 for c in counts if c == 2)
+    assert both >= 1
+    dash_duo.wait_for_contains_text(f"#{ids.FAIL_CAPTION}", f"{both} datapoints fail in at least 2 of 2", timeout=20)
+    assert int(_grid_row(dash_duo, ids.FAIL_TABLE, 0, "idx")) == order[0]
+    assert _grid_row(dash_duo, ids.FAIL_TABLE, 0, "count") == "2"
+    assert _grid_row(dash_duo, ids.FAIL_TABLE, both - 1, "idx") == str(order[both - 1])
+    cells = dash_duo.find_elements(f"#{ids.FAIL_MAP} .js-plotly-plot .heatmaplayer")
+    assert cells, "the datapoints x runs map is drawn"
+    _click_row(dash_duo, ids.FAIL_TABLE, 0)  # the idx cell: the first run it fails in
+    wait_for_datapoint(dash_duo, order[0])
+    state = url_state(dash_duo)
+    assert (state["run"], state["split"], state["idx"], state["metric"]) == ("evaluator_run", "test",
+                                                                            str(order[0]), "miou")
+    dash_duo.find_element(f"#{ids.BACK}").click()
+    dash_duo.wait_for_element(f"#{ids.FAIL_TABLE} .ag-row[row-index='0']", timeout=20)
+    dash_duo.find_element(f"#{ids.FAIL_TABLE} .ag-row[row-index='0'] [col-id='p1']").click()  # the quantized run
+    wait_for_datapoint(dash_duo, order[0])
+    assert url_state(dash_duo)["run"] == "quantized_run"
     assert dash_duo.get_logs() == []

@@ -21,18 +21,25 @@ from dash.exceptions import PreventUpdate
 from eval_viewer.app import ids
 from eval_viewer.app.boundary import error_box, guarded
 from eval_viewer.app.callbacks.navigation import pass_options, run_options
-from eval_viewer.app.compare_state import CompareState, vs_pass
+from eval_viewer.app.compare_state import CompareState, at_least, parse_pass_token, pass_token, vs_pass
 from eval_viewer.app.compare_views import (
+    FAIL_MAP_ROWS,
     delta_caption,
     delta_map_figure,
     delta_rows,
     deltas_of,
+    failure_caption,
+    failure_columns,
+    failure_map_figure,
+    failure_rows,
+    failures_of,
+    pass_options_all,
     progress_bar,
     summary_rows,
     worst_list,
 )
 from eval_viewer.app.dash_view import to_dash
-from eval_viewer.app.state import parse_pass_value, parse_query, pass_value, resolve, to_query, with_idx
+from eval_viewer.app.state import ViewState, parse_pass_value, parse_query, pass_value, resolve, to_query, with_idx
 from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.backend.compare import compare_items
 from eval_viewer.backend.summary import SummaryJobs
@@ -250,3 +257,89 @@ def register(app: dash.Dash, store: LogStore) -> None:
         hib = store.scores(state.pass_key).higher_is_better
         node = paired_view(ra, rb, state.metric, hib, internals=compare_items(ra, rb), focus=state.vs.focus)
         return to_dash(node)
+
+    _register_common_failures(app, store)
+
+
+def _register_common_failures(app: dash.Dash, store: LogStore) -> None:
+    """The common-failures panel: its pass picker, the list and map, and opening a datapoint from either."""
+
+    @app.callback(
+        Output(ids.FAIL_PASSES, "options"),
+        Output(ids.FAIL_PASSES, "value"),
+        Input(ids.LOG_VERSION, "data"),
+        Input(ids.COMPARE_SELECTION, "data"),
+        State(ids.FAIL_PASSES, "value"),
+    )
+    @guarded(lambda box: (no_update, no_update))
+    def failure_passes(_version: Any, selection: dict[str, Any] | None, chosen: list[str] | None) -> tuple[Any, Any]:
+        """Every scored pass to pick from; while none is picked, the two passes being compared."""
+        value: Any = no_update
+        if not chosen and selection:
+            value = [pass_token(PassKey.of(selection["a"])), pass_token(PassKey.of(selection["b"]))]
+        return pass_options_all(store), value
+
+    @app.callback(
+        Output(ids.FAIL_TABLE, "columnDefs"),
+        Output(ids.FAIL_TABLE, "rowData"),
+        Output(ids.FAIL_MAP, "figure"),
+        Output(ids.FAIL_CAPTION, "children"),
+        Output(ids.FAIL_RESULT, "hidden"),
+        Input(ids.FAIL_PASSES, "value"),
+        Input(ids.FAIL_PERCENTILE, "value"),
+        Input(ids.FAIL_AT_LEAST, "value"),
+        Input(ids.SELECTION, "data"),
+    )
+    @guarded(lambda box: (no_update, [], no_update, box, True))
+    def failures(tokens: list[str] | None, percentile: float | None, which: str | None,
+                 selection: dict[str, Any] | None) -> tuple[Any, ...]:
+        """The datapoints failing in at least the chosen share of the picked passes, for the header's metric."""
+        metric = (selection or {}).get("metric")
+        keys = [parse_pass_token(t) for t in tokens or []]
+        if len(keys) < 2 or not metric:
+            hint = "Pick two or more passes (runs or epochs) to see the datapoints that fail in most of them."
+            return no_update, [], no_update, hint, True
+        cf, table, higher = failures_of(store, keys, str(metric), float(percentile or 25))
+        minimum = at_least(which or "most", len(keys))
+        rows = failure_rows(cf, table, minimum)
+        shown = [row["idx"] for row in rows[:FAIL_MAP_ROWS]]
+        figure = failure_map_figure(cf, keys, table, shown)
+        return (failure_columns(keys), rows, figure, failure_caption(cf, keys, minimum, len(rows), higher),
+                not rows)
+
+    @app.callback(
+        Output(ids.URL, "search", allow_duplicate=True),
+        Input(ids.FAIL_TABLE, "cellClicked"),
+        Input(ids.FAIL_MAP, "clickData"),
+        State(ids.FAIL_TABLE, "rowData"),
+        State(ids.FAIL_PASSES, "value"),
+        State(ids.SELECTION, "data"),
+        State(ids.URL, "search"),
+        prevent_initial_call=True,
+    )
+    def open_failure(cell: dict[str, Any] | None, click: dict[str, Any] | None, rows: list[dict[str, Any]] | None,
+                     tokens: list[str] | None, selection: dict[str, Any] | None, search: str | None) -> Any:
+        """A row opens the datapoint in the first pass it fails in; a pass's cell, or a cell of the map, in that
+        pass."""
+        keys = [parse_pass_token(t) for t in tokens or []]
+        if ctx.triggered_id == ids.FAIL_TABLE:
+            if not cell or cell.get("rowId") is None:
+                raise PreventUpdate
+            idx = int(cell["rowId"])
+            column = str(cell.get("colId") or "")
+            row = next((r for r in rows or [] if r.get("idx") == idx), {})
+            if column.startswith("p") and column[1:].isdigit():
+                position = int(column[1:])
+            else:
+                position = next((k for k in range(len(keys)) if row.get(f"f{k}")), 0)
+        else:
+            points = (click or {}).get("points") or []
+            if not points or not isinstance(points[0].get("customdata"), list):
+                raise PreventUpdate
+            idx, position = (int(v) for v in points[0]["customdata"])
+        if not 0 <= position < len(keys):
+            raise PreventUpdate
+        key = keys[position]
+        metric = (selection or {}).get("metric")
+        wanted = to_query(ViewState(run=key.run, split=key.split, step=key.step, metric=metric, idx=idx))
+        return wanted if wanted != search else no_update
