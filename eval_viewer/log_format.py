@@ -70,6 +70,8 @@ __all__ = [
     "TRAINING_SCORES",
     "step_dir_name",
     "parse_step_dir",
+    "SNAPSHOT_DEBUGGER",
+    "SNAPSHOT_COMPOSITE",
     "VIEWER_FILE",
     "VIEWER_KINDS",
     "VIEWER_CLASS_NAMES",
@@ -98,6 +100,11 @@ TRAIN_DIR = "train"
 and a PNG per composite (``RUN/train/step_N/snapshot_{idx}.png``) for people browsing the folder."""
 TRAINING_SCORES = "training_scores.json"
 """Per-datapoint scores of one training snapshot (same format as the other scores files), in ``RUN/train/step_N/``."""
+SNAPSHOT_DEBUGGER = "snapshot"
+"""Debugger name, in a training snapshot's pages, of the drawn composite and the prompts (and a clip's kept frames);
+beside it ``record`` holds the datapoint record (inputs, labels, outputs, meta_info)."""
+SNAPSHOT_COMPOSITE = "composite"
+"""Item key of the composite: an ``(H, W, 3)`` uint8 RGB picture (:mod:`eval_viewer.display.composite`)."""
 """How splits are listed; splits a later layout adds come after these, alphabetically."""
 
 AGGREGATED = "aggregated"

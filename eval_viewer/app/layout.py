@@ -16,6 +16,7 @@ from eval_viewer.app import ids
 from eval_viewer.app.compare_layout import compare_panel, compare_selectors, compare_stores, paired_body
 from eval_viewer.app.health_layout import health_panel
 from eval_viewer.app.table_query import BLOCK_ROWS
+from eval_viewer.app.training_layout import training_view, view_tabs
 
 __all__ = ["make_layout", "panel", "GRID_THEME"]
 
@@ -173,7 +174,8 @@ def make_layout(rescan_s: float = 10.0) -> html.Div:
             dcc.Interval(id=ids.RESCAN, interval=max(rescan_s, 1.0) * 1000, disabled=rescan_s <= 0),
             _header(),
             html.Div(id=ids.NOTICE, className="ev-notice"),
-            html.Main([_overview(), _datapoint()], className="ev-main"),
+            html.Main([view_tabs(), html.Div([_overview(), _datapoint()], id=ids.EVALUATION_VIEW, className="ev-view"),
+                       training_view(panel)], className="ev-main"),
         ],
         className="ev-app",
     )

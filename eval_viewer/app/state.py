@@ -27,7 +27,8 @@ from eval_viewer.errors import NotFoundError
 from eval_viewer.log_format import SPLIT_VAL
 
 __all__ = ["ViewState", "Resolved", "Position", "parse_query", "to_query", "resolve", "position", "with_idx",
-           "pass_value", "parse_pass_value", "default_run"]
+           "pass_value", "parse_pass_value", "default_run", "TrainingView", "parse_training", "training_fragment",
+           "TRAINING", "EVALUATION"]
 
 
 @dataclass(frozen=True)
@@ -209,3 +210,50 @@ def parse_pass_value(value: str | None) -> tuple[str | None, int | None]:
         return split, int(step)
     except ValueError:
         return None, None
+
+
+# ----------------------------------------------------------------------------------------------- the Training tab
+TRAINING = "training"
+EVALUATION = "evaluation"
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """The Training tab's part of the URL: ``#view=training&step=N&idx=I&steps=a,b,c``.
+
+    It lives in the URL's fragment, beside the query string rather than in it: the query's ``step`` names a pass
+    (``split=S&step=K``) and the selectors rewrite the query when the run changes, so a fragment of its own keeps the
+    tab, its step and its comparison across a run switch, a reload and a shared link. ``None`` / ``()``: not chosen
+    (the view the run calls for, the latest step, which the view then follows as training writes new ones, the first
+    datapoint, evenly spaced steps). Values that are not whole numbers are ignored, like a missing one.
+    """
+
+    view: str | None = None
+    step: int | None = None
+    idx: int | None = None
+    steps: tuple[int, ...] = ()
+
+
+def _whole(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def parse_training(fragment: str | None) -> TrainingView:
+    """The Training tab's state of a URL fragment (with or without the leading ``#``)."""
+    query = parse_qs((fragment or "").lstrip("#"), keep_blank_values=False)
+    view = query.get("view", [None])[-1]
+    steps = [_whole(s) for s in query.get("steps", [""])[-1].split(",")]
+    return TrainingView(view=view if view in (TRAINING, EVALUATION) else None,
+                        step=_whole(query.get("step", [None])[-1]), idx=_whole(query.get("idx", [None])[-1]),
+                        steps=tuple(s for s in steps if s is not None))
+
+
+def training_fragment(view: TrainingView) -> str:
+    """The URL fragment of ``view`` (``""`` when nothing is chosen)."""
+    params = [("view", view.view), ("step", view.step), ("idx", view.idx),
+              ("steps", ",".join(map(str, view.steps)) if view.steps else None)]
+    kept = [(k, str(v)) for k, v in params if v is not None]
+    return "#" + urlencode(kept, safe=",") if kept else ""

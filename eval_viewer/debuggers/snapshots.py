@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 RECORD = "record"
 """Debugger name of each snapshot datapoint's record (inputs, labels, outputs, meta_info)."""
-SNAPSHOT = "snapshot"
+SNAPSHOT = lf.SNAPSHOT_DEBUGGER
 """Debugger name of the composite (item ``composite``) and the prompts and kept frames."""
 _STOP = object()
 _CHANNELS = (1, 3, 4)
@@ -420,7 +420,7 @@ class SnapshotWriter:
             record["labels"] = {"masks": _small_masks(first(gt))}
         if pred is not None:
             record["outputs"] = {"masks": _activated(first(pred), self.activation, self.threshold)}
-        snapshot: dict[str, Any] = {"composite": picture, "prompts": [p.to_dict() for p in prompts]}
+        snapshot: dict[str, Any] = {lf.SNAPSHOT_COMPOSITE: picture, "prompts": [p.to_dict() for p in prompts]}
         if job.clip:
             snapshot.update(frames=np.stack(frames), frame_numbers=np.asarray(job.frames, dtype=np.int64))
             if gt is not None:
@@ -434,7 +434,7 @@ class SnapshotWriter:
         kinds = {"inputs.image": lf.Kind.IMAGE, "inputs.prompts": lf.Kind.PROMPTS, "labels.masks": lf.Kind.MASK,
                  "outputs.masks": lf.Kind.MASK, "meta_info.step": lf.Kind.SCALAR}
         return {RECORD: {"class": cls, lf.KINDS_KEY: kinds},
-                SNAPSHOT: {"class": cls, lf.KINDS_KEY: {"composite": lf.Kind.IMAGE}}}
+                SNAPSHOT: {"class": cls, lf.KINDS_KEY: {lf.SNAPSHOT_COMPOSITE: lf.Kind.IMAGE}}}
 
     def _log(self, tag: str, picture: np.ndarray, step: int) -> None:
         try:

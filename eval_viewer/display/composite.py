@@ -29,14 +29,18 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
+from eval_viewer.backend.model import DatapointRecord
 from eval_viewer.display.arrays import to_numpy
 from eval_viewer.display.colors import PALETTE, class_color
-from eval_viewer.display.encode import fit_rgb, resize_nearest
+from eval_viewer.display.encode import fit_rgb, png_bytes, resize_nearest
+from eval_viewer.display.figures import caption, fmt, panel
 from eval_viewer.display.images import image_to_rgb
 from eval_viewer.display.masks import mask_to_classes, outline, overlay_mask
+from eval_viewer.display.view import Group, Image, Node, Problem
+from eval_viewer.log_format import SNAPSHOT_COMPOSITE, SNAPSHOT_DEBUGGER
 
 __all__ = ["Activation", "PanelBox", "Composite", "MaskLayers", "composite", "clip_frames", "mask_layers",
-           "object_color", "BAND", "GAP"]
+           "object_color", "BAND", "GAP", "snapshot_card", "snapshot_caption"]
 
 Activation = Literal["sigmoid", "argmax", "none"]
 """How predictions become masks: ``sigmoid`` (per-object logits ``(N, H, W)``, thresholded), ``argmax`` (per-class
@@ -272,3 +276,27 @@ def _layout(columns: list[list[tuple[str, np.ndarray, float, float]]], frames: l
             panels.append(PanelBox(name.split(" · ")[0], frames[c] if is_clip else frames[0], x, y + BAND, pw, ph,
                                    sx, sy))
     return Composite(out, tuple(panels), tuple(frames))
+
+
+
+# ----------------------------------------------------------------------------------------------- views of snapshots
+def snapshot_caption(record: DatapointRecord) -> str:
+    """``#1 · sample 101 · iou 0.25 · loss 0.31``: which datapoint of the snapshot, and its scores."""
+    sample = record.meta_info.get("sample")
+    parts = [f"#{record.idx}", None if sample is None else f"sample {sample}"]
+    parts += [f"{name} {fmt(value)}" for name, value in record.scores.items()]
+    return " · ".join(p for p in parts if p)
+
+
+def snapshot_card(record: DatapointRecord, title: str) -> Node:
+    """One saved composite as a plain picture under ``title``, its caption below; what could not be read, said."""
+    item = next((i for i in record.debug.get(SNAPSHOT_DEBUGGER, ()) if i.key == SNAPSHOT_COMPOSITE), None)
+    data = {"step": str(record.pass_key.step), "idx": str(record.idx)}
+    if item is None or getattr(item.value, "ndim", 0) != 3:
+        body: Node = Problem("No composite", items=record.problems or ("this datapoint saved no composite",))
+    else:
+        rgb = np.asarray(item.value, dtype=np.uint8)
+        body = Image.from_png(png_bytes(rgb), width=int(rgb.shape[1]), height=int(rgb.shape[0]),
+                              alt=f"{title}: composite", cls="ev-composite")
+    card = panel(title, [body, caption(snapshot_caption(record))], "ev-panel ev-snapshot")
+    return Group(card.children, cls=card.cls, tag=card.tag, data=data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dash
 
 from eval_viewer.app.callbacks import attention, compare, datapoint, health, navigation, overview, table
+from eval_viewer.app.callbacks import training
 from eval_viewer.backend import LogStore
 
 __all__ = ["register_all"]
@@ -17,6 +18,6 @@ __all__ = ["register_all"]
 
 def register_all(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
     """Register every feature's callbacks on ``app``; ``prefetch``: draw the neighbours of an opened datapoint ahead."""
-    for feature in (navigation, overview, table, attention, compare, health):
+    for feature in (navigation, overview, table, attention, compare, health, training):
         feature.register(app, store)
     datapoint.register(app, store, prefetch=prefetch)
