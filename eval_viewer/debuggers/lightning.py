@@ -32,7 +32,9 @@ from typing import Any
 from eval_viewer import log_format as lf
 from eval_viewer.debuggers.loop import AggregateFn, MetricsFn, ScoreCollector, mean_aggregate
 
-__all__ = ["EvalViewerHooks", "EvalViewerCallback", "lightning_callback_class", "default_snapshot_fn"]  # noqa: F822 (module __getattr__)
+__all__ = [  # noqa: F822 (EvalViewerCallback: module __getattr__)
+    "EvalViewerHooks", "EvalViewerCallback", "lightning_callback_class", "default_snapshot_fn",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +131,9 @@ class EvalViewerHooks:
         datapoint = {**batch, "outputs": predictions}
         if self._capturing:
             self.debugger(datapoint, pl_module)
-        self._scores.add(batch["meta_info"]["idx"], self.metrics_fn(predictions, batch.get("labels")))  # type: ignore[misc]
+        metrics_fn = self.metrics_fn
+        assert metrics_fn is not None  # an epoch collects scores only with one
+        self._scores.add(batch["meta_info"]["idx"], metrics_fn(predictions, batch.get("labels")))
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._scores is None:

@@ -366,7 +366,7 @@ class SnapshotWriter:
             entry, picture = self._datapoint(job, i)
             page[i] = entry
             pictures.append(picture)
-            meta[str(i)] = {k: v for k, v in entry[RECORD]["meta_info"].items() if v is not None}
+            meta[str(i)] = dict(entry[RECORD]["meta_info"])
             if job.gt is not None and job.pred is not None:
                 ious.append(_iou(job.gt[i], job.pred[i], self.activation, self.threshold, job.clip))
         name = lf.page_name(0)
@@ -402,20 +402,20 @@ class SnapshotWriter:
         h, w = frames[0].shape[:2]
         sx, sy = w / job.input_hw[1], h / job.input_hw[0]
         prompts = tuple(p.scaled(sx, sy, (h, w)) for p in job.prompts[i]) if job.prompts else ()
-        local = [replace_frame(p, job.frames) for p in prompts] if job.clip else list(prompts)
+        local = [p for p in prompts if p.frame is None or p.frame in job.frames] if job.clip else list(prompts)
         gt = None if job.gt is None else job.gt[i]
         pred = None if job.pred is None else job.pred[i]
         picture = composite(np.stack(frames) if job.clip else frames[0], gt=gt, pred=pred,
-                            prompts=[p for p in local if p is not None], activation=self.activation,
+                            prompts=local, activation=self.activation,
                             threshold=self.threshold, clip=job.clip, max_frames=len(frames), max_side=self.max_side,
                             frame_numbers=job.frames).rgb
         first = (lambda a: a[0]) if job.clip else (lambda a: a)
         inputs: dict[str, Any] = {"image": frames[0]}
         if prompts:
             inputs["prompts"] = _prompt_arrays([p for p in prompts if p.frame in (None, job.frames[0])])
-        record: dict[str, Any] = {"inputs": inputs, "meta_info": {
-            "step": job.step, "sample": job.samples[i], "objects": _objects(gt, pred, prompts, self.activation),
-            **({"frames": ",".join(map(str, job.frames))} if job.clip else {})}}
+        meta = {"step": job.step, "sample": job.samples[i], "objects": _objects(gt, pred, prompts, self.activation),
+                "frames": ",".join(map(str, job.frames)) if job.clip else None}
+        record: dict[str, Any] = {"inputs": inputs, "meta_info": {k: v for k, v in meta.items() if v is not None}}
         if gt is not None:
             record["labels"] = {"masks": _small_masks(first(gt))}
         if pred is not None:
@@ -450,13 +450,6 @@ class SnapshotWriter:
         else:
             with self._lock:
                 self._counts["logged"] += 1
-
-
-def replace_frame(prompt: PromptData, frames: Sequence[int]) -> PromptData | None:
-    """``prompt`` as given (its ``frame`` is a clip frame number), or None when its frame is not kept."""
-    if prompt.frame is None or prompt.frame in frames:
-        return prompt
-    return None
 
 
 def _shrink_free(values: Any) -> list[Any]:

@@ -125,7 +125,8 @@ def mask_layers(value: Any, activation: Activation, *, threshold: float = 0.5, p
     return [(int(c), classes == c) for c in np.unique(classes) if c != 0]
 
 
-def _overlay(base: np.ndarray, layers: MaskLayers, opacity: float, palette: Sequence[tuple[int, int, int]]) -> np.ndarray:
+def _overlay(base: np.ndarray, layers: MaskLayers, opacity: float,
+             palette: Sequence[tuple[int, int, int]]) -> np.ndarray:
     out = base
     for color_class, mask in layers:
         if mask.shape != base.shape[:2]:

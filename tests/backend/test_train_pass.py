@@ -99,7 +99,9 @@ def test_a_run_of_snapshots_alone_opens_on_its_latest_one(tmp_path: Path, store_
     assert info.default_pass.key == PassKey("only_train", "train", 9)
 
 
-def test_a_folder_named_train_that_holds_runs_is_still_a_folder_of_runs(tmp_path: Path, store_of) -> None:  # noqa: ANN001
+def test_a_folder_named_train_that_holds_runs_is_still_a_folder_of_runs(
+    tmp_path: Path, store_of  # noqa: ANN001
+) -> None:
     for name in ("exp1", "exp2"):  # logs/train/expN/epoch_0: "train" is a container here, not snapshots
         write_scores(tmp_path / "logs" / "train" / name / "epoch_0" / lf.VALIDATION_SCORES, {"iou": [1.0]})
     store = store_of(tmp_path / "logs")
