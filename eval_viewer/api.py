@@ -20,13 +20,15 @@ inline in Jupyter (``_repr_html_``). Two differences suit a notebook: a read wai
     cmp.layer_table()                                   # layer x head: JSD, entropies, top-k, rel. error, SQNR
     cmp.datapoint(3)                                    # the paired view of datapoint 3 (inline in Jupyter)
     logs.export(key, "miou", 20, "report/")             # the offline HTML report of the 20 worst
+    logs.health(key).to_pandas()                        # layers x problems with datapoint counts (background, cached)
+    dp.health                                           # this datapoint's health flags as plain dicts
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,10 +45,12 @@ from eval_viewer.backend.compare import (
     compare_items,
     deltas,
 )
+from eval_viewer.backend.health import Flag, HealthThresholds
+from eval_viewer.backend.health_summary import HealthJobs, HealthRow, HealthSummary, datapoint_flags, scale_jump_rows
 from eval_viewer.backend.store import PassLike
 from eval_viewer.backend.summary import LayerSummary, SummaryJobs, alignment_for
 
-__all__ = ["open", "Logs", "Datapoint", "Comparison", "PairedDatapoint"]
+__all__ = ["open", "Logs", "Datapoint", "Comparison", "PairedDatapoint", "PassHealth"]
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,18 @@ class Datapoint:
     record: DatapointRecord
     higher_is_better: Mapping[str, bool]
     metric: str | None = None
+    flags: tuple[Flag, ...] = field(default=(), repr=False)
+    """Its health flags (:mod:`eval_viewer.backend.health`): from the pass summary when it was computed, else from
+    this record alone."""
 
     @property
     def key(self) -> PassKey:
         return self.record.pass_key
+
+    @property
+    def health(self) -> list[dict[str, Any]]:
+        """Its health flags as plain values: debugger, key, layer, kind, amount, head, first_bad_layer, text."""
+        return [flag.as_dict() for flag in self.flags]
 
     @property
     def idx(self) -> int:
@@ -105,7 +117,7 @@ class Datapoint:
         """The whole datapoint view (scores, Inputs, Labels, Meta info, Debug outputs)."""
         from eval_viewer.display.notebook import datapoint_view
 
-        return datapoint_view(self.record, self.metric, self.higher_is_better)
+        return datapoint_view(self.record, self.metric, self.higher_is_better, health=self.flags)
 
     def _repr_html_(self) -> str:
         return str(self.view()._repr_html_())
@@ -190,6 +202,61 @@ class Comparison:
                 f"{c['regressed']} regressed, {c['improved']} improved, {c['forgotten']} forgotten)")
 
 
+class PassHealth:
+    """The health of one pass: the layers × problems table (``rows``), each datapoint's flags, and the datapoints
+    with a given problem; shown inline as the app's health table."""
+
+    def __init__(self, summary: HealthSummary, rows: list[HealthRow], scale_flags: Mapping[int, list[Flag]]) -> None:
+        self.summary = summary
+        self.rows = rows
+        self._scale = scale_flags
+
+    def table(self) -> dict[str, np.ndarray]:
+        """One row per (layer, kind), layers in forward order: ``layer``, ``kind``, ``datapoints`` (with the
+        problem), ``total`` (that captured the layer), ``first`` (where it is the first bad layer), ``worst``."""
+        return {
+            "layer": np.array([r.layer for r in self.rows], dtype=object),
+            "kind": np.array([r.kind for r in self.rows], dtype=object),
+            "datapoints": np.array([r.datapoints for r in self.rows], dtype=np.int64),
+            "total": np.array([r.total for r in self.rows], dtype=np.int64),
+            "first": np.array([r.first for r in self.rows], dtype=np.int64),
+            "worst": np.array([r.worst for r in self.rows], dtype=np.float64),
+            "heads": np.array([",".join(map(str, r.heads)) for r in self.rows], dtype=object),
+        }
+
+    def to_pandas(self) -> Any:
+        """:meth:`table` as a pandas DataFrame (pandas is optional: imported here)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("PassHealth.to_pandas() needs pandas: pip install pandas") from None
+        return pd.DataFrame(self.table())
+
+    def datapoints(self, kind: str | None = None, layer: str | None = None) -> np.ndarray:
+        """Indices of the datapoints with problem ``kind`` (any) at ``layer`` (any), ascending."""
+        found = self.summary.datapoints(kind, layer)
+        if kind in (None, "scale_jump"):
+            extra = [i for i, flags in self._scale.items() if any(layer in (None, f.layer) for f in flags)]
+            found = np.union1d(found, np.asarray(extra, dtype=np.int64)) if kind is None else \
+                np.asarray(sorted(extra), dtype=np.int64)
+        return found
+
+    def flags(self, idx: int) -> list[dict[str, Any]]:
+        """The flags of datapoint ``idx`` as plain values (scale jumps included when a reference pass was given)."""
+        return [f.as_dict() for f in (*self.summary.flags(idx), *self._scale.get(int(idx), ()))]
+
+    def view(self) -> Any:
+        from eval_viewer.display.health import health_table
+
+        return health_table(self.rows, int(self.summary.idx.size), notes=self.summary.notes)
+
+    def _repr_html_(self) -> str:
+        return str(self.view()._repr_html_())
+
+    def __repr__(self) -> str:
+        return f"PassHealth({self.summary.pass_key}: {len(self.rows)} problems over {self.summary.idx.size} datapoints)"
+
+
 class Logs:
     """Runs, passes, scores and datapoints of one or more log dirs; a thin, notebook-friendly face of the provider.
 
@@ -199,6 +266,7 @@ class Logs:
     def __init__(self, store: LogStore) -> None:
         self.store = store
         self._summary_jobs: SummaryJobs | None = None
+        self._health_jobs = HealthJobs(store)
 
     def _jobs(self) -> SummaryJobs:
         if self._summary_jobs is None:
@@ -240,7 +308,21 @@ class Logs:
     def datapoint(self, key: PassLike, idx: int, metric: str | None = None) -> Datapoint:
         """Everything saved about datapoint ``idx`` of pass ``key``; what could not be read is in ``.problems``."""
         record = self.store.datapoint(key, idx)
-        return Datapoint(record, self.store.scores(key).higher_is_better, metric)
+        return Datapoint(record, self.store.scores(key).higher_is_better, metric,
+                         datapoint_flags(self.store, PassKey.of(key), record, self._health_jobs))
+
+    def health(self, key: PassLike, vs: PassLike | None = None, thresholds: HealthThresholds | None = None,
+               timeout: float | None = None) -> PassHealth:
+        """The health of pass ``key``: every datapoint's saved debug outputs checked (read once, then from the disk
+        cache), the layers × problems table with datapoint counts; with ``vs`` (the reference pass), scale jumps
+        from it too. ``thresholds``: :class:`~eval_viewer.backend.health.HealthThresholds`."""
+        summary = self._health_jobs.summary(PassKey.of(key), thresholds, timeout)
+        rows, scale = list(summary.table()), {}
+        if vs is not None:
+            reference = self._health_jobs.summary(PassKey.of(vs), thresholds, timeout)
+            jump_rows, scale = scale_jump_rows(reference, summary)
+            rows += jump_rows
+        return PassHealth(summary, rows, scale)
 
     def compare(self, pass_a: PassLike, pass_b: PassLike, metric: str | None = None, align_by: str | None = None,
                 thresholds: Thresholds | None = None) -> Comparison:
@@ -284,6 +366,7 @@ class Logs:
     def close(self) -> None:
         if self._summary_jobs is not None:
             self._summary_jobs.close()
+        self._health_jobs.close()
         self.store.close()
 
     def __enter__(self) -> Logs:

@@ -24,6 +24,7 @@ from dash.development.base_component import Component
 from eval_viewer.app.state import ViewState
 from eval_viewer.app.views import datapoint_view
 from eval_viewer.backend import LogStore
+from eval_viewer.backend.health_summary import datapoint_flags
 from eval_viewer.errors import ViewerError
 
 __all__ = ["RenderedViews"]
@@ -66,7 +67,8 @@ class RenderedViews:
         key = self._key(state)  # the version before reading: files changing during the drawing make it stale at once
         record = self._store.datapoint(state.pass_key, state.idx)
         scores = self._store.scores(state.pass_key)
-        view = datapoint_view(record, state.metric, scores.higher_is_better)
+        health = datapoint_flags(self._store, state.pass_key, record)  # a badge on each card with a problem
+        view = datapoint_view(record, state.metric, scores.higher_is_better, health)
         if not record.problems:
             with self._lock:
                 self._views[key] = view

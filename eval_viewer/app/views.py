@@ -9,7 +9,8 @@ the user clicked, and hands the tree to the Dash adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from dash.development.base_component import Component
@@ -26,9 +27,10 @@ VIEW_IDS = ViewIds(body=ids.item_body, graph=ids.graph)
 """The ids the app gives an item's container and its interactive figures."""
 
 
-def datapoint_view(record: DatapointRecord, metric: str | None, higher_is_better: Mapping[str, bool]) -> Component:
-    """The whole datapoint view below the navigation bar."""
-    return to_dash(datapoint.datapoint_view(record, metric, higher_is_better, ids=VIEW_IDS))
+def datapoint_view(record: DatapointRecord, metric: str | None, higher_is_better: Mapping[str, bool],
+                   health: Sequence[Any] | None = None) -> Component:
+    """The whole datapoint view below the navigation bar; ``health``: its health flags (badges on the cards)."""
+    return to_dash(datapoint.datapoint_view(record, metric, higher_is_better, ids=VIEW_IDS, health=health))
 
 
 def render_keyed(item: Item, key: str, image: np.ndarray | None, attention_query: int | None = None) -> Component:

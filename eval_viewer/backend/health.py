@@ -206,34 +206,42 @@ def _fraction(count: int, total: int) -> float:
     return count / total if total else math.nan
 
 
+def measure_arrays(x: np.ndarray, channels: bool, t: HealthThresholds) -> dict[str, np.ndarray]:
+    """Vectorised over the first axis (datapoints): each of :data:`SCALAR_FIELDS` as a ``(n,)`` array, and with
+    ``channels`` the ``(n, C)`` mask of channels (axis 1) that are exactly zero (a NaN channel is not dead)."""
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    if flat.dtype.kind != "f" or flat.dtype.itemsize < 4:
+        flat = flat.astype(np.float32)
+    total = flat.shape[1]
+    finite = np.isfinite(flat)
+    n_finite = finite.sum(axis=1)
+    clean = bool((n_finite == total).all())
+    nan = np.zeros(n) if clean else np.isnan(flat).sum(axis=1)
+    values = flat if clean else np.where(finite, flat, 0)
+    zeros = (flat == 0).sum(axis=1)  # NaN and Inf are not zeros
+    with np.errstate(invalid="ignore", divide="ignore"):
+        count = np.where(n_finite > 0, n_finite, np.nan)
+        mean = values.sum(axis=1, dtype=np.float64) / count
+        square = np.einsum("ij,ij->i", values, values, dtype=np.float64) / count
+        std = np.sqrt(np.maximum(square - mean * mean, 0.0))
+        top = (values if clean else np.where(finite, flat, -np.inf)).max(axis=1)
+        low = (values if clean else np.where(finite, flat, np.inf)).min(axis=1)
+        at_top = ((flat >= (top - t.extreme_tolerance * np.abs(top))[:, None]) & finite).sum(axis=1)
+        at_low = ((flat <= (low + t.extreme_tolerance * np.abs(low))[:, None]) & finite).sum(axis=1)
+        at = np.where(top != 0, at_top, 0) + np.where((low != 0) & (low != top), at_low, 0)
+        saturated = np.where(top == low, 0.0, at / count)
+    saturated = np.where(n_finite >= t.min_values, saturated, np.nan)
+    out = {"nan": nan / total, "inf": (total - n_finite - nan) / total, "nonfinite_count": np.full(n, np.nan),
+           "zeros": zeros / total, "saturated": saturated, "mean": mean, "std": std, "scale": np.sqrt(square)}
+    if channels and x.ndim >= 3:
+        out["dead"] = ~np.any(x.reshape(n, x.shape[1], -1) != 0, axis=2)
+    return out
+
+
 def _measure_array(value: np.ndarray, channels: bool, t: HealthThresholds) -> Measure:
-    x = value if value.dtype.kind == "f" and value.dtype.itemsize >= 4 else value.astype(np.float32)
-    total = x.size
-    finite = np.isfinite(x)
-    n_finite = int(np.count_nonzero(finite))
-    bad = total - n_finite
-    nan = int(np.count_nonzero(np.isnan(x))) if bad else 0
-    values = x[finite] if bad else x.reshape(-1)
-    zeros = values.size - int(np.count_nonzero(values))
-    mean = std = scale = saturated = math.nan
-    if values.size:
-        mean = float(values.mean(dtype=np.float64))
-        square = float(np.square(values, dtype=np.float64).mean())
-        std = math.sqrt(max(square - mean * mean, 0.0))
-        scale = math.sqrt(square)
-        if values.size >= t.min_values:
-            top, low = float(values.max()), float(values.min())
-            at = 0
-            if top != 0:
-                at += int(np.count_nonzero(values >= top - t.extreme_tolerance * abs(top)))
-            if low != 0 and low != top:
-                at += int(np.count_nonzero(values <= low + t.extreme_tolerance * abs(low)))
-            saturated = at / values.size if top != low else 0.0
-    dead = None
-    if channels and x.ndim >= 2:
-        dead = ~np.any(x.reshape(x.shape[0], -1) != 0, axis=1)  # NaN != 0: a NaN channel is not dead
-    return Measure(nan=_fraction(nan, total), inf=_fraction(bad - nan, total), zeros=_fraction(zeros, total),
-                   saturated=saturated, mean=mean, std=std, scale=scale, dead=dead)
+    m = measure_arrays(value[None], channels, t)
+    return Measure(**{f: float(m[f][0]) for f in SCALAR_FIELDS}, dead=m["dead"][0] if "dead" in m else None)
 
 
 def _number(value: Any) -> float:
@@ -244,7 +252,7 @@ def _number(value: Any) -> float:
     return out
 
 
-def _measure_stats(stats: Mapping[str, Any], channel: Mapping[str, Any]) -> Measure:
+def measure_stats(stats: Mapping[str, Any], channel: Mapping[str, Any]) -> Measure:
     mean, std = _number(stats.get("mean")), _number(stats.get("std"))
     low, high = _number(stats.get("min")), _number(stats.get("max"))
     zeros = _number(stats.get("sparsity"))
@@ -262,47 +270,76 @@ def _measure_stats(stats: Mapping[str, Any], channel: Mapping[str, Any]) -> Meas
                    dead=dead)
 
 
-def _row_entropy(weights: np.ndarray, head_axis: int) -> np.ndarray | None:
-    """Per head: mean over every other axis of each row's entropy over the last axis, divided by ``log(keys)``."""
+def head_entropy(weights: np.ndarray, keep: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each row's entropy over the last axis as a fraction of ``log(keys)``, averaged over every axis but ``keep``
+    (the head axis; with a leading datapoint axis, that too; rows that hold no mass are left out), and the fraction
+    of rows holding NaN or Inf (over every axis but the leading one of ``keep``)."""
     keys = weights.shape[-1]
     if keys < 2 or weights.ndim < 2:
         return None
-    p = weights.astype(np.float32, copy=False)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        total = p.sum(-1, keepdims=True)
-        p = p / total
-        terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-        rows = np.where(total[..., 0] > 0, terms.sum(-1, dtype=np.float64), np.nan) / math.log(keys)
-    rows = np.moveaxis(rows, head_axis, 0).reshape(rows.shape[head_axis], -1)
+    p = weights.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        total = p.sum(axis=-1, keepdims=True)
+        p /= total
+        terms = np.log(np.maximum(p, np.float32(1e-30)))
+        terms *= p
+        rows = terms.sum(axis=-1, dtype=np.float64) / -math.log(keys)
+    sums = total[..., 0]
+    rows[~(sums > 0)] = np.nan
+    bad = ~np.isfinite(sums)
+    bad = np.moveaxis(bad, keep[0], 0).reshape(bad.shape[keep[0]], -1).mean(axis=1)
+    rows = np.moveaxis(rows, keep, tuple(range(len(keep))))
+    rows = rows.reshape(rows.shape[:len(keep)] + (-1,))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(rows, axis=1)
+        return np.nanmean(rows, axis=-1), bad
+
+
+def attention_weights(value: Any) -> tuple[np.ndarray, int] | None:
+    """The saved map of an attention value and its head axis (``(..., heads, queries, keys)``), or None."""
+    if isinstance(value, np.ndarray):
+        value = {"weights": value}
+    weights = value.get("weights") if isinstance(value, Mapping) else None
+    if not isinstance(weights, np.ndarray) or weights.ndim < 2 or weights.dtype.kind != "f":
+        return None
+    w = weights if weights.ndim >= 3 else weights[None]
+    axes = value.get("axes")
+    head = list(axes).index("head") - len(axes) if isinstance(axes, (list, tuple)) and "head" in axes else -3
+    head = head if -w.ndim <= head < -2 else -3
+    return w, head % w.ndim
+
+
+def summary_entropy(value: Any) -> np.ndarray | None:
+    """Per head, the capture's own summary (mean row entropy over *every* query, nats) as a fraction of
+    ``log(num_keys)``; None without one, or for windowed attention (whose rows span a window, not every key)."""
+    if not isinstance(value, Mapping) or "windows" in value:
+        return None
+    summary, keys = value.get("summary"), value.get("num_keys")
+    if not isinstance(summary, Mapping) or not isinstance(keys, int) or isinstance(keys, bool) or keys < 2:
+        return None
+    h = np.asarray(summary.get("entropy"), dtype=np.float64)
+    peak = np.asarray(summary.get("max", np.ones_like(h)), dtype=np.float64)
+    if h.ndim < 1 or not h.size:
+        return None
+    if peak.shape == h.shape:
+        h = np.where(peak > 0, h, np.nan)  # rows with no mass (the capture zeroes non-finite rows): nothing to judge
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (np.nanmean(h.reshape(-1, h.shape[-1]), axis=0) if h.ndim > 1 else h) / math.log(keys)
 
 
 def _measure_attention(value: Any) -> Measure | None:
-    if isinstance(value, np.ndarray):
-        value = {"weights": value}
-    if not isinstance(value, Mapping):
+    """Per-head entropy from the capture's summary when it has one (exact over every query, and free: our capture
+    zeroes non-finite rows, so its maps hold no NaN to count), else from the saved map, with the fraction of its
+    rows holding NaN or Inf (as ``nan``)."""
+    entropy = summary_entropy(value)
+    if entropy is not None:
+        return Measure(entropy=entropy)
+    found = attention_weights(value)
+    measured = head_entropy(found[0][None], (0, found[1] + 1)) if found is not None else None
+    if measured is None:
         return None
-    axes = value.get("axes")
-    weights = value.get("weights")
-    if isinstance(weights, np.ndarray) and weights.ndim >= 2 and weights.dtype.kind == "f":
-        head = list(axes).index("head") if isinstance(axes, (list, tuple)) and "head" in axes else -3
-        w = weights if weights.ndim >= 3 else weights[None]
-        head = head if -w.ndim <= head < w.ndim - 2 else -3
-        entropy = _row_entropy(w, head % w.ndim)
-        if entropy is None:
-            return None
-        nan = int(np.count_nonzero(np.isnan(w)))
-        return Measure(nan=nan / w.size, inf=int(np.count_nonzero(np.isinf(w))) / w.size, entropy=entropy)
-    summary = value.get("summary")
-    keys = value.get("num_keys")
-    if isinstance(summary, Mapping) and isinstance(keys, int) and keys >= 2:
-        h = np.asarray(summary.get("entropy"), dtype=np.float64)
-        if h.ndim >= 1 and h.size:
-            h = h.reshape(-1, h.shape[-1]).mean(axis=0) if h.ndim > 1 else h
-            return Measure(entropy=h / math.log(keys))
-    return None
+    return Measure(nan=float(measured[1][0]), entropy=measured[0][0])
 
 
 @dataclass(frozen=True)
@@ -353,7 +390,7 @@ def measure(record: DatapointRecord, order: ForwardOrder | None = None,
                 continue
             suffix = item.key[len("stats"):] if item.key.startswith("stats") else ""
             channel = {k: getattr(by_key.get(f"{k}{suffix}"), "value", None) for k in _CHANNEL_KEYS}
-            out[Column(name, item.key, layer, "stats", position)] = _measure_stats(item.value, channel)
+            out[Column(name, item.key, layer, "stats", position)] = measure_stats(item.value, channel)
     return out
 
 
@@ -362,12 +399,20 @@ def _measure_item(item: Item, t: HealthThresholds) -> Measure | None:
         return _measure_attention(item.value)
     if item.kind not in _ARRAY_KINDS or item.key.partition(".")[0].rstrip("_0123456789") in _CHANNEL_KEYS:
         return None
-    value = item.value
-    if isinstance(value, Mapping):  # a layer output saved with its shape: {"output": array, ...}
+    value = item_array(item.value)
+    if value is None:
+        return None
+    return _measure_array(value, channels=item.kind == Kind.FEATURE_MAP and value.ndim >= 3, t=t)
+
+
+def item_array(value: Any) -> np.ndarray | None:
+    """The float array an array item's checks run on: the value, or the first float array of a dict (a layer output
+    saved with its shape, ``{"output": array, ...}``); None when there is none."""
+    if isinstance(value, Mapping):
         value = next((v for v in value.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"), None)
     if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.size == 0:
         return None
-    return _measure_array(value, channels=item.kind == Kind.FEATURE_MAP and value.ndim >= 3, t=t)
+    return value
 
 
 # -------------------------------------------------------------------------------------------------------------- flags

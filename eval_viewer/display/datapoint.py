@@ -31,6 +31,7 @@ import numpy as np
 from eval_viewer.backend.kinds import infer_kind
 from eval_viewer.backend.model import DatapointRecord, Item
 from eval_viewer.display.compare import pair_items, render_comparison
+from eval_viewer.display.health import flags_by_debugger, health_badges
 from eval_viewer.display.images import image_to_rgb
 from eval_viewer.display.registry import RenderContext, render_item
 from eval_viewer.display.view import Badge, Caption, Child, Group, Node, Problem, Table, Text
@@ -200,22 +201,26 @@ def _meta(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | None
     return parts
 
 
-def _debug(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | None) -> list[Group]:
+def _debug(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | None,
+           health: Mapping[str, Sequence[Any]] | None = None) -> list[Group]:
     """One card per debugger, titled with its name, holding every item it saved."""
     cards = []
     for name, items in record.debug.items():
         body = [_item(item, item_key("debug", name, item.key), image, ids, record) for item in items]
         wide = any(item.kind in WIDE_KINDS for item in items)
         cards.append(Group([Text(name, cls="ev-card-title", style="h3"),
+                            health_badges(health.get(name, ())) if health else None,
                             Group(body or [Text("saved nothing", cls="ev-empty")], cls="ev-card-body")],
                            cls="ev-card ev-card-wide" if wide else "ev-card", data={"debugger": name}))
     return cards
 
 
 def datapoint_view(record: DatapointRecord, metric: str | None = None,
-                   higher_is_better: Mapping[str, bool] | None = None, *, ids: ViewIds | None = None) -> Group:
+                   higher_is_better: Mapping[str, bool] | None = None, *, ids: ViewIds | None = None,
+                   health: Sequence[Any] | None = None) -> Group:
     """Everything saved about one datapoint: its scores (``metric`` highlighted), any problems reading it, and the
-    four sections. ``ids``: the app's ids for the parts it re-draws (None: no ids, e.g. in a notebook)."""
+    four sections. ``ids``: the app's ids for the parts it re-draws (None: no ids, e.g. in a notebook).
+    ``health``: the datapoint's health flags (:mod:`eval_viewer.backend.health`), a badge on each card with one."""
     image = input_image(record)
     problems = Problem("Some of this datapoint could not be read", items=record.problems,
                        cls="ev-error ev-problems") if record.problems else None
@@ -225,7 +230,7 @@ def datapoint_view(record: DatapointRecord, metric: str | None = None,
         _section("Labels", _labels(record, image, ids), "No labels or predictions were saved for this datapoint.",
                  record.notes.get("labels")),
         _section("Meta info", _meta(record, image, ids), "No meta info was saved for this datapoint."),
-        _section("Debug outputs", _debug(record, image, ids),
+        _section("Debug outputs", _debug(record, image, ids, flags_by_debugger(health) if health else None),
                  "No debugger saved anything for this datapoint in this epoch."),
     ], cls="ev-sections")
     return Group([_scores(record, metric, higher_is_better or {}), problems, sections], cls="ev-datapoint-content",

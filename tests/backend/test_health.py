@@ -175,3 +175,65 @@ def test_example_pass_summary_flags_only_what_is_true(tmp_path: Path) -> None:
                          for i in summary.idx])
         dead = ~np.any(maps.reshape(maps.shape[0], maps.shape[1], -1) != 0, axis=(0, 2))
         assert dead.mean() == summary.context.dead_everywhere["encoder_features/feature_map"] > 0
+
+
+# ------------------------------------------------------------------------------------------------- the notebook API
+def test_notebook_api_gives_the_same_flags_as_plain_values(logs: Path, tmp_path: Path) -> None:
+    import eval_viewer
+
+    with eval_viewer.open(logs, cache_dir=tmp_path / "cache") as notebook:
+        key = ("planted", "val", 1)
+        report = notebook.health(key, vs=("planted", "val", 0), timeout=60)
+        table = report.table()
+        assert ("backbone.layer3", "nan", len(POISONED)) in zip(table["layer"], table["kind"], table["datapoints"])
+        assert report.datapoints("nan", "backbone.layer3").tolist() == list(POISONED)
+        assert report.datapoints("scale_jump").tolist() == list(CLEAN)
+        assert {f["kind"] for f in report.flags(CLEAN[0])} == {"dead", "dead_channel", "attention_collapsed",
+                                                                 "attention_uniform", "scale_jump"}
+        assert "backbone.layer3" in report._repr_html_()
+        flags = notebook.datapoint(key, POISONED[0]).health  # plain dicts, with the pass context once computed
+        nan = [f for f in flags if f["kind"] == "nan"]
+        assert [(f["layer"], f["first_bad_layer"], f["amount"]) for f in nan] == [
+            ("backbone.layer3", "backbone.layer3", 1.0), ("backbone.layer4", "backbone.layer3", 1.0)]
+        assert all(isinstance(v, (str, int, float, type(None))) for f in flags for v in f.values())
+        assert "NaN 100 % since backbone.layer3" in notebook.datapoint(key, POISONED[0])._repr_html_()  # the badge
+        pandas = pytest.importorskip("pandas")
+        frame = report.to_pandas()
+        assert isinstance(frame, pandas.DataFrame) and len(frame) == len(report.rows)
+
+
+def test_pass_summary_agrees_with_each_datapoint_read_alone(store: LogStore, tmp_path: Path) -> None:
+    """The page-at-a-time path and the one-record path give the same flags, also where datapoints of one page are
+    laid out differently (another tool's pages without index.json: some datapoints lack a debugger)."""
+    key = ("planted", "val", 0)
+    summary = compute_health(store, key)
+    info = store.debugger_info(key)
+    for idx in range(N):
+        assert summary.flags(idx) == health(store.datapoint(key, idx), info, context=summary.context)
+
+    import joblib
+
+    from eval_viewer.log_format import EVALUATION_SCORES, write_scores
+
+    run = tmp_path / "mixed"
+    (run / "debugger").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    page = {}
+    for i in range(12):
+        features = rng.standard_normal((4, 5, 5)).astype(np.float32)
+        if i % 3 == 0:
+            features[1] = np.nan
+        value: dict = {"feats": {"feature_map": features}}
+        if i % 2:
+            weights = rng.random((2, 6, 6)).astype(np.float32)
+            weights[0] = np.eye(6, dtype=np.float32)[[0] * 6]  # head 0: every query on key 0
+            value["attn"] = {"attention": weights / weights.sum(-1, keepdims=True)}
+        page[i] = value
+    joblib.dump(page, run / "debugger" / "page_0.pkl")
+    write_scores(run / EVALUATION_SCORES, {"m": 0.0}, {"m": np.zeros(12)})
+    with LogStore(run, cache_dir=tmp_path / "c", rescan_s=0, index_wait_s=30) as mixed:
+        summary = compute_health(mixed, ("mixed", "test"))
+        assert summary.datapoints("nan", "feats").tolist() == [0, 3, 6, 9]
+        assert summary.datapoints("attention_collapsed").tolist() == [1, 3, 5, 7, 9, 11]
+        for idx in range(12):
+            assert summary.flags(idx) == health(mixed.datapoint(("mixed", "test"), idx), context=summary.context)
