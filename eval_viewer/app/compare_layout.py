@@ -1,7 +1,8 @@
 """The static parts of comparing two passes: the "vs" selectors, the compare panel and the paired view's container.
 
 Filled in by :mod:`eval_viewer.app.callbacks.compare`; hidden (``ev-compare`` with ``hidden``) while no second pass is
-chosen. The common-failures panel beside it is always there: it has its own pass picker (any number of passes). The layer × head table's progress is a plain bar fed by a polling ``dcc.Interval`` (see the callbacks).
+chosen. The layer × head table's progress is a plain bar fed by a polling ``dcc.Interval`` (see the callbacks). The
+common-failures panel below it is always there: it has its own pass picker (any number of passes).
 """
 
 from __future__ import annotations

@@ -16,10 +16,15 @@ Use::
         ...                                          # value: {debugger: output}, only the selected debuggers
     for page in iter_pages(pages, indices=wanted):   # or page by page: page.values {idx: value}
         ...
+    for page in read_ahead([partial(read_page, pages_a, rel), partial(read_page, pages_b, rel_b), ...]):
+        ...                                          # any schedule of pages (of several passes), read ahead in order;
+                                                     # a page that fails comes as its PageError, in its place
 
 ``select`` keeps only some debuggers (``{name: None}``: its whole output; ``{name: ["weights", ...]}``: those
 top-level keys of its output); only what is selected is turned into arrays. A page that cannot be read (corrupt,
 truncated, hostile, deleted) is skipped, and ``problems`` gets a message naming its file; the other pages are read.
+Arrays are checked as :func:`~.pickles.materialize` checks them (plain numeric dtype rebuilt by numpy, bytes inside
+the page) and are read-only; torch tensors of other tools' pages come back as numpy.
 
 Memory: at most ``prefetch + 1`` pages are held by the reader; a value the caller keeps keeps its page's buffer alive
 (copy what you keep). A page larger than ``max_buffer`` is not read whole: it is parsed lazily and each datapoint's
@@ -137,7 +142,8 @@ class _Views:
         if offset < 0 or min(shape, default=0) < 0 or offset + count * safe.itemsize > self.size:
             raise PageError(f"{self.name}: corrupt or truncated: an array ({lazy!r}) lies outside the page "
                             f"({self.size} bytes)")
-        out = np.frombuffer(self.data, dtype=safe, count=count, offset=offset).reshape(shape, order=lazy.order)
+        order = "F" if lazy.order == "F" else "C"
+        out = np.frombuffer(self.data, dtype=safe, count=count, offset=offset).reshape(shape, order=order)
         if not out.dtype.isnative:
             out = out.astype(out.dtype.newbyteorder("="))
             out.flags.writeable = False

@@ -21,7 +21,9 @@ their docstrings for how they stay fast (cache-sized chunks, three logarithms pe
 
 from __future__ import annotations
 
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -117,36 +119,44 @@ def tensor_metrics(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {name: float(values[0]) for name, values in tensor_divergence(a[None], b[None]).items()}
 
 
-def _as_f64(raw: np.ndarray) -> np.ndarray:
-    """A float64 copy with non-finite values as 0 (float16 through :func:`_to_f32`, much faster than its cast)."""
-    if raw.dtype == np.float16:
-        raw = _to_f32(raw, np.empty(raw.shape, dtype=np.float32))
-    out = raw.astype(np.float64)
-    return out if np.isfinite(out).all() else np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-
-
 def tensor_divergence(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`tensor_metrics` of every pair ``a[i]``, ``b[i]`` of two same-shaped batches: ``(n,)`` float64 arrays.
 
     Each figure as :func:`relative_error`, :func:`cosine_similarity` and :func:`sqnr_db` give it (non-finite values
-    count as 0), from four dot products per pair in float64."""
+    count as 0), from four dot products per pair in float64, over cache-sized chunks of the batch."""
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
     n = a.shape[0]
-    x, y = _as_f64(a.reshape(n, -1)), _as_f64(b.reshape(n, -1))
-    signal = np.einsum("ij,ij->i", x, x)
-    other = np.einsum("ij,ij->i", y, y)
-    dot = np.einsum("ij,ij->i", x, y)
-    y -= x
-    noise = np.einsum("ij,ij->i", y, y)
+    flat_a, flat_b = a.reshape(n, -1), b.reshape(n, -1)
+    width = flat_a.shape[1]
+    rows = max(1, min(n, _CHUNK // max(width, 1)))
+    buffers = np.empty((rows, width)), np.empty((rows, width))
+    sums = {name: np.empty(n) for name in ("signal", "other", "dot", "noise")}
+    for start in range(0, n, rows):
+        end = min(start + rows, n)
+        x, y = (_finite_f64(raw[start:end], buf[:end - start]) for raw, buf in ((flat_a, buffers[0]),
+                                                                               (flat_b, buffers[1])))
+        sums["signal"][start:end] = np.einsum("ij,ij->i", x, x)
+        sums["other"][start:end] = np.einsum("ij,ij->i", y, y)
+        sums["dot"][start:end] = np.einsum("ij,ij->i", x, y)
+        np.subtract(y, x, out=y)
+        sums["noise"][start:end] = np.einsum("ij,ij->i", y, y)
+    signal, other, dot, noise = sums["signal"], sums["other"], sums["dot"], sums["noise"]
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(signal > 0, np.sqrt(noise) / np.sqrt(signal), np.where(noise == 0, 0.0, np.nan))
         both = (signal > 0) & (other > 0)
         cosine = np.where(both, dot / (np.sqrt(signal) * np.sqrt(other)), np.where(signal == other, 1.0, np.nan))
         sqnr = np.where(noise == 0, np.inf, np.where(signal > 0, 10.0 * np.log10(signal / noise), np.nan))
     return {"rel_error": rel, "cosine": cosine, "sqnr_db": sqnr}
+
+
+def _finite_f64(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``raw`` as float64 in ``out``, non-finite values as 0 (float16 through :func:`_to_f64`, much faster than its
+    cast)."""
+    _to_f64(raw, out)
+    return out if np.isfinite(out).all() else np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 # ---------------------------------------------------------------------------------------------- attention in batches
@@ -183,15 +193,27 @@ def _to_f32(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _to_f64(raw: np.ndarray, out: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """``raw`` as float64 in ``out``. Non-negative finite float16 (attention) by its bits, as :func:`_to_f32` does
-    (shifted 42 places, scaled by 2^1008); other float16 through ``half`` (a float32 buffer) by :func:`_to_f32`."""
-    if raw.dtype == np.float16 and raw.size and int(raw.view(np.uint16).max()) < 0x7C00:
-        wide = out.view(np.uint64)
-        np.copyto(wide, raw.view(np.uint16), casting="safe")
-        np.left_shift(wide, 42, out=wide)
-        return np.multiply(out, _F64_SCALE, out=out)
-    if raw.dtype == np.float16:
+def _to_f64(raw: np.ndarray, out: np.ndarray, half: np.ndarray | None = None) -> np.ndarray:
+    """``raw`` as float64 in ``out``. Finite float16 by its bits, as :func:`_to_f32` does (shifted 42 places, scaled
+    by 2^1008, the sign put back); a batch with an infinite or NaN half through numpy's cast (via ``half``, a float32
+    buffer, when given)."""
+    if raw.dtype == np.float16 and raw.size:
+        bits = raw.view(np.uint16)
+        top = int(bits.max())
+        signed = top >= 0x8000
+        if top < 0x7C00 or (signed and int(np.bitwise_and(bits, 0x7FFF).max()) < 0x7C00):
+            wide = out.view(np.uint64)
+            np.copyto(wide, bits, casting="safe")
+            if signed:
+                sign = np.bitwise_and(wide, 0x8000)
+                np.left_shift(sign, 48, out=sign)
+                np.bitwise_and(wide, 0x7FFF, out=wide)
+            np.left_shift(wide, 42, out=wide)
+            np.multiply(out, _F64_SCALE, out=out)
+            if signed:
+                np.bitwise_or(wide, sign, out=wide)
+            return out
+    if raw.dtype == np.float16 and half is not None:
         raw = _to_f32(raw, half)
     np.copyto(out, raw, casting="unsafe")
     return out
@@ -249,7 +271,20 @@ def _chunk_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, np.
             out[name][start:end][bad] = np.nan
 
 
-def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5) -> dict[str, np.ndarray]:
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One lasting pool per thread count (a summary asks for thousands of batches)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eval-viewer-maths")
+        return pool
+
+
+def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int = 1) -> dict[str, np.ndarray]:
     """Per datapoint and head of two ``(..., heads, Lq, Lk)`` batches of attention weights: ``jsd`` (per query, then
     averaged over queries, bits), ``jsd_max`` (its worst query), ``entropy_a`` / ``entropy_b`` (bits, averaged over
     queries) and ``topk_a`` / ``topk_b`` (mass of the ``k`` largest keys, averaged over queries); each
@@ -259,7 +294,8 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5) -> dict[str, 
     Row by row these are :func:`js_divergence`, :func:`entropy` and :func:`top_k_mass` (the tests hold them to
     scipy), computed in float64 over cache-sized chunks of rows: three logarithms per weight, row sums as
     matrix-vector products, JSD summed from per-weight terms that are each >= 0 (so it does not cancel to noise when
-    the passes nearly agree), top-k by a partial sort of float16 bits where the weights are float16."""
+    the passes nearly agree), top-k by a partial sort of float16 bits where the weights are float16. ``threads`` > 1
+    spreads the chunks over that many threads (numpy releases the GIL inside each operation)."""
     p = np.asarray(p)
     q = np.asarray(q)
     if p.shape != q.shape:
@@ -272,11 +308,20 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5) -> dict[str, 
     flat_q = q.reshape(-1, keys)
     total = flat_p.shape[0]
     rows = max(1, min(total, _CHUNK // max(keys, 1)))
-    buffers = [np.empty((rows, keys), dtype=np.float32)] + [np.empty((rows, keys)) for _ in range(6)]
     per_row = {name: np.empty(total, dtype=np.float64) for name in ("jsd", "entropy_a", "entropy_b", "topk_a",
                                                                    "topk_b")}
-    for start in range(0, total, rows):
-        _chunk_rows(flat_p[start:start + rows], flat_q[start:start + rows], k, per_row, start, buffers)
+    starts = list(range(0, total, rows))
+    parts = max(1, min(int(threads), len(starts)))
+
+    def work(part: int) -> None:
+        buffers = [np.empty((rows, keys), dtype=np.float32)] + [np.empty((rows, keys)) for _ in range(6)]
+        for start in starts[part::parts]:
+            _chunk_rows(flat_p[start:start + rows], flat_q[start:start + rows], k, per_row, start, buffers)
+
+    if parts == 1:
+        work(0)
+    else:  # numpy lets go of the GIL inside each operation: chunks of one batch run on several cores
+        list(_pool(parts).map(work, range(parts)))
     shaped = {name: values.reshape(*lead, queries) for name, values in per_row.items()}
     jsd = shaped["jsd"]
     if np.isnan(jsd).any():

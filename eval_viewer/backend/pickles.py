@@ -143,10 +143,10 @@ class LazyArray:
         if dtype.hasobject and not state["dtype"].hasobject:  # its flags were cleared: bytes would become pointers
             raise PageError(f"{ctx.path}: refused: raw bytes read as a dtype holding Python objects ({dtype})")
         try:
-            shape = tuple(int(d) for d in state["shape"])
+            shape = tuple(map(int, state["shape"]))  # (map and min: no generator per array, a page has thousands)
         except (KeyError, TypeError, ValueError):
             raise PageError(f"{ctx.path}: corrupt array header (shape)") from None
-        if any(d < 0 for d in shape) or len(shape) > untrusted.MAX_NDIM:
+        if (shape and min(shape) < 0) or len(shape) > untrusted.MAX_NDIM:
             raise PageError(f"{ctx.path}: corrupt array header (shape {shape})")
         order = "F" if state.get("order") == "F" else "C"
         self.offset, self.dtype, self.shape, self.order, self.value = -1, dtype, shape, order, None

@@ -1,12 +1,14 @@
 """The pass-wide "where inside the model" summary: every matched datapoint's internals compared, layer × head.
 
-:func:`compute_summary` reads each matched datapoint of both passes and keeps, per compared debug item (a *layer*:
-``debugger`` or ``debugger/key``) and per head, the per-datapoint metrics of :func:`~.compare.compare_items`, so the
-summary table (:meth:`LayerSummary.table`, worst first) and "where does this cell diverge most"
-(:meth:`LayerSummary.worst`) come from the same arrays. :class:`SummaryJobs` runs it in a background thread with
-progress, writes the result under the store's cache dir (``<cache_dir>/compare/<hash>.npz``, never inside a log dir)
-and reloads it after a restart; the hash covers both passes' files (their listing with sizes and mtimes), the
-alignment and the format version, so a pass that changes is summarised again.
+:func:`compute_summary` reads both passes page by page (:mod:`.bulk`: one read and one parse per page, the next
+page read while this one is compared) and keeps, per compared debug item (a *layer*: ``debugger`` or
+``debugger/key``) and per head, the per-datapoint metrics of :func:`~.compare.compare_items`, computed for a page of
+datapoints at once (:func:`~.divergence.attention_divergence`, :func:`~.divergence.tensor_divergence`: the figures
+the paired view shows, to 1e-9), so the summary table (:meth:`LayerSummary.table`, worst first) and "where does this
+cell diverge most" (:meth:`LayerSummary.worst`) come from the same arrays. :class:`SummaryJobs` runs it in a
+background thread with progress, writes the result under the store's cache dir (``<cache_dir>/compare/<hash>.npz``,
+never inside a log dir) and reloads it after a restart; the hash covers both passes' files (their listing with sizes
+and mtimes), the alignment and the format version, so a pass that changes is summarised again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -207,6 +210,8 @@ def _schedule(pages_a: PassPages, pages_b: PassPages,
 
 _BATCH = 256
 """Datapoints compared in one batched call (their stacked float16 attention is a few MB)."""
+_THREADS = max(1, min(4, (os.cpu_count() or 1) - 1))
+"""Threads for the attention maths: one core is left to the page reader (parsing holds the GIL)."""
 
 
 class _Accumulator:
@@ -232,7 +237,7 @@ class _Accumulator:
                 part = positions[start:start + _BATCH]
                 left = np.stack([xs[p] for p in part])
                 right = np.stack([ys[p] for p in part])
-                metrics = (attention_divergence(left, right, TOP_K) if layer.kind == Kind.ATTENTION
+                metrics = (attention_divergence(left, right, TOP_K, threads=_THREADS) if layer.kind == Kind.ATTENTION
                            else {k: v[:, None] for k, v in tensor_divergence(left, right).items()})
                 self._store(layer, [rows[p] for p in part], metrics)
 
