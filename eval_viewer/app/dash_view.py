@@ -3,17 +3,25 @@
 The display describes what to show (:mod:`eval_viewer.display.view`); this module is the only place that knows which
 Dash component draws each node. Tags, CSS classes and ids come out as the static-HTML adapter writes them
 (:mod:`eval_viewer.display.html`), so the stylesheet and the browser tests see one markup whichever adapter drew it.
+
+``to_dash(node, lean=True)`` is what the app's datapoint view uses: the browser's time to mount a view grows with
+the number of Dash components in it (each one is a React wrapper subscribed to the renderer's store), and most of a
+view is markup nothing listens to. So a container whose subtree holds no id and no Plotly figure becomes *one*
+component, its own tag and classes, whose children are the static-HTML adapter's escaped markup in
+:data:`STATIC_ATTR`; ``assets/static.js`` puts that markup in place. Containers that hold an id (an item the app
+re-draws, a fold, a clickable graph) stay components, so every callback finds what it listens to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from html import escape
 from typing import Any, overload
 
 from dash import dcc, html
 from dash.development.base_component import Component
 
-from eval_viewer.display.html import PRE_STYLE
+from eval_viewer.display.html import PRE_STYLE, to_html
 from eval_viewer.display.view import (
     Badge,
     Caption,
@@ -29,7 +37,13 @@ from eval_viewer.display.view import (
     children_of,
 )
 
-__all__ = ["to_dash"]
+__all__ = ["to_dash", "STATIC_ATTR"]
+
+STATIC_ATTR = "data-ev-html"
+"""The attribute holding a static container's inner markup (written by :func:`eval_viewer.display.html.to_html`,
+which escapes every text), put in place by ``assets/static.js``."""
+_STATIC_MIN_NODES = 3
+"""A container is drawn from markup only when that saves components (a lone text stays a component)."""
 
 _GROUP_TAGS = {"div": html.Div, "section": html.Section, "span": html.Span}
 _TEXT_TAGS = {"plain": html.Div, "inline": html.Span, "pre": html.Pre, "bold": html.B, "h2": html.H2, "h3": html.H3}
@@ -77,15 +91,64 @@ def _problem(node: Problem) -> html.Div:
 
 
 @overload
-def to_dash(node: Node) -> Component: ...
+def to_dash(node: Node, *, lean: bool = False) -> Component: ...
 
 
 @overload
-def to_dash(node: str) -> str: ...
+def to_dash(node: str, *, lean: bool = False) -> str: ...
 
 
-def to_dash(node: Child) -> Component | str:
-    """The Dash component drawing ``node`` (a string stays a string: Dash sets it as text, never as HTML)."""
+def _static_sizes(node: Child, sizes: dict[int, int]) -> int:
+    """Fill ``sizes`` with the node count of every subtree that holds no id and no figure (keyed by ``id(node)``);
+    returns the size of ``node``'s subtree, or -1 when something in it is listened to or is a figure."""
+    own_live = isinstance(node, Figure) or (isinstance(node, Group) and node.id is not None)
+    total = 1
+    for child in children_of(node):
+        size = _static_sizes(child, sizes)
+        if size < 0:
+            own_live = True
+        total += max(size, 0)
+    if own_live:
+        return -1
+    sizes[id(node)] = total
+    return total
+
+
+def _lean(node: Child, sizes: dict[int, int]) -> Component | str:
+    skeleton = isinstance(node, Group) and node.tag == "section"  # a page's sections and headings stay components
+    if not skeleton and isinstance(node, (Group, Table, Details)) and sizes.get(id(node), 0) >= _STATIC_MIN_NODES:
+        return _static(node)
+    if isinstance(node, Group):
+        props = {**_kwargs(node.cls, node.id), **{f"data-{k}": v for k, v in node.data.items()}}
+        return _GROUP_TAGS[node.tag]([_lean(child, sizes) for child in children_of(node)], **props)
+    if isinstance(node, Details):
+        return html.Details([html.Summary(node.summary), *[_lean(child, sizes) for child in children_of(node)]],
+                            **_kwargs(node.cls))
+    return to_dash(node)  # a leaf, or a table of live cells (none are made today): drawn in full
+
+
+def _static(node: Group | Table | Details) -> Component:
+    """``node`` as one component: its own element, its children as markup (see :data:`STATIC_ATTR`)."""
+    if isinstance(node, Group):
+        inner = "".join(to_html(child) for child in children_of(node))
+        props = {**_kwargs(node.cls), **{f"data-{k}": v for k, v in node.data.items()}}
+        return _GROUP_TAGS[node.tag](**props, **{STATIC_ATTR: inner})
+    if isinstance(node, Details):
+        inner = f"<summary>{escape(node.summary)}</summary>" + "".join(to_html(child) for child in children_of(node))
+        return html.Details(**_kwargs(node.cls), **{STATIC_ATTR: inner})
+    whole = to_html(node)  # <table class=...>INNER</table>
+    return html.Table(**_kwargs(node.cls), **{STATIC_ATTR: whole[whole.index(">") + 1: -len("</table>")]})
+
+
+def to_dash(node: Child, *, lean: bool = False) -> Component | str:
+    """The Dash component drawing ``node`` (a string stays a string: Dash sets it as text, never as HTML).
+
+    ``lean``: containers nothing listens to are drawn from markup as one component each (see the module's
+    docstring); the page looks the same, with far fewer components for the browser to mount."""
+    if lean:
+        sizes: dict[int, int] = {}
+        _static_sizes(node, sizes)
+        return _lean(node, sizes)
     if isinstance(node, str):
         return node
     if isinstance(node, Group):

@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "URL",
     "URL_SET",
+    "URL_WRITTEN",
     "SELECTION",
     "RESCAN",
     "LOG_VERSION",
@@ -101,6 +102,8 @@ URL_SET = "ev-url-set"
 """A second ``dcc.Location``, through which the selector callback rewrites the address (``URL`` follows it). Dash
 holds a callback back while another one that writes one of its inputs is pending, and the selector callback waits for
 the dropdowns' code to load: were it to write ``URL``, drawing a datapoint from a link would wait for that too."""
+URL_WRITTEN = "ev-url-written"
+"""The address the selector callback last wrote through ``URL_SET``: when ``URL`` follows, that is its own echo."""
 SELECTION = "ev-selection"
 NOTICE = "ev-notice"
 # Live logs: RESCAN ticks; LOG_VERSION holds the store's snapshot version, which changes only when a run, a pass or

@@ -167,9 +167,12 @@ def make_layout(rescan_s: float = 10.0) -> html.Div:
     return html.Div(
         [
             dcc.Location(id=ids.URL, refresh="callback-nav"),
+            dcc.Location(id=ids.URL_SET, refresh="callback-nav"),  # URL follows it (its callback-nav events)
+            dcc.Store(id=ids.URL_WRITTEN),
             dcc.Store(id=ids.SELECTION),
             *compare_stores(),
             dcc.Store(id=ids.TABLE_MODEL),
+            dcc.Store(id=ids.OPEN_ITEMS, storage_type="local"),
             dcc.Store(id=ids.LOG_VERSION),
             dcc.Interval(id=ids.RESCAN, interval=max(rescan_s, 1.0) * 1000, disabled=rescan_s <= 0),
             _header(),

@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import Future
 
 from dash.development.base_component import Component
@@ -31,19 +31,24 @@ __all__ = ["RenderedViews"]
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str | None, str | None, int | None, int | None, str | None, str]
+Key = tuple[str | None, str | None, int | None, int | None, str | None, str, frozenset[str] | None]
 MAX_PENDING = 4
 """Drawings waiting at most: a user holding → down must not queue up work for views long gone by."""
 
 
-def _key(state: ViewState, version: str) -> Key:
+def _key(state: ViewState, version: str, opened: frozenset[str] | None) -> Key:
     """``version`` is the pass's file version (:meth:`LogStore.pass_version`): a view is never served once a file it
-    was drawn from changed."""
-    return (state.run, state.split, state.step, state.idx, state.metric, version)
+    was drawn from changed. ``opened``: the debug items drawn (the user's open ones; None: all)."""
+    return (state.run, state.split, state.step, state.idx, state.metric, version, opened)
+
+
+def _frozen(opened: Collection[str] | None) -> frozenset[str] | None:
+    return None if opened is None else frozenset(opened)
 
 
 class RenderedViews:
-    """``get(state)``: the datapoint view of a complete state; ``prefetch(states)``: draw those in the background."""
+    """``get(state, opened)``: the datapoint view of a complete state with the debug items ``opened`` drawn;
+    ``prefetch(states, opened)``: draw those in the background."""
 
     def __init__(self, store: LogStore, *, size: int = 24, prefetch: bool = True) -> None:
         self._store = store
@@ -52,23 +57,24 @@ class RenderedViews:
         self._pending: dict[Key, Future[Component]] = {}
         self._lock = threading.Lock()
         self._prefetch = prefetch
-        self._queue: queue.SimpleQueue[tuple[Key, ViewState, Future[Component]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Key, ViewState, frozenset[str] | None, Future[Component]] | None] = (
+            queue.SimpleQueue())
         self._worker: threading.Thread | None = None
 
-    def _key(self, state: ViewState) -> Key:
+    def _key(self, state: ViewState, opened: frozenset[str] | None) -> Key:
         try:
             version = self._store.pass_version(state.pass_key)
         except ViewerError:  # an unknown pass: drawing it raises the error the user sees
             version = ""
-        return _key(state, version)
+        return _key(state, version, opened)
 
-    def _draw(self, state: ViewState) -> Component:
+    def _draw(self, state: ViewState, opened: frozenset[str] | None) -> Component:
         assert state.run is not None and state.idx is not None
-        key = self._key(state)  # the version before reading: files changing during the drawing make it stale at once
+        key = self._key(state, opened)  # the version before reading: files changing while drawing make it stale
         record = self._store.datapoint(state.pass_key, state.idx)
         scores = self._store.scores(state.pass_key)
         health = datapoint_flags(self._store, state.pass_key, record)  # a badge on each card with a problem
-        view = datapoint_view(record, state.metric, scores.higher_is_better, health)
+        view = datapoint_view(record, state.metric, scores.higher_is_better, opened, health)
         if not record.problems:
             with self._lock:
                 self._views[key] = view
@@ -77,10 +83,12 @@ class RenderedViews:
                     self._views.popitem(last=False)
         return view
 
-    def get(self, state: ViewState) -> Component:
-        """The view of ``state`` (run, epoch, idx, metric all resolved): from memory, from a drawing in progress, or
-        drawn now. Errors of the store propagate (the caller's boundary shows them)."""
-        key = self._key(state)
+    def get(self, state: ViewState, opened: Collection[str] | None = None) -> Component:
+        """The view of ``state`` (run, epoch, idx, metric all resolved) with the debug items ``opened`` drawn (None:
+        every item): from memory, from a drawing in progress, or drawn now. Errors of the store propagate (the
+        caller's boundary shows them)."""
+        drawn = _frozen(opened)
+        key = self._key(state, drawn)
         with self._lock:
             view = self._views.get(key)
             if view is not None:
@@ -92,31 +100,32 @@ class RenderedViews:
                 return pending.result()
             except Exception:  # noqa: BLE001 - the background attempt failed; draw here so the error surfaces here
                 log.debug("prefetch of %s failed; drawing it now", key, exc_info=True)
-        return self._draw(state)
+        return self._draw(state, drawn)
 
-    def prefetch(self, states: Iterable[ViewState]) -> None:
-        """Draw ``states`` in the background unless kept or already being drawn."""
+    def prefetch(self, states: Iterable[ViewState], opened: Collection[str] | None = None) -> None:
+        """Draw ``states`` (with the debug items ``opened``) in the background unless kept or already being drawn."""
         if not self._prefetch:
             return
         with self._lock:
             if self._worker is None:  # a daemon thread: never holds up the server's exit
                 self._worker = threading.Thread(target=self._work, name="eval-viewer-prefetch", daemon=True)
                 self._worker.start()
+            drawn = _frozen(opened)
             for state in states:
-                key = self._key(state)
+                key = self._key(state, drawn)
                 if key in self._views or key in self._pending or len(self._pending) >= MAX_PENDING:
                     continue
                 future: Future[Component] = Future()
                 self._pending[key] = future
-                self._queue.put((key, state, future))
+                self._queue.put((key, state, drawn, future))
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
-            key, state, future = job
+            key, state, opened, future = job
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                future.set_result(self._draw(state))
+                future.set_result(self._draw(state, opened))
             except Exception as err:  # noqa: BLE001 - handed to whoever waits; get() draws again and reports it
                 future.set_exception(err)
             finally:

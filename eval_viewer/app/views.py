@@ -4,12 +4,13 @@ drawn as Dash components.
 The view itself (scores, the four sections, debugger cards, item keys that name their item) is composed in the
 display, so a notebook and a report show exactly what the app shows; this module only adds the pattern-matching ids
 (:func:`ids.item_body`, :func:`ids.graph`) that let one item be re-drawn in place, e.g. the attention card for a query
-the user clicked, and hands the tree to the Dash adapter.
+the user clicked, and the fold ids (:func:`ids.item_fold`, :func:`ids.item_toggle`) of the debug items, which the app
+draws only while the user has them open, and hands the tree to the Dash adapter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,18 +22,28 @@ from eval_viewer.backend import DatapointRecord, Item
 from eval_viewer.display import datapoint
 from eval_viewer.display.datapoint import SECTION_TITLES, ViewIds, find_item, input_image, item_key
 
-__all__ = ["datapoint_view", "render_keyed", "find_item", "input_image", "item_key", "SECTION_TITLES", "VIEW_IDS"]
+__all__ = ["datapoint_view", "render_keyed", "open_item", "find_item", "input_image", "item_key", "SECTION_TITLES",
+           "VIEW_IDS"]
 
-VIEW_IDS = ViewIds(body=ids.item_body, graph=ids.graph)
-"""The ids the app gives an item's container and its interactive figures."""
+VIEW_IDS = ViewIds(body=ids.item_body, graph=ids.graph, fold=ids.item_fold, toggle=ids.item_toggle)
+"""The ids the app gives an item's container, its interactive figures and, for a debug item, its fold."""
 
 
 def datapoint_view(record: DatapointRecord, metric: str | None, higher_is_better: Mapping[str, bool],
-                   health: Sequence[Any] | None = None) -> Component:
-    """The whole datapoint view below the navigation bar; ``health``: its health flags (badges on the cards)."""
-    return to_dash(datapoint.datapoint_view(record, metric, higher_is_better, ids=VIEW_IDS, health=health))
+                   opened: Collection[str] | None = None, health: Sequence[Any] | None = None) -> Component:
+    """The whole datapoint view below the navigation bar. ``opened``: the keys of the debug items drawn (those the
+    user has open; the others show their head only); None: every item drawn."""
+    return to_dash(datapoint.datapoint_view(record, metric, higher_is_better, ids=VIEW_IDS, opened=opened,
+                                            health=health), lean=True)
+
+
+def open_item(record: DatapointRecord, key: str) -> Component:
+    """What goes inside :func:`ids.item_fold` ``(key)`` when the user opens that item: its body, drawn now.
+    :class:`~eval_viewer.errors.NotFoundError` when ``record`` has no item ``key``."""
+    item = find_item(record, key)
+    return to_dash(datapoint.item_body(item, key, input_image(record), ids=VIEW_IDS, record=record), lean=True)
 
 
 def render_keyed(item: Item, key: str, image: np.ndarray | None, attention_query: int | None = None) -> Component:
     """What goes inside :func:`ids.item_body` ``(key)``: the rendered item, e.g. re-drawn for a newly chosen query."""
-    return to_dash(datapoint.render_keyed(item, key, image, attention_query, ids=VIEW_IDS))
+    return to_dash(datapoint.render_keyed(item, key, image, attention_query, ids=VIEW_IDS), lean=True)

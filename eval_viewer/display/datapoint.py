@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from eval_viewer.errors import NotFoundError
 from eval_viewer.log_format import Kind
 
 __all__ = ["datapoint_view", "render_keyed", "render_context", "find_item", "item_key", "parse_item_key",
-           "input_image", "ViewIds", "SECTIONS", "SECTION_TITLES", "WIDE_KINDS"]
+           "input_image", "item_body", "ViewIds", "SECTIONS", "SECTION_TITLES", "WIDE_KINDS"]
 
 SECTIONS = ("inputs", "labels", "meta", "debug")
 """The sections an item key can name, in the order of :data:`SECTION_TITLES`."""
@@ -57,6 +57,11 @@ class ViewIds:
 
     body: Callable[[str], Any]
     graph: Callable[[str, str], Any]
+    fold: Callable[[str], Any] | None = None
+    """With ``toggle``: the container of a debug item that is drawn only while the user has it open (the app's
+    way to a quick page: a closed item costs the browser its head only). None: every item drawn."""
+    toggle: Callable[[str], Any] | None = None
+    """The head of a foldable item: a click on it opens or folds the item."""
 
 
 def item_key(section: str, name: str, key: str) -> str:
@@ -131,15 +136,29 @@ def render_keyed(item: Item, key: str, image: np.ndarray | None, attention_query
     return render_item(item, render_context(image, key, attention_query, ids, record))
 
 
-def _item(item: Item, key: str, image: np.ndarray | None, ids: ViewIds | None,
-          record: DatapointRecord | None = None) -> Group:
-    """An item under a small head: its key (none for a debugger's whole output) and its semantic kind."""
-    head = Group([Text(item.key, cls="ev-item-key", style="inline") if item.key else None, Badge(item.kind)],
-                 cls="ev-item-head")
-    body = Group([render_keyed(item, key, image, ids=ids, record=record)], cls="ev-item-body",
+def item_body(item: Item, key: str, image: np.ndarray | None, ids: ViewIds | None = None,
+              record: DatapointRecord | None = None) -> Group:
+    """The container of item ``key`` holding the rendered item (what a folded item gets when it is opened)."""
+    return Group([render_keyed(item, key, image, ids=ids, record=record)], cls="ev-item-body",
                  id=ids.body(key) if ids is not None else None)
+
+
+def _item(item: Item, key: str, image: np.ndarray | None, ids: ViewIds | None,
+          record: DatapointRecord | None = None, opened: Collection[str] | None = None) -> Group:
+    """An item under a small head: its key (none for a debugger's whole output) and its semantic kind.
+
+    ``opened`` (with the fold ids of ``ids``): the item is foldable, drawn only when its key is in ``opened``."""
+    head_parts = [Text(item.key, cls="ev-item-key", style="inline") if item.key else None, Badge(item.kind)]
     width = "ev-item-wide" if item.kind in WIDE_KINDS else "ev-item-small"
-    return Group([head, body], cls=f"ev-item-box {width}")
+    if opened is None or ids is None or ids.fold is None or ids.toggle is None:
+        return Group([Group(head_parts, cls="ev-item-head"), item_body(item, key, image, ids, record)],
+                     cls=f"ev-item-box {width}")
+    is_open = key in opened
+    label = Group([Text("", cls="ev-fold-mark", style="inline"), *head_parts], cls="ev-fold-label", tag="span")
+    head = Group([label], cls="ev-item-head ev-fold-head", id=ids.toggle(key))
+    fold = Group([item_body(item, key, image, ids, record)] if is_open else [],
+                 cls="ev-fold ev-open" if is_open else "ev-fold", id=ids.fold(key))
+    return Group([head, fold], cls=f"ev-item-box {width}")
 
 
 def _fmt(value: float) -> str:
@@ -202,11 +221,11 @@ def _meta(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | None
 
 
 def _debug(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | None,
-           health: Mapping[str, Sequence[Any]] | None = None) -> list[Group]:
-    """One card per debugger, titled with its name, holding every item it saved."""
+           opened: Collection[str] | None = None, health: Mapping[str, Sequence[Any]] | None = None) -> list[Group]:
+    """One card per debugger, titled with its name, holding every item it saved (foldable with ``opened``)."""
     cards = []
     for name, items in record.debug.items():
-        body = [_item(item, item_key("debug", name, item.key), image, ids, record) for item in items]
+        body = [_item(item, item_key("debug", name, item.key), image, ids, record, opened) for item in items]
         wide = any(item.kind in WIDE_KINDS for item in items)
         cards.append(Group([Text(name, cls="ev-card-title", style="h3"),
                             health_badges(health.get(name, ())) if health else None,
@@ -217,9 +236,10 @@ def _debug(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | Non
 
 def datapoint_view(record: DatapointRecord, metric: str | None = None,
                    higher_is_better: Mapping[str, bool] | None = None, *, ids: ViewIds | None = None,
-                   health: Sequence[Any] | None = None) -> Group:
+                   opened: Collection[str] | None = None, health: Sequence[Any] | None = None) -> Group:
     """Everything saved about one datapoint: its scores (``metric`` highlighted), any problems reading it, and the
     four sections. ``ids``: the app's ids for the parts it re-draws (None: no ids, e.g. in a notebook).
+    ``opened`` (with ``ids.fold``): debug items are foldable and only the keys in ``opened`` are drawn.
     ``health``: the datapoint's health flags (:mod:`eval_viewer.backend.health`), a badge on each card with one."""
     image = input_image(record)
     problems = Problem("Some of this datapoint could not be read", items=record.problems,
@@ -230,8 +250,10 @@ def datapoint_view(record: DatapointRecord, metric: str | None = None,
         _section("Labels", _labels(record, image, ids), "No labels or predictions were saved for this datapoint.",
                  record.notes.get("labels")),
         _section("Meta info", _meta(record, image, ids), "No meta info was saved for this datapoint."),
-        _section("Debug outputs", _debug(record, image, ids, flags_by_debugger(health) if health else None),
-                 "No debugger saved anything for this datapoint in this epoch."),
+        _section("Debug outputs", _debug(record, image, ids, opened, flags_by_debugger(health) if health else None),
+                 "No debugger saved anything for this datapoint in this epoch.",
+                 "click an item's name to draw it or fold it; what is open stays open from datapoint to datapoint"
+                 if opened is not None and ids is not None and ids.fold is not None and record.debug else None),
     ], cls="ev-sections")
     return Group([_scores(record, metric, higher_is_better or {}), problems, sections], cls="ev-datapoint-content",
                  data={"idx": str(record.idx)})

@@ -13,7 +13,7 @@ from eval_viewer.app.views import SECTION_TITLES
 from eval_viewer.backend import LogStore
 
 __all__ = ["start", "click_table_row", "table_column", "filter_table", "sort_table", "wait_for_datapoint",
-           "assert_sections_and_cards", "url_state"]
+           "assert_sections_and_cards", "open_debug_items", "url_state"]
 
 DRAWN = "img, .js-plotly-plot, svg, canvas"
 """What counts as a drawn figure inside a card (a PNG, a Plotly graph, an SVG or a canvas), as opposed to text."""
@@ -108,8 +108,28 @@ def wait_for_datapoint(dash_duo, idx: int | str) -> None:  # noqa: ANN001
     )
 
 
+_FOLDED = f"#{ids.DATAPOINT_BODY} .ev-item-box:has(> .ev-fold:not(.ev-open)) > .ev-fold-head"
+_UNDRAWN = f"#{ids.DATAPOINT_BODY} .ev-fold.ev-open:not(:has(.ev-item-body))"
+_COUNT = "return document.querySelectorAll(arguments[0]).length"
+
+
+def open_debug_items(dash_duo) -> None:  # noqa: ANN001
+    """Open every folded debug item as a user does (a click on its head, one after the other), and wait until each
+    one is drawn. The app draws a debug item only while it is open (and remembers which are, in local storage)."""
+    driver = dash_duo.driver
+    while (folded := driver.execute_script(_COUNT, _FOLDED)) > 0:
+        driver.execute_script("document.querySelector(arguments[0]).click()", _FOLDED)
+        WebDriverWait(driver, 15, poll_frequency=0.05).until(
+            lambda d: d.execute_script(_COUNT, _FOLDED) < folded, "a click on a folded item's head did not open it")
+    WebDriverWait(driver, 15, poll_frequency=0.1).until(
+        lambda d: d.execute_script(_COUNT, _UNDRAWN) == 0 and d.execute_script(_LOADING) == 0,
+        "the opened debug items were not drawn")
+
+
 def assert_sections_and_cards(dash_duo, debuggers: Sequence[str]) -> None:  # noqa: ANN001
-    """All four section headings, and one card per debugger, titled with its name, holding a drawn figure."""
+    """All four section headings, and one card per debugger, titled with its name, holding a drawn figure (the
+    debug items are opened first, as a user does)."""
+    open_debug_items(dash_duo)
     titles = [el.text.strip() for el in dash_duo.find_elements(f"#{ids.DATAPOINT_BODY} .ev-section-title")]
     assert [t.lower() for t in titles] == [t.lower() for t in SECTION_TITLES]
     cards = dash_duo.driver.execute_script(_CARDS, f"#{ids.DATAPOINT_BODY} .ev-card", DRAWN)

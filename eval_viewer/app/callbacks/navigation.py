@@ -1,10 +1,12 @@
 """The URL and everything that moves it: the run/pass/metric selectors, ← → and "Overview", which view is shown.
 
-The query string is the single source of truth. One callback keeps the selectors and the URL in step (Dash allows a
-component to be input and output of the *same* callback, not of two); it publishes run/pass/metric to the
-``SELECTION`` store only when they change (run, split, step, metric), so stepping through datapoints never re-draws the overview or resets the
-table's filters. Clicks elsewhere (table, score map, ← →) write the URL with ``allow_duplicate`` and this callback
-brings the selectors along.
+The query string is the single source of truth. One callback keeps the selectors and the URL in step; it publishes
+run/pass/metric to the ``SELECTION`` store only when they change (run, split, step, metric), so stepping through
+datapoints never re-draws the overview or resets the table's filters, and a page opened on a datapoint publishes it
+only when the overview is first shown (nothing hidden is drawn before it is needed). Clicks elsewhere (table, score
+map, ← →) write the URL with ``allow_duplicate`` and this callback brings the selectors along. It writes the address
+itself through ``URL_SET`` (``URL`` follows; ``URL_WRITTEN`` tells it its own echo), so the datapoint view, which
+listens to ``URL``, is drawn without waiting for it (see :data:`..ids.URL_SET`).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def register(app: dash.Dash, store: LogStore) -> None:
         return version
 
     @app.callback(
-        Output(ids.URL, "search"),
+        Output(ids.URL_SET, "search"),
         Output(ids.RUN, "options"),
         Output(ids.RUN, "value"),
         Output(ids.PASS, "options"),
@@ -91,23 +93,27 @@ def register(app: dash.Dash, store: LogStore) -> None:
         Output(ids.METRIC, "value"),
         Output(ids.SELECTION, "data"),
         Output(ids.NOTICE, "children"),
+        Output(ids.URL_WRITTEN, "data"),
         Input(ids.URL, "search"),
         Input(ids.RUN, "value"),
         Input(ids.PASS, "value"),
         Input(ids.METRIC, "value"),
         Input(ids.LOG_VERSION, "data"),
         State(ids.SELECTION, "data"),
+        State(ids.URL_WRITTEN, "data"),
     )
-    @guarded(lambda box: (no_update,) * 9 + (box,))
+    @guarded(lambda box: (no_update,) * 9 + (box, no_update))
     def sync(
         search: str | None, run: str | None, chosen_pass: str | None, metric: str | None, _version: Any,
-        selection: dict[str, Any] | None,
+        selection: dict[str, Any] | None, written: str | None,
     ) -> tuple[Any, ...]:
         """URL -> selectors on load/back/links; selector -> URL when the user picks something; new passes -> the
         selectors' options."""
         notice: Any = None
         new_search: Any = no_update
         trigger = ctx.triggered_id
+        if trigger == ids.URL and written is not None and (search or "") == written:
+            return (no_update,) * 10 + (None,)  # URL following what this callback wrote: done, notice included
         try:
             current: ViewState | None = parse_query(search)
         except ViewerError as err:
@@ -133,6 +139,10 @@ def register(app: dash.Dash, store: LogStore) -> None:
         state = resolved.state
         options = pass_options(resolved.run)
         new_selection = selection_of(state)
+        # A page opened on a datapoint (a shared link) draws the overview when it is first shown: until then its
+        # hidden figures and table would only take the browser's time. Once drawn, it is kept current (a table
+        # that showed another run's rows for a moment on the way back could be clicked).
+        publish = new_selection != selection and (state.idx is None or selection is not None)
         return (
             new_search,
             run_options(store.runs()),
@@ -142,8 +152,9 @@ def register(app: dash.Dash, store: LogStore) -> None:
             len(options) < 2,
             metric_options(resolved.scores),
             state.metric,
-            new_selection if new_selection != selection else no_update,
+            new_selection if publish else no_update,
             notice,
+            new_search if new_search is not no_update else (None if written is not None else no_update),
         )
 
     @app.callback(
