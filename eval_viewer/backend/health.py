@@ -206,37 +206,80 @@ def _fraction(count: int, total: int) -> float:
     return count / total if total else math.nan
 
 
+_CHUNK = 1 << 20
+"""Values measured at a time: a chunk of rows small enough to stay in cache through the passes over it."""
+
+
 def measure_arrays(x: np.ndarray, channels: bool, t: HealthThresholds) -> dict[str, np.ndarray]:
     """Vectorised over the first axis (datapoints): each of :data:`SCALAR_FIELDS` as a ``(n,)`` array, and with
     ``channels`` the ``(n, C)`` mask of channels (axis 1) that are exactly zero (a NaN channel is not dead)."""
     n = x.shape[0]
     flat = x.reshape(n, -1)
+    out = {f: np.full(n, np.nan) for f in SCALAR_FIELDS}
+    step = max(1, _CHUNK // max(flat.shape[1], 1))
+    for start in range(0, n, step):
+        part = flat[start:start + step]
+        for name, values in _measure_rows(part, t).items():
+            out[name][start:start + step] = values
+    if channels and x.ndim >= 3:
+        out["dead"] = ~np.any(x.reshape(n, x.shape[1], -1) != 0, axis=2)
+    return out
+
+
+def _measure_rows(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
+    """The measures of a chunk of rows. A row whose sum is finite holds no NaN or Inf (they would carry into it),
+    so only rows with a non-finite sum pay for the finite-aware path."""
     if flat.dtype.kind != "f" or flat.dtype.itemsize < 4:
         flat = flat.astype(np.float32)
+    n, total = flat.shape
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums = flat.sum(axis=1, dtype=np.float64)
+    bad = ~np.isfinite(sums)
+    if bad.any():
+        out = {f: np.full(n, np.nan) for f in ("nan", "inf", "zeros", "saturated", "mean", "std", "scale")}
+        good = np.flatnonzero(~bad)
+        if good.size:
+            for name, values in _measure_rows(flat[good], t).items():
+                out[name][good] = values
+        rows = np.flatnonzero(bad)
+        for name, values in _measure_unclean(flat[rows], t).items():
+            out[name][rows] = values
+        return out
+    zeros = total - np.count_nonzero(flat, axis=1)
+    mean = sums / total
+    square = np.einsum("ij,ij->i", flat, flat, dtype=np.float64) / total
+    top, low = flat.max(axis=1), flat.min(axis=1)
+    tol = t.extreme_tolerance
+    at_top = np.count_nonzero(flat >= (top - tol * np.abs(top))[:, None], axis=1)
+    at_low = np.count_nonzero(flat <= (low + tol * np.abs(low))[:, None], axis=1)
+    at = np.where(top != 0, at_top, 0) + np.where((low != 0) & (low != top), at_low, 0)
+    saturated = np.where(top == low, 0.0, at / total) if total >= t.min_values else np.full(n, np.nan)
+    return {"nan": np.zeros(n), "inf": np.zeros(n), "zeros": zeros / total, "saturated": saturated, "mean": mean,
+            "std": np.sqrt(np.maximum(square - mean * mean, 0.0)), "scale": np.sqrt(square)}
+
+
+def _measure_unclean(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
+    """Rows holding NaN or Inf: the same measures over their finite values."""
     total = flat.shape[1]
     finite = np.isfinite(flat)
-    n_finite = finite.sum(axis=1)
-    clean = bool((n_finite == total).all())
-    nan = np.zeros(n) if clean else np.isnan(flat).sum(axis=1)
-    values = flat if clean else np.where(finite, flat, 0)
-    zeros = (flat == 0).sum(axis=1)  # NaN and Inf are not zeros
+    n_finite = np.count_nonzero(finite, axis=1)
+    nan = np.count_nonzero(np.isnan(flat), axis=1)
+    values = np.where(finite, flat, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         count = np.where(n_finite > 0, n_finite, np.nan)
         mean = values.sum(axis=1, dtype=np.float64) / count
         square = np.einsum("ij,ij->i", values, values, dtype=np.float64) / count
-        std = np.sqrt(np.maximum(square - mean * mean, 0.0))
-        top = (values if clean else np.where(finite, flat, -np.inf)).max(axis=1)
-        low = (values if clean else np.where(finite, flat, np.inf)).min(axis=1)
-        at_top = ((flat >= (top - t.extreme_tolerance * np.abs(top))[:, None]) & finite).sum(axis=1)
-        at_low = ((flat <= (low + t.extreme_tolerance * np.abs(low))[:, None]) & finite).sum(axis=1)
+        top = np.where(finite, flat, -np.inf).max(axis=1)
+        low = np.where(finite, flat, np.inf).min(axis=1)
+        tol = t.extreme_tolerance
+        at_top = np.count_nonzero(finite & (flat >= (top - tol * np.abs(top))[:, None]), axis=1)
+        at_low = np.count_nonzero(finite & (flat <= (low + tol * np.abs(low))[:, None]), axis=1)
         at = np.where(top != 0, at_top, 0) + np.where((low != 0) & (low != top), at_low, 0)
         saturated = np.where(top == low, 0.0, at / count)
-    saturated = np.where(n_finite >= t.min_values, saturated, np.nan)
-    out = {"nan": nan / total, "inf": (total - n_finite - nan) / total, "nonfinite_count": np.full(n, np.nan),
-           "zeros": zeros / total, "saturated": saturated, "mean": mean, "std": std, "scale": np.sqrt(square)}
-    if channels and x.ndim >= 3:
-        out["dead"] = ~np.any(x.reshape(n, x.shape[1], -1) != 0, axis=2)
-    return out
+    return {"nan": nan / total, "inf": (total - n_finite - nan) / total,
+            "zeros": (total - np.count_nonzero(flat, axis=1)) / total,
+            "saturated": np.where(n_finite >= t.min_values, saturated, np.nan), "mean": mean,
+            "std": np.sqrt(np.maximum(square - mean * mean, 0.0)), "scale": np.sqrt(square)}
 
 
 def _measure_array(value: np.ndarray, channels: bool, t: HealthThresholds) -> Measure:
@@ -318,14 +361,16 @@ def summary_entropy(value: Any) -> np.ndarray | None:
     if not isinstance(summary, Mapping) or not isinstance(keys, int) or isinstance(keys, bool) or keys < 2:
         return None
     h = np.asarray(summary.get("entropy"), dtype=np.float64)
-    peak = np.asarray(summary.get("max", np.ones_like(h)), dtype=np.float64)
     if h.ndim < 1 or not h.size:
         return None
-    if peak.shape == h.shape:
+    peak = summary.get("max")
+    if isinstance(peak, np.ndarray) and peak.shape == h.shape:
         h = np.where(peak > 0, h, np.nan)  # rows with no mass (the capture zeroes non-finite rows): nothing to judge
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return (np.nanmean(h.reshape(-1, h.shape[-1]), axis=0) if h.ndim > 1 else h) / math.log(keys)
+    if h.ndim > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            h = np.nanmean(h.reshape(-1, h.shape[-1]), axis=0)
+    return h / math.log(keys)
 
 
 def _measure_attention(value: Any) -> Measure | None:

@@ -350,7 +350,11 @@ def _measure_column(c: Column, item: Item, first: Measure, picked: list[Any], ro
         return arrays
     groups: dict[tuple[Any, ...], list[tuple[int, np.ndarray]]] = {}
     summarised: set[int] = set()
+    if c.source == "attention" and "entropy" in arrays:
+        summarised = _summaries(arrays["entropy"], rows, picked)
     for row, value in zip(rows, picked):
+        if row in summarised:
+            continue
         if c.source == "attention":
             entropy = summary_entropy(value)
             if entropy is not None and "entropy" in arrays and entropy.size == arrays["entropy"].shape[1]:
@@ -384,6 +388,33 @@ def _measure_column(c: Column, item: Item, first: Measure, picked: list[Any], ro
             arrays["dead"][where] = m["dead"]
             arrays["dead_seen"][where] = True
     return arrays
+
+
+def _summaries(entropy: np.ndarray, rows: list[int], picked: list[Any]) -> set[int]:
+    """Fill ``entropy`` from the capture's per-head summaries, the common layout (1-D per head, no windows) in one
+    vectorised step; the rows filled. Any other layout is left to :func:`~.health.summary_entropy` row by row."""
+    width = entropy.shape[1]
+    done: list[int] = []
+    h: list[np.ndarray] = []
+    peak: list[np.ndarray] = []
+    keys: list[int] = []
+    for row, value in zip(rows, picked):
+        try:
+            summary, k = value["summary"], value["num_keys"]
+            e, m = summary["entropy"], summary["max"]
+        except (KeyError, TypeError, IndexError):
+            continue
+        if ("windows" in value or not isinstance(k, int) or k < 2 or not isinstance(e, np.ndarray)
+                or not isinstance(m, np.ndarray) or e.shape != (width,) or m.shape != (width,)):
+            continue
+        done.append(row)
+        h.append(e)
+        peak.append(m)
+        keys.append(k)
+    if done:
+        values = np.stack(h).astype(np.float64) / np.log(np.asarray(keys, dtype=np.float64))[:, None]
+        entropy[done] = np.where(np.stack(peak) > 0, values, np.nan)
+    return set(done)
 
 
 def _concat(parts: list[tuple[int, dict[Column, dict[str, np.ndarray]]]]) -> dict[Column, dict[str, np.ndarray]]:

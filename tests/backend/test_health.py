@@ -237,3 +237,30 @@ def test_pass_summary_agrees_with_each_datapoint_read_alone(store: LogStore, tmp
         assert summary.datapoints("attention_collapsed").tolist() == [1, 3, 5, 7, 9, 11]
         for idx in range(12):
             assert summary.flags(idx) == health(mixed.datapoint(("mixed", "test"), idx), context=summary.context)
+
+
+def test_vectorised_measures_match_a_row_by_row_reference() -> None:
+    from eval_viewer.backend.health import measure_arrays
+
+    rng = np.random.default_rng(3)
+    batch = rng.standard_normal((7, 3, 9, 11)).astype(np.float16)
+    batch[1, 0] = 0  # a dead channel
+    batch[2, :, :4] = np.nan
+    batch[2, 1, 5, :3] = 0
+    batch[3, 2, 0, 0] = np.inf
+    batch[4] = np.clip(batch[4], -0.5, 0.5)  # saturated at both ends
+    batch[5] = 2.5  # constant
+    batch[6] = np.maximum(batch[6], 0)  # a ReLU's output
+    t = HealthThresholds()
+    got = measure_arrays(batch, channels=True, t=t)
+    for row, x in enumerate(batch.astype(np.float32)):
+        values = x[np.isfinite(x)]
+        assert got["nan"][row] == np.isnan(x).mean() and got["inf"][row] == np.isinf(x).mean()
+        assert got["zeros"][row] == (x == 0).mean()
+        assert got["mean"][row] == pytest.approx(values.mean(dtype=np.float64), abs=1e-6)
+        assert got["std"][row] == pytest.approx(values.std(dtype=np.float64), abs=1e-5)
+        top, low = values.max(), values.min()
+        at = (values == top).sum() * (top != 0) + (values == low).sum() * (low != 0) * (low != top)
+        assert got["saturated"][row] == pytest.approx(0.0 if top == low else at / values.size)
+        assert (got["dead"][row] == ~np.any(x.reshape(3, -1) != 0, axis=1)).all()
+    assert got["dead"][1].tolist() == [True, False, False] and got["saturated"][4] > 0.5
