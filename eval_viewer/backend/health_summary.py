@@ -65,6 +65,8 @@ __all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "H
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
+_MAP_CHUNK = 1 << 21
+"""Attention weights turned into entropies at a time (float32 temporaries of 8 MB each)."""
 
 
 @dataclass(frozen=True)
@@ -370,17 +372,15 @@ def _measure_column(c: Column, item: Item, first: Measure, picked: list[Any], ro
             groups.setdefault((array.shape, array.dtype.str), []).append((row, array))
     for shape_key, members in groups.items():
         where = np.fromiter((row for row, _ in members), dtype=np.int64, count=len(members))
-        if c.source == "attention" and all(row in summarised for row, _ in members):
+        if c.source == "attention":  # no summary from the capture: from the maps, a few MB at a time
+            step = max(1, _MAP_CHUNK // max(members[0][1].size, 1))
+            for start in range(0, len(members), step):
+                measured = head_entropy(np.stack([a for _, a in members[start:start + step]]), (0, shape_key[2] + 1))
+                if measured is not None and measured[0].shape[1:] == arrays["entropy"].shape[1:]:
+                    arrays["entropy"][where[start:start + step]] = measured[0]
+                    arrays["nan"][where[start:start + step]] = measured[1]
             continue
         batch = np.stack([a for _, a in members])
-        if c.source == "attention":
-            keep = np.array([row not in summarised for row, _ in members])
-            if keep.any():  # no summary from the capture: from the maps
-                measured = head_entropy(batch[keep], (0, shape_key[2] + 1))
-                if measured is not None and measured[0].shape[1:] == arrays["entropy"].shape[1:]:
-                    arrays["entropy"][where[keep]] = measured[0]
-                    arrays["nan"][where[keep]] = measured[1]
-            continue
         m = measure_arrays(batch, channels=item.kind == Kind.FEATURE_MAP and batch.ndim >= 4, t=t)
         for f in SCALAR_FIELDS:
             arrays[f][where] = m[f]
