@@ -86,9 +86,10 @@ def _image_channels_last(shape: Sequence[int]) -> bool:
     return shape[-1] in _CHANNELS and shape[-3] not in _CHANNELS
 
 
-def _shrink(value: Any, max_side: int, channels_last: bool = False) -> np.ndarray:
-    """A private CPU numpy copy of ``value`` with its two spatial axes at most ``max_side`` (area mean for floats,
-    nearest for masks), shrunk where it lies (on the GPU, before the copy) so little crosses to the host."""
+def _shrink(value: Any, max_side: int, channels_last: bool = False, area: bool = False) -> np.ndarray:
+    """A private CPU numpy copy of ``value`` with its two spatial axes at most ``max_side`` (``area``: mean over each
+    output pixel's area, for images; else the nearest input pixel, exact for masks and logits and far cheaper),
+    shrunk where it lies (on the GPU, before the copy) so little crosses to the host."""
     t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
     t = t.detach()
     if channels_last:
@@ -98,10 +99,15 @@ def _shrink(value: Any, max_side: int, channels_last: bool = False) -> np.ndarra
     if scale > 1:
         size = (max(1, round(h / scale)), max(1, round(w / scale)))
         flat = t.reshape(-1, 1, h, w)
-        if t.is_floating_point():
+        if area and t.is_floating_point():
             flat = F.adaptive_avg_pool2d(flat.float(), size)
+        elif h % size[0] == 0 and w % size[1] == 0:  # a whole factor: a strided view, copied small below
+            ky, kx = h // size[0], w // size[1]
+            flat = flat[:, :, ky // 2::ky, kx // 2::kx]
         else:
-            flat = F.interpolate(flat.float(), size=size, mode="nearest-exact").to(t.dtype)
+            rows = ((torch.arange(size[0], device=t.device) + 0.5) * h / size[0]).long().clamp(max=h - 1)
+            cols = ((torch.arange(size[1], device=t.device) + 0.5) * w / size[1]).long().clamp(max=w - 1)
+            flat = flat.index_select(2, rows).index_select(3, cols)
         t = flat.reshape(*t.shape[:-2], *size)
     if channels_last:
         t = t.movedim(-3, -1)
@@ -299,7 +305,7 @@ class SnapshotWriter:
             samples = tuple(int(i) for i in _shrink_free(indices)[:n])
         return _Job(
             step=step,
-            image=_shrink(_select(image, n, keep), self.max_side, channels_last),
+            image=_shrink(_select(image, n, keep), self.max_side, channels_last, area=True),
             input_hw=(int(height), int(width)),
             clip=is_clip,
             frames=frames,
