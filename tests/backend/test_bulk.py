@@ -171,3 +171,22 @@ def test_pass_without_pages_reads_nothing(tmp_path: Path, make_store: Callable[.
     pages = make_store(run).pass_pages(PassKey("bare", "test"))
     assert pages.pages == () and list(iter_datapoints(pages)) == []
     assert json.loads((run / EVALUATION_SCORES).read_text())  # untouched
+
+
+def test_read_ahead_keeps_a_schedule_of_two_passes_in_step(tmp_path: Path, make_store: Callable[..., LogStore],
+                                                           outputs_of: Callable[..., dict[str, Any]]) -> None:
+    from functools import partial
+
+    from eval_viewer.backend.bulk import read_ahead
+
+    run = _evaluator(tmp_path / "one")
+    (run / DEBUGGER_DIR / "page_1.pkl").write_bytes(b"\x80\x04 broken")
+    other = _evaluator(tmp_path / "two", per_page=6)
+    pages_a = make_store(run, cache_dir=tmp_path / "ca").pass_pages(KEY)
+    pages_b = make_store(other, cache_dir=tmp_path / "cb").pass_pages(KEY)
+    schedule = [(pages_a, pages_a.pages[0][0]), (pages_b, pages_b.pages[1][0]), (pages_a, pages_a.pages[1][0]),
+                (pages_a, pages_a.pages[2][0])]
+    got = list(read_ahead([partial(read_page, p, rel, select={"gradcam": None}) for p, rel in schedule], prefetch=2))
+    assert [type(g).__name__ for g in got] == ["Page", "Page", "PageError", "Page"]
+    assert sorted(got[1].values) == list(range(6, 12)) and "page_1.pkl" in str(got[2])
+    np.testing.assert_array_equal(got[3].values[9]["gradcam"], outputs_of(9, None)["gradcam"])
