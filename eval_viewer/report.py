@@ -178,7 +178,7 @@ def _entries(store: LogStore, spec: ReportSpec, order: Sequence[int], alignment:
         texts = _flag_texts(flags_a, "a · " if paired else "") + _flag_texts(flags_b, "b · ")
         summary = _flag_summary(flags_a) + (f" | b: {_flag_summary(flags_b)}" if flags_b else "")
         entry = ReportEntry(rank=rank, record=record, partner=partner, no_partner=why, flags=tuple(texts),
-                            flag_summary=summary.strip(" |"))
+                            flag_summary=summary.strip(" |"), card_flags=tuple(flags_a))
         entries.append(entry)
         sections.append(entry_view(spec, entry))
     bar.close()

@@ -232,5 +232,10 @@ def test_health_flags_of_a_planted_problem_show_beside_its_datapoint(tmp_path: P
     assert badges[3] == ["⚠ features: NaN 75 %"]
     assert badges[4] == ["⚠ features: dead 100 %"]
     assert all(not found for idx, found in badges.items() if idx not in (3, 4))
+    cards = {idx: re.findall(r'ev-health-badge ev-health-(\w+)"', body) for idx, body in sections.items()}
+    assert cards[3] == ["nan"] and cards[4] == ["dead"]  # and on the features card, as in the app
+    assert re.search(r'data-debugger="features"><h3[^>]*>features</h3><div class="ev-health-badges" '
+                     r'data-health="nan">', sections[3])
+    assert all(not found for idx, found in cards.items() if idx not in (3, 4))
     assert re.search(r'href="#dp-3">datapoint 3</a></td><td>[^<]*</td><td>nan ×1</td>', text)
     assert re.search(r'href="#dp-4">datapoint 4</a></td><td>[^<]*</td><td>dead ×1</td>', text)

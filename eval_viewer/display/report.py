@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from eval_viewer.backend.health import Flag
 from eval_viewer.backend.model import DatapointRecord, PassKey
 from eval_viewer.display.datapoint import datapoint_view
 from eval_viewer.display.html import link
@@ -70,6 +71,8 @@ class ReportEntry:
     """Plain-text health flags (what looked wrong in its saved debug outputs), one badge each."""
     flag_summary: str = ""
     """The flags in a few words for the contents (``nan ×2, dead ×1``)."""
+    card_flags: tuple[Flag, ...] = ()
+    """Pass a's flags themselves: the datapoint view puts each on its debugger's card, as the app does."""
     no_partner: str = ""
     """Why a paired report shows this datapoint alone."""
 
@@ -159,6 +162,6 @@ def entry_view(spec: ReportSpec, entry: ReportEntry) -> Group:
         if spec.pass_b is not None:
             body.append(Text(entry.no_partner or f"No partner in {spec.pass_b}: shown in pass a only.",
                              cls="ev-section-note"))
-        body.append(datapoint_view(entry.record, spec.metric, spec.higher_is_better))
+        body.append(datapoint_view(entry.record, spec.metric, spec.higher_is_better, health=entry.card_flags))
     return Group([head, *body], cls="ev-report-entry", tag="section", id=anchor(entry.idx),
                  data={"idx": str(entry.idx), "rank": str(entry.rank)})
