@@ -239,3 +239,20 @@ def test_lightning_callback_writes_snapshots_and_logs_them_to_the_trainers_logge
     accumulator = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
     accumulator.Reload()
     assert [e.step for e in accumulator.Images("snapshots/0")] == [2, 4]
+
+
+def test_large_inputs_are_shrunk_on_the_step_and_prompts_follow(tmp_path: Path) -> None:
+    gt = torch.zeros(1, 1, 200, 300)
+    gt[0, 0, 50:100, 100:200] = 1
+    with SnapshotWriter(tmp_path, 1, max_side=64) as writer:
+        writer(0, torch.rand(1, 3, 200, 300), gt=gt, pred=torch.randn(1, 1, 200, 300),
+               prompts=[[PromptData.point([[150, 75]]), PromptData.box_prompt([100, 50, 200, 100])]])
+    entry = joblib.load(tmp_path / lf.TRAIN_DIR / "step_0" / lf.DEBUGGER_DIR / "page_0.pkl")[0]
+    height, width = round(200 * 64 / 300), 64  # the longest side to max_side, the aspect kept
+    assert entry["record"]["inputs"]["image"].shape == (height, width, 3)
+    rows = ((np.arange(height) + 0.5) * 200 / height).astype(int)  # nearest input pixel of each output pixel
+    cols = ((np.arange(width) + 0.5) * 300 / width).astype(int)
+    assert np.array_equal(entry["record"]["labels"]["masks"][0], gt[0, 0].numpy()[rows][:, cols])
+    point, box = entry[SNAPSHOT]["prompts"]
+    assert np.allclose(point["points"], [[150 * width / 300, 75 * height / 200]])
+    assert np.allclose(box["box"], [100 * width / 300, 50 * height / 200, 200 * width / 300, 100 * height / 200])
