@@ -186,6 +186,7 @@ class SnapshotWriter:
     ``frame_stride``-th frame up to ``max_frames`` are kept, at most ``max_side`` pixels a side. ``indices``: the
     datapoints' dataset indices (shown as ``sample``); ``scores``: per-datapoint values to save with the ``iou``.
 
+    ``class_names``: names of the class ids (``argmax``), written beside each step's pages for the viewer.
     ``logger``: a TensorBoard ``SummaryWriter``, a Lightning logger or anything with ``log_image`` (see
     :func:`forward_image`); each composite goes to it as ``{tag}/{i}`` at the step. Only global rank 0 writes under
     ``torch.distributed``. :meth:`close` (or ``with``) waits for what is queued.
@@ -205,6 +206,7 @@ class SnapshotWriter:
         max_frames: int = 8,
         max_side: int = 256,
         tag: str = "snapshots",
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if every_n_steps < 1 or queue_size < 1 or max_videos < 1 or max_side < 8:
             raise ValueError("every_n_steps, queue_size and max_videos must be >= 1 and max_side >= 8, got "
@@ -222,6 +224,7 @@ class SnapshotWriter:
         self.max_frames = int(max_frames)
         self.max_side = int(max_side)
         self.tag = tag
+        self.class_names = [str(c) for c in class_names] if class_names is not None else None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=int(queue_size))
         self._lock = threading.Lock()
         self._counts = {"queued": 0, "written": 0, "dropped": 0, "failed": 0, "logged": 0, "log_failures": 0}
@@ -377,6 +380,8 @@ class SnapshotWriter:
                 ious.append(_iou(job.gt[i], job.pred[i], self.activation, self.threshold, job.clip))
         name = lf.page_name(0)
         size = atomic_dump(debug_dir / name, page)
+        if self.class_names is not None:  # the viewer's sidecar: names in mask legends and beside class ids
+            lf.atomic_write_text(debug_dir / lf.VIEWER_FILE, json.dumps({lf.VIEWER_CLASS_NAMES: self.class_names}))
         lf.atomic_write_text(debug_dir / lf.index_name(), json.dumps({
             lf.INDEX_VERSION: lf.FORMAT_VERSION,
             lf.INDEX_RANK: None,

@@ -92,6 +92,16 @@ def test_a_snapshot_datapoint_reads_like_any_other(tmp_path: Path, store_of) -> 
     assert (run / lf.TRAIN_DIR / "step_7" / "snapshot_1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_class_names_reach_the_record(tmp_path: Path, store_of) -> None:  # noqa: ANN001
+    logits = torch.zeros(1, 3, 16, 16)
+    logits[:, 2, 4:12, 4:12] = 5.0
+    with SnapshotWriter(tmp_path / "run_d", 1, activation="argmax", class_names=["bg", "cat", "dog"]) as writer:
+        writer(0, torch.rand(1, 3, 16, 16), gt=torch.full((1, 16, 16), 2), pred=logits)
+    record = store_of(tmp_path / "run_d").datapoint(PassKey("run_d", lf.SPLIT_TRAIN, 0), 0)
+    assert record.class_names == ("bg", "cat", "dog")
+    assert record.predictions[0].value[8, 8] == 2 and record.predictions[0].value[0, 0] == 0
+
+
 def test_a_run_of_snapshots_alone_opens_on_its_latest_one(tmp_path: Path, store_of) -> None:  # noqa: ANN001
     snapshots(tmp_path / "only_train", [3, 9])
     info = store_of(tmp_path).run("only_train")
