@@ -237,8 +237,10 @@ class _Accumulator:
                 part = positions[start:start + _BATCH]
                 left = np.stack([xs[p] for p in part])
                 right = np.stack([ys[p] for p in part])
-                metrics = (attention_divergence(left, right, TOP_K, threads=_THREADS) if layer.kind == Kind.ATTENTION
-                           else {k: v[:, None] for k, v in tensor_divergence(left, right).items()})
+                if layer.kind == Kind.ATTENTION:
+                    metrics = attention_divergence(left, right, TOP_K, threads=_THREADS)
+                else:
+                    metrics = {k: v[:, None] for k, v in tensor_divergence(left, right).items()}
                 self._store(layer, [rows[p] for p in part], metrics)
 
     def _store(self, layer: _Layer, rows: list[int], metrics: dict[str, np.ndarray]) -> None:
@@ -290,6 +292,7 @@ def _compare_pages(store: Any, a: PassKey, b: PassKey, alignment: Alignment, lay
     for problem in (*pages_a.problems, *pages_b.problems):
         result.notes.setdefault(problem, problem)
     row_of = {idx: row for row, idx in enumerate(alignment.a.tolist())}
+    indices_a = dict(pages_a.pages)
     pages = read_ahead(loads, prefetch=1, stop=stop)
     held_b: dict[str, Page | PageError] = {}
     done = 0
@@ -298,7 +301,7 @@ def _compare_pages(store: Any, a: PassKey, b: PassKey, alignment: Alignment, lay
         held_b = {rel: held_b[rel] for rel in rels_b if rel in held_b}  # the same decision _schedule made
         for rel in loads_b:
             held_b[rel] = next(pages, None)  # type: ignore[assignment]
-        if stop is not None and stop.is_set() or page_a is None:
+        if (stop is not None and stop.is_set()) or page_a is None:  # (page_a is None only when stopped)
             raise ViewerError("The comparison was stopped")
         for item in (page_a, *(held_b[rel] for rel in loads_b)):
             if isinstance(item, PageError):
@@ -307,7 +310,7 @@ def _compare_pages(store: Any, a: PassKey, b: PassKey, alignment: Alignment, lay
         for rel in rels_b:
             if isinstance(held_b[rel], Page):
                 values_b.update(held_b[rel].values)  # type: ignore[union-attr]
-        rows = sorted(row_of[i] for i in dict(pages_a.pages)[rel_a] if i in row_of)
+        rows = sorted(row_of[i] for i in indices_a[rel_a] if i in row_of)
         if isinstance(page_a, Page):
             _compare_rows(page_a.values, values_b, rows, alignment, layers, result)
         done += len(rows)
