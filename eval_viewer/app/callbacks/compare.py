@@ -323,7 +323,7 @@ def _register_common_failures(app: dash.Dash, store: LogStore) -> None:
         pass."""
         keys = [parse_pass_token(t) for t in tokens or []]
         if ctx.triggered_id == ids.FAIL_TABLE:
-            if not cell or cell.get("rowId") is None:
+            if not isinstance(cell, dict) or cell.get("rowId") is None:
                 raise PreventUpdate
             idx = int(cell["rowId"])
             column = str(cell.get("colId") or "")
@@ -333,7 +333,7 @@ def _register_common_failures(app: dash.Dash, store: LogStore) -> None:
             else:
                 position = next((k for k in range(len(keys)) if row.get(f"f{k}")), 0)
         else:
-            points = (click or {}).get("points") or []
+            points = (click if isinstance(click, dict) else {}).get("points") or []
             if not points or not isinstance(points[0].get("customdata"), list):
                 raise PreventUpdate
             idx, position = (int(v) for v in points[0]["customdata"])
