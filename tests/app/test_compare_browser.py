@@ -180,8 +180,9 @@ def test_common_failures_of_two_runs_list_map_and_open(dash_duo, serve, example_
     assert int(_grid_row(dash_duo, ids.FAIL_TABLE, 0, "idx")) == order[0]
     assert _grid_row(dash_duo, ids.FAIL_TABLE, 0, "count") == "2"
     assert _grid_row(dash_duo, ids.FAIL_TABLE, both - 1, "idx") == str(order[both - 1])
-    cells = dash_duo.find_elements(f"#{ids.FAIL_MAP} .js-plotly-plot .heatmaplayer")
-    assert cells, "the datapoints x runs map is drawn"
+    dash_duo.wait_for_element(f"#{ids.FAIL_MAP} .js-plotly-plot .heatmaplayer", timeout=20)  # datapoints x runs
+    ticks = {e.text for e in dash_duo.find_elements(f"#{ids.FAIL_MAP} .ytick text")}
+    assert ticks == {f"#{i}" for i in order[:both]}  # one map row per listed datapoint
     _click_row(dash_duo, ids.FAIL_TABLE, 0)  # the idx cell: the first run it fails in
     wait_for_datapoint(dash_duo, order[0])
     state = url_state(dash_duo)
