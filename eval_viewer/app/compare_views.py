@@ -13,14 +13,13 @@ from dash import html
 from eval_viewer.app import ids
 from eval_viewer.app.compare_state import compare_deltas, compare_position, list_order, pass_token, vs_pass
 from eval_viewer.app.state import ViewState, resolve
-from eval_viewer.backend import LogStore
-from eval_viewer.backend import PassKey
+from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.backend.compare import CommonFailures, Deltas, common_failures
 from eval_viewer.backend.summary import LayerSummary
 
 __all__ = ["deltas_of", "delta_rows", "delta_caption", "delta_map_figure", "summary_rows", "worst_list",
            "compare_nav", "compare_step", "progress_bar", "failures_of", "failure_columns", "failure_rows",
-           "failure_caption", "failure_map_figure", "pass_options_all", "FAIL_MAP_ROWS"]
+           "failure_caption", "failure_map_figure", "pass_options_all", "FAIL_MAP_ROWS", "FAIL_LIST_ROWS"]
 
 
 def _num(value: float) -> float | None:
@@ -158,7 +157,9 @@ def compare_nav(store: LogStore, state: ViewState) -> tuple[Any, bool, bool]:
 
 # ------------------------------------------------------------------------------------------------- common failures
 FAIL_MAP_ROWS = 40
-"""Datapoints drawn in the common-failures map (the list holds them all)."""
+"""Datapoints drawn in the common-failures map (the list holds more)."""
+FAIL_LIST_ROWS = 2000
+"""Datapoints sent to the common-failures list at most (the most failing; the caption says when there are more)."""
 
 
 def pass_options_all(store: LogStore) -> list[dict[str, Any]]:
@@ -196,11 +197,13 @@ def failure_columns(keys: list[PassKey]) -> list[dict[str, Any]]:
     return columns
 
 
-def failure_rows(cf: CommonFailures, table: np.ndarray, minimum: int) -> list[dict[str, Any]]:
-    """Datapoints failing in at least ``minimum`` passes, the most failing first (ties by index)."""
+def failure_rows(cf: CommonFailures, table: np.ndarray, minimum: int,
+                 limit: int = FAIL_LIST_ROWS) -> list[dict[str, Any]]:
+    """Datapoints failing in at least ``minimum`` passes, the most failing first (ties by index), at most
+    ``limit``."""
     rows = []
     for i in cf.order().tolist():
-        if cf.counts[i] < minimum:
+        if cf.counts[i] < minimum or len(rows) >= limit:
             break
         row: dict[str, Any] = {"idx": i, "count": int(cf.counts[i])}
         for k in range(table.shape[0]):
@@ -214,9 +217,11 @@ def failure_caption(cf: CommonFailures, keys: list[PassKey], minimum: int, liste
                     higher: bool) -> list[Any]:
     """What is listed, and each pass's failure boundary (``≤`` for higher-is-better metrics, ``≥`` otherwise)."""
     everywhere = int((cf.counts == len(keys)).sum())
+    failing = int((cf.counts >= minimum).sum())
+    shown = f"{failing} datapoints" + (f" (the first {listed} listed)" if listed < failing else "")
     cuts = ", ".join(f"{key.run} · {key.label} {'≤' if higher else '≥'} {c:.3g}" if math.isfinite(c) else
                      f"{key.run} · {key.label}: no values" for key, c in zip(keys, cf.cutoffs))
-    return [html.B(f"{listed} datapoints fail in at least {minimum} of {len(keys)} passes"),
+    return [html.B(f"{shown} fail in at least {minimum} of {len(keys)} passes"),
             f" · {everywhere} in all of them · failing = in the worst {cf.percentile:g} % of {cf.metric} or NaN "
             f"(boundaries: {cuts}) · click a row to open it in the first pass it fails in, a pass's cell to open it "
             "there"]
