@@ -20,7 +20,7 @@ import logging
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,32 +32,24 @@ from eval_viewer.backend.bulk import Page, PassPages, iter_pages
 from eval_viewer.backend.health import (
     FAMILIES,
     KINDS,
-    SCALAR_FIELDS,
     Column,
     Flag,
     ForwardOrder,
     HealthThresholds,
     HitKey,
     Hits,
-    Measure,
     PassContext,
-    attention_weights,
     flag_columns,
     flags_of_row,
     forward_order,
-    head_entropy,
     health,
-    item_array,
-    measure,
-    measure_arrays,
-    measure_stats,
     scale_jumps,
-    summary_entropy,
 )
-from eval_viewer.backend.model import DatapointRecord, Item, PassKey
+from eval_viewer.backend.health_pages import concat, measure_page
+from eval_viewer.backend.model import DatapointRecord, PassKey
 from eval_viewer.backend.records import build_record
 from eval_viewer.errors import ViewerError
-from eval_viewer.log_format import Kind, atomic_write_bytes
+from eval_viewer.log_format import atomic_write_bytes
 
 __all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "HealthJobs", "HealthStatus",
            "read_pass", "datapoint_flags", "previous_pass"]
@@ -65,8 +57,6 @@ __all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "H
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
-_MAP_CHUNK = 1 << 21
-"""Attention weights turned into entropies at a time (float32 temporaries of 8 MB each)."""
 
 
 @dataclass(frozen=True)
@@ -249,193 +239,17 @@ def compute_health(store: Any, key: PassKey, thresholds: HealthThresholds | None
         values = [page.values[i] for i in idx]
         first = build_record(key, idx[0], {}, values[0], pages.debuggers, [], pages.hints)
         order = order or forward_order(pages.debuggers, list(first.debug))
-        parts.append((len(idx), _measure_page(key, idx, values, first, pages, order, t)))
+        parts.append((len(idx), measure_page(key, idx, values, first, pages, order, t)))
         indices.extend(idx)
         if progress is not None:
             progress(len(indices), total)
     if stop is not None and stop.is_set():
         raise ViewerError("The health summary was stopped")
-    columns = _concat(parts)
+    columns = concat(parts)
     ordered = tuple(sorted(columns, key=lambda c: (c.position, c.debugger, c.key)))
     notes = tuple(problems) + ((order.note,) if order is not None and order.note else ())
     return HealthSummary(key, t, np.asarray(indices, dtype=np.int64), ordered, {c.name: columns[c] for c in ordered},
                          order.source if order is not None else "page", notes)
-
-
-def _signature(value: Any) -> Any:
-    """The layout of one datapoint's ``{debugger: output}`` (names and top-level keys)."""
-    if not isinstance(value, Mapping):
-        return type(value).__name__
-    return tuple((name, tuple(out) if isinstance(out, Mapping) else type(out).__name__) for name, out in value.items())
-
-
-def _lookup(value: Any, path: tuple[str, ...]) -> Any:
-    for part in path:
-        value = value[part]
-    return value
-
-
-def _path(column: Column) -> tuple[str, ...]:
-    return (column.debugger, *(column.key.split(".") if column.key else ()))
-
-
-def _measure_page(key: PassKey, idx: list[int], values: list[Any], first: DatapointRecord, pages: PassPages,
-                  order: ForwardOrder, t: HealthThresholds) -> dict[Column, dict[str, np.ndarray]]:
-    """Every checked column over the datapoints of one page, ``(len(values),)`` arrays."""
-    n = len(values)
-    found = measure(first, order, t)
-    items = {c: first.debug_item(c.debugger, c.key) for c in found}
-    layout = _signature(values[0])
-    same = [i for i, v in enumerate(values) if _signature(v) == layout]
-    direct = {c: item for c, item in items.items() if _same_object(values[0], _path(c), item.value)}
-    out: dict[Column, dict[str, np.ndarray]] = {}
-    leftover = set(range(n)) - set(same) if len(direct) == len(items) else set(range(n))
-    if len(direct) == len(items):
-        for c, item in items.items():
-            picked: list[Any] = []
-            for i in same:
-                try:
-                    picked.append(_lookup(values[i], _path(c)))
-                except (KeyError, TypeError, IndexError):
-                    picked.append(None)
-            out[c] = _measure_column(c, item, found[c], picked, same, n, values, t)
-    for i in sorted(leftover):  # laid out otherwise: read as a record of its own
-        record = build_record(key, idx[i], {}, values[i], pages.debuggers, [], pages.hints)
-        for c, m in measure(record, order, t).items():
-            _put(out.setdefault(c, _empty(n, m)), i, m)
-    return out
-
-
-def _same_object(value: Any, path: tuple[str, ...], expected: Any) -> bool:
-    try:
-        return _lookup(value, path) is expected
-    except (KeyError, TypeError, IndexError):
-        return False
-
-
-def _empty(n: int, like: Measure) -> dict[str, np.ndarray]:
-    arrays = {f: np.full(n, np.nan) for f in SCALAR_FIELDS}
-    if like.entropy is not None:
-        arrays["entropy"] = np.full((n, like.entropy.size), np.nan)
-    if like.dead is not None:
-        arrays["dead"] = np.zeros((n, like.dead.size), dtype=bool)
-        arrays["dead_seen"] = np.zeros(n, dtype=bool)
-    return arrays
-
-
-def _put(arrays: dict[str, np.ndarray], row: int, m: Measure) -> None:
-    for f in SCALAR_FIELDS:
-        arrays[f][row] = getattr(m, f)
-    if m.entropy is not None and "entropy" in arrays and m.entropy.size == arrays["entropy"].shape[1]:
-        arrays["entropy"][row] = m.entropy
-    if m.dead is not None and "dead" in arrays and m.dead.size == arrays["dead"].shape[1]:
-        arrays["dead"][row] = m.dead
-        arrays["dead_seen"][row] = True
-
-
-def _measure_column(c: Column, item: Item, first: Measure, picked: list[Any], rows: list[int], n: int,
-                    values: list[Any], t: HealthThresholds) -> dict[str, np.ndarray]:
-    """One column over a page (``first``: its measure on the page's first datapoint, for the widths): arrays
-    stacked by shape and measured in one call; statistics one by one."""
-    arrays = _empty(n, first)
-    if c.source == "stats":
-        channel_paths = [(c.debugger, f"{k}{c.key[len('stats'):]}") for k in ("channel_mean", "channel_std")]
-        for row, value in zip(rows, picked):
-            if isinstance(value, Mapping):
-                channel = {}
-                for (name, k), label in zip(channel_paths, ("channel_mean", "channel_std")):
-                    try:
-                        channel[label] = values[row][name][k]
-                    except (KeyError, TypeError):
-                        channel[label] = None
-                _put(arrays, row, measure_stats(value, channel))
-        return arrays
-    groups: dict[tuple[Any, ...], list[tuple[int, np.ndarray]]] = {}
-    summarised: set[int] = set()
-    if c.source == "attention" and "entropy" in arrays:
-        summarised = _summaries(arrays["entropy"], rows, picked)
-    for row, value in zip(rows, picked):
-        if row in summarised:
-            continue
-        if c.source == "attention":
-            entropy = summary_entropy(value)
-            if entropy is not None and "entropy" in arrays and entropy.size == arrays["entropy"].shape[1]:
-                arrays["entropy"][row] = entropy
-                summarised.add(row)
-                continue
-            found = attention_weights(value)
-            if found is not None:
-                groups.setdefault((found[0].shape, found[0].dtype.str, found[1]), []).append((row, found[0]))
-            continue
-        array = item_array(value)
-        if array is not None:
-            groups.setdefault((array.shape, array.dtype.str), []).append((row, array))
-    for shape_key, members in groups.items():
-        where = np.fromiter((row for row, _ in members), dtype=np.int64, count=len(members))
-        if c.source == "attention":  # no summary from the capture: from the maps, a few MB at a time
-            step = max(1, _MAP_CHUNK // max(members[0][1].size, 1))
-            for start in range(0, len(members), step):
-                measured = head_entropy(np.stack([a for _, a in members[start:start + step]]), (0, shape_key[2] + 1))
-                if measured is not None and measured[0].shape[1:] == arrays["entropy"].shape[1:]:
-                    arrays["entropy"][where[start:start + step]] = measured[0]
-                    arrays["nan"][where[start:start + step]] = measured[1]
-            continue
-        batch = np.stack([a for _, a in members])
-        m = measure_arrays(batch, channels=item.kind == Kind.FEATURE_MAP and batch.ndim >= 4, t=t)
-        for f in SCALAR_FIELDS:
-            arrays[f][where] = m[f]
-        if "dead" in m and "dead" in arrays and m["dead"].shape[1] == arrays["dead"].shape[1]:
-            arrays["dead"][where] = m["dead"]
-            arrays["dead_seen"][where] = True
-    return arrays
-
-
-def _summaries(entropy: np.ndarray, rows: list[int], picked: list[Any]) -> set[int]:
-    """Fill ``entropy`` from the capture's per-head summaries, the common layout (1-D per head, no windows) in one
-    vectorised step; the rows filled. Any other layout is left to :func:`~.health.summary_entropy` row by row."""
-    width = entropy.shape[1]
-    done: list[int] = []
-    h: list[np.ndarray] = []
-    peak: list[np.ndarray] = []
-    keys: list[int] = []
-    for row, value in zip(rows, picked):
-        try:
-            summary, k = value["summary"], value["num_keys"]
-            e, m = summary["entropy"], summary["max"]
-        except (KeyError, TypeError, IndexError):
-            continue
-        if ("windows" in value or not isinstance(k, int) or k < 2 or not isinstance(e, np.ndarray)
-                or not isinstance(m, np.ndarray) or e.shape != (width,) or m.shape != (width,)):
-            continue
-        done.append(row)
-        h.append(e)
-        peak.append(m)
-        keys.append(k)
-    if done:
-        values = np.stack(h).astype(np.float64) / np.log(np.asarray(keys, dtype=np.float64))[:, None]
-        entropy[done] = np.where(np.stack(peak) > 0, values, np.nan)
-    return set(done)
-
-
-def _concat(parts: list[tuple[int, dict[Column, dict[str, np.ndarray]]]]) -> dict[Column, dict[str, np.ndarray]]:
-    """Pages' columns joined in page order; a column a page lacks is NaN (False) there."""
-    columns: dict[Column, dict[str, np.ndarray]] = {}
-    for _, page in parts:
-        for c, arrays in page.items():
-            columns.setdefault(c, arrays)
-    out: dict[Column, dict[str, np.ndarray]] = {}
-    for c, like in columns.items():
-        joined: dict[str, list[np.ndarray]] = {name: [] for name in like}
-        for n, page in parts:
-            arrays = page.get(c)
-            for name, template in like.items():
-                part = arrays.get(name) if arrays is not None else None
-                if part is None or part.shape[1:] != template.shape[1:]:
-                    part = np.zeros((n, *template.shape[1:]), dtype=bool) if template.dtype == bool else \
-                        np.full((n, *template.shape[1:]), np.nan)
-                joined[name].append(part)
-        out[c] = {name: np.concatenate(chunks) for name, chunks in joined.items()}
-    return out
 
 
 def scale_jump_rows(a: HealthSummary, b: HealthSummary) -> tuple[list[HealthRow], dict[int, list[Flag]]]:
@@ -451,9 +265,9 @@ def scale_jump_rows(a: HealthSummary, b: HealthSummary) -> tuple[list[HealthRow]
         ratio = jumps[c.name]
         for row in np.flatnonzero(np.isfinite(ratio)).tolist():
             idx = int(common[row])
-            first = flags[idx][0].first_bad_layer if flags.get(idx) else c.layer
+            origin = flags[idx][0].first_bad_layer if flags.get(idx) else c.layer
             flags.setdefault(idx, []).append(Flag(c.debugger, c.key, c.layer, "scale_jump", float(ratio[row]),
-                                                  None, first))
+                                                  None, origin))
     table = []
     for c in hit_columns:
         ratio = jumps[c.name]

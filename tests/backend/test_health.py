@@ -240,7 +240,7 @@ def test_pass_summary_agrees_with_each_datapoint_read_alone(store: LogStore, tmp
 
 
 def test_vectorised_measures_match_a_row_by_row_reference() -> None:
-    from eval_viewer.backend.health import measure_arrays
+    from eval_viewer.backend.health_measures import measure_arrays
 
     rng = np.random.default_rng(3)
     batch = rng.standard_normal((7, 3, 9, 11)).astype(np.float16)
