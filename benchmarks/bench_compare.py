@@ -10,6 +10,8 @@ datapoint an image, a mask, attention ``(heads, 64, 64)`` float16 and a feature 
   head compared; pages read whole by :mod:`eval_viewer.backend.bulk`), its time, rate over the same page bytes, CPU
   time and peak RSS: once with the store's own start-up work (page index, skeletons) done first, as in the app, and
   once started the moment the store opens, beside that work;
+* the per-datapoint way, for comparison: 1,000 consecutive pairs read through ``LogStore.datapoint`` and compared by
+  ``compare_items`` (what the summary did before), extrapolated to the pass;
 * paired view: the app's ``paired`` callback POSTed through Flask's test client for 20 random datapoints (each opened
   for the first time), the server time a user waits for.
 
@@ -136,6 +138,27 @@ def phase_summary(root: Path, cache: Path, indexed: bool) -> dict[str, Any]:
             "rows": len(rows), "worst": [rows[0].layer, rows[0].head, rows[0].score]}
 
 
+def phase_naive(root: Path, cache: Path, pairs: int = 1000) -> dict[str, Any]:
+    """The per-datapoint way, for comparison in the same run: ``pairs`` consecutive datapoint pairs (in index order,
+    as the summary walked them before) read through ``LogStore.datapoint`` and compared by ``compare_items`` (the
+    store indexed first, pages evicted)."""
+    from eval_viewer.backend import LogStore, PassKey
+    from eval_viewer.backend.compare import compare_items
+
+    a, b = PassKey("fp", "test"), PassKey("q8", "test")
+    with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600) as store:
+        n = store.scores(a).num_datapoints
+        store.scores(b)
+        store.wait_background(600)
+        _drop(_pages(root))
+        picks = list(range(max(0, n // 2 - pairs // 2), min(n, n // 2 - pairs // 2 + pairs)))
+        t0 = time.perf_counter()
+        for i in picks:
+            compare_items(store.datapoint(a, i), store.datapoint(b, i))
+        seconds = time.perf_counter() - t0
+    return {"s": seconds, "pairs": len(picks)}
+
+
 def phase_paired(root: Path, cache: Path, n: int, seed: int) -> dict[str, Any]:
     from eval_viewer.app import create_app, ids
     from eval_viewer.backend import LogStore
@@ -178,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--phase", choices=["raw", "summary", "summary-cold-store", "paired"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["raw", "summary", "summary-cold-store", "naive", "paired"],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
         cache = args.dir / "cache"
@@ -186,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(cache, ignore_errors=True)  # nothing indexed or cached yet
         result = (phase_raw(args.dir / "logs") if args.phase == "raw" else
                   phase_summary(args.dir / "logs", cache, args.phase == "summary") if args.phase.startswith("summary")
+                  else phase_naive(args.dir / "logs", cache) if args.phase == "naive"
                   else phase_paired(args.dir / "logs", cache, args.opens, args.seed))
         print(json.dumps(result))
         return 0
@@ -196,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = _run(args, "raw")
         fresh = _run(args, "summary-cold-store")
         summary = _run(args, "summary")
+        naive = _run(args, "naive")
         paired = _run(args, "paired")
     finally:
         if made and not args.keep:
@@ -213,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{speed:,.0f} MiB/s = {100 * speed / raw_rate:.0f} % of the raw rate, "
               f"{args.datapoints / run['s']:,.0f} datapoint pairs/s, peak RSS {run['peak_rss_mb']:,.0f} MiB; "
               f"{run['rows']} rows, worst {run['worst']}")
+    per_pair = naive["s"] / naive["pairs"]
+    print(f"the per-datapoint way (LogStore.datapoint + compare_items, {naive['pairs']} pairs, cold pages): "
+          f"{1 / per_pair:,.0f} datapoint pairs/s, {args.datapoints * per_pair:.1f} s for the pass; the page-level "
+          f"summary is {args.datapoints * per_pair / summary['s']:.1f}x faster")
     print(f"open a paired view (server time, first open of each): p50 {statistics.median(t):.0f} ms, "
           f"p95 {t[int(0.95 * (len(t) - 1))]:.0f} ms, max {t[-1]:.0f} ms (n={len(t)}), "
           f"response p50 {statistics.median(paired['sizes']) / 1024:.0f} KiB")
