@@ -121,6 +121,8 @@ def build(root: Path, datapoints: int, page_mb: float, maps_only: bool = False) 
     (debug / index_name(None)).write_text(json.dumps({
         "format_version": FORMAT_VERSION, "rank": None, "pages": pages, "meta": {},
         "debuggers": {
+            "record": {"class": "eval_viewer.debuggers.builtins.recorder.DatapointRecorder",
+                       "kinds": {"inputs.image": "image", "labels.mask": "mask", "outputs.mask": "mask"}},
             "features": {"class": "bench", "kinds": {"feature_map": "feature_map"}, INDEX_LAYER: "backbone.layer3",
                          INDEX_FORWARD_POSITION: 0},
             "attention": {"class": "bench", "kinds": {"attention": "attention"}, INDEX_LAYER: "encoder.attn",

@@ -32,7 +32,24 @@ from eval_viewer.backend.model import DatapointRecord, Item, PassKey
 from eval_viewer.backend.records import build_record
 from eval_viewer.log_format import Kind
 
-__all__ = ["measure_page", "concat"]
+__all__ = ["measure_page", "concat", "record_of", "RECORDER"]
+
+RECORDER = ".DatapointRecorder"
+"""Class suffix of our datapoint recorder in ``index.json``: the summary does not read its arrays (inputs, labels,
+predictions hold nothing it checks)."""
+_STAND_IN = {"inputs": {"left_out": 0}, "labels": {"left_out": 0}}
+
+
+def record_of(key: PassKey, idx: int, value: Any, pages: PassPages) -> DatapointRecord:
+    """The record of a datapoint read without its recorder's arrays: a small stand-in takes the recorder's place, so
+    the record's debug outputs are the ones :meth:`LogStore.datapoint` gives (with no recorder at all, the reader
+    would take items named like inputs or predictions out of the debug outputs)."""
+    if isinstance(value, Mapping):
+        missing = {name: _STAND_IN for name, info in pages.debuggers.items() if name not in value
+                   and isinstance(info, Mapping) and str(info.get("class", "")).endswith(RECORDER)}
+        if missing:
+            value = {**missing, **value}
+    return build_record(key, idx, {}, value, pages.debuggers, [], pages.hints)
 
 _MAP_CHUNK = 1 << 21
 """Attention weights turned into entropies at a time (float32 temporaries of 8 MB each)."""
@@ -76,7 +93,7 @@ def measure_page(key: PassKey, idx: list[int], values: list[Any], first: Datapoi
                     picked.append(None)
             out[c] = _measure_column(c, item, found[c], picked, same, n, values, t)
     for i in sorted(leftover):  # laid out otherwise: read as a record of its own
-        record = build_record(key, idx[i], {}, values[i], pages.debuggers, [], pages.hints)
+        record = record_of(key, idx[i], values[i], pages)
         for c, m in measure(record, order, t).items():
             _put(out.setdefault(c, _empty(n, m)), i, m)
     return out

@@ -20,7 +20,7 @@ import logging
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -45,9 +45,8 @@ from eval_viewer.backend.health import (
     health,
     scale_jumps,
 )
-from eval_viewer.backend.health_pages import concat, measure_page
+from eval_viewer.backend.health_pages import RECORDER, concat, measure_page, record_of
 from eval_viewer.backend.model import DatapointRecord, PassKey
-from eval_viewer.backend.records import build_record
 from eval_viewer.errors import ViewerError
 from eval_viewer.log_format import atomic_write_bytes
 
@@ -82,7 +81,21 @@ def read_pass(store: Any, key: PassKey, problems: list[str], stop: threading.Eve
     """``(datapoints, pages, page ...)`` of a whole pass: the one place the summary reads, page by page through the
     bulk reader (each page one read and one parse, the next one read ahead)."""
     pages = store.pass_pages(key)
-    return pages.num_datapoints, pages, iter_pages(pages, problems=problems, stop=stop)
+    return pages.num_datapoints, pages, iter_pages(pages, select=checked(pages.debuggers), problems=problems, stop=stop)
+
+
+_UNCHECKED = (RECORDER, ".GradCAMDebugger")
+"""Our built-ins whose outputs hold nothing the checks read (inputs, labels, predictions; GradCAM heatmaps)."""
+
+
+def checked(debuggers: Mapping[str, Any]) -> dict[str, None] | None:
+    """The debuggers worth turning into arrays (the bulk reader's ``select``): every one the index lists but our
+    datapoint recorder and GradCAM; None (all) without an index, whose pages may hold anything."""
+    if not debuggers:
+        return None
+    keep = {name: None for name, info in debuggers.items()
+            if not (isinstance(info, Mapping) and str(info.get("class", "")).endswith(_UNCHECKED))}
+    return keep if len(keep) < len(debuggers) else None
 
 
 @dataclass(frozen=True)
@@ -237,7 +250,7 @@ def compute_health(store: Any, key: PassKey, thresholds: HealthThresholds | None
     for page in pages_read:
         idx = list(page.values)
         values = [page.values[i] for i in idx]
-        first = build_record(key, idx[0], {}, values[0], pages.debuggers, [], pages.hints)
+        first = record_of(key, idx[0], values[0], pages)
         order = order or forward_order(pages.debuggers, list(first.debug))
         parts.append((len(idx), measure_page(key, idx, values, first, pages, order, t)))
         indices.extend(idx)

@@ -175,6 +175,12 @@ def test_example_pass_summary_flags_only_what_is_true(tmp_path: Path) -> None:
                          for i in summary.idx])
         dead = ~np.any(maps.reshape(maps.shape[0], maps.shape[1], -1) != 0, axis=(0, 2))
         assert dead.mean() == summary.context.dead_everywhere["encoder_features/feature_map"] > 0
+        # read without the recorder's arrays, the page path still sees every debug item the one-record path sees
+        assert {c.name for c in summary.columns} >= {"encoder_features/feature_map", "attention_output/output",
+                                                      "bottleneck_stats/stats", "attention/attention"}
+        info = store.debugger_info(key)
+        for idx in summary.idx.tolist():
+            assert summary.flags(idx) == health(store.datapoint(key, idx), info, context=summary.context)
 
 
 # ------------------------------------------------------------------------------------------------- the notebook API
