@@ -42,6 +42,9 @@ __all__ = [
     "item_body",
     "graph",
     "ITEM_FOLD_TYPE",
+    "HEAD_CHOICE_TYPE",
+    "head_choice",
+    "DATAPOINT_DRAWN",
     "ITEM_TOGGLE_TYPE",
     "OPEN_ITEMS",
     "item_fold",
@@ -164,6 +167,17 @@ ITEM_FOLD_TYPE = "ev-item-fold"
 ITEM_TOGGLE_TYPE = "ev-item-toggle"
 OPEN_ITEMS = "ev-open-items"
 """The item keys the user opened (a list; local storage, so they stay open across datapoints, passes and reloads)."""
+
+
+HEAD_CHOICE_TYPE = "ev-head-choice"
+DATAPOINT_DRAWN = "ev-datapoint-drawn"
+"""The state (query string, the attention choice left out) of the datapoint view drawn: a URL change that only
+chooses an attention head or query re-draws that one item, not the view."""
+
+
+def head_choice(key: Any, head: Any) -> dict[str, Any]:
+    """A chip of an attention item's head picker: ``head`` is ``"mean"`` or a head number as a string."""
+    return {"type": HEAD_CHOICE_TYPE, "item": key, "head": head}
 
 
 def item_fold(key: Any) -> dict[str, Any]:

@@ -173,6 +173,7 @@ def make_layout(rescan_s: float = 10.0) -> html.Div:
             *compare_stores(),
             dcc.Store(id=ids.TABLE_MODEL),
             dcc.Store(id=ids.OPEN_ITEMS, storage_type="local"),
+            dcc.Store(id=ids.DATAPOINT_DRAWN),
             dcc.Store(id=ids.LOG_VERSION),
             dcc.Interval(id=ids.RESCAN, interval=max(rescan_s, 1.0) * 1000, disabled=rescan_s <= 0),
             _header(),

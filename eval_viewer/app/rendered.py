@@ -21,7 +21,7 @@ from concurrent.futures import Future
 
 from dash.development.base_component import Component
 
-from eval_viewer.app.state import ViewState
+from eval_viewer.app.state import AttentionChoice, ViewState
 from eval_viewer.app.views import datapoint_view
 from eval_viewer.backend import LogStore
 from eval_viewer.backend.health_summary import datapoint_flags
@@ -31,7 +31,8 @@ __all__ = ["RenderedViews"]
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str | None, str | None, int | None, int | None, str | None, str, frozenset[str] | None]
+Key = tuple[str | None, str | None, int | None, int | None, str | None, str, frozenset[str] | None,
+            AttentionChoice | None]
 MAX_PENDING = 4
 """Drawings waiting at most: a user holding → down must not queue up work for views long gone by."""
 
@@ -39,7 +40,7 @@ MAX_PENDING = 4
 def _key(state: ViewState, version: str, opened: frozenset[str] | None) -> Key:
     """``version`` is the pass's file version (:meth:`LogStore.pass_version`): a view is never served once a file it
     was drawn from changed. ``opened``: the debug items drawn (the user's open ones; None: all)."""
-    return (state.run, state.split, state.step, state.idx, state.metric, version, opened)
+    return (state.run, state.split, state.step, state.idx, state.metric, version, opened, state.attn)
 
 
 def _frozen(opened: Collection[str] | None) -> frozenset[str] | None:
@@ -74,7 +75,7 @@ class RenderedViews:
         record = self._store.datapoint(state.pass_key, state.idx)
         scores = self._store.scores(state.pass_key)
         health = datapoint_flags(self._store, state.pass_key, record)  # a badge on each card with a problem
-        view = datapoint_view(record, state.metric, scores.higher_is_better, opened, health)
+        view = datapoint_view(record, state.metric, scores.higher_is_better, opened, health, state.attn)
         if not record.problems:
             with self._lock:
                 self._views[key] = view

@@ -28,7 +28,37 @@ from eval_viewer.log_format import SPLIT_VAL
 
 __all__ = ["ViewState", "Resolved", "Position", "parse_query", "to_query", "resolve", "position", "with_idx",
            "pass_value", "parse_pass_value", "default_run", "TrainingView", "parse_training", "training_fragment",
-           "TRAINING", "EVALUATION"]
+           "TRAINING", "EVALUATION", "AttentionChoice"]
+
+
+@dataclass(frozen=True)
+class AttentionChoice:
+    """The attention query and head a user chose for one item (``key``: its item key), kept in the URL as
+    ``attn=<head>,<query>,<item key>`` (``mean`` / an empty query: the mean over heads / the most peaked query), so
+    a shared link reopens on them; they carry over to other datapoints, passes and runs showing that item."""
+
+    key: str
+    head: int | None = None
+    query: int | None = None
+
+    def param(self) -> str:
+        return f"{'mean' if self.head is None else self.head},{'' if self.query is None else self.query},{self.key}"
+
+    @staticmethod
+    def parse(value: str) -> AttentionChoice:
+        """The choice of an ``attn`` value; :class:`NotFoundError` saying what is wrong with a malformed one."""
+        head, sep, rest = value.partition(",")
+        query, sep2, key = rest.partition(",")
+        try:
+            if not (sep and sep2 and key):
+                raise ValueError
+            choice = AttentionChoice(key, None if head == "mean" else int(head), int(query) if query else None)
+        except ValueError:
+            raise NotFoundError(f"The URL's attn={value!r} is not <head or mean>,<query or nothing>,<item key>") \
+                from None
+        if (choice.head is not None and choice.head < 0) or (choice.query is not None and choice.query < 0):
+            raise NotFoundError(f"The URL's attn={value!r} names a negative head or query")
+        return choice
 
 
 @dataclass(frozen=True)
@@ -43,6 +73,8 @@ class ViewState:
     idx: int | None = None
     vs: CompareState | None = None
     """The pass compared with this one (``vs_run=...``, :mod:`eval_viewer.app.compare_state`), or None."""
+    attn: AttentionChoice | None = None
+    """The attention query and head chosen for one item (``attn=...``), or None."""
 
     @property
     def pass_key(self) -> PassKey:
@@ -93,7 +125,9 @@ def parse_query(search: str | None) -> ViewState:
     step = epoch if epoch is not None else _int_param(query, "step")
     if split is None and epoch is not None:
         split = SPLIT_VAL  # links from before passes had splits
-    return ViewState(run=run, split=split, step=step, metric=metric, idx=_int_param(query, "idx"), vs=parse_vs(query))
+    attn = query.get("attn", [None])[-1]
+    return ViewState(run=run, split=split, step=step, metric=metric, idx=_int_param(query, "idx"), vs=parse_vs(query),
+                     attn=AttentionChoice.parse(attn) if attn else None)
 
 
 def to_query(state: ViewState) -> str:
@@ -101,7 +135,7 @@ def to_query(state: ViewState) -> str:
     written ``epoch`` (what a trainer calls it), any other split's ``step``."""
     step_name = "epoch" if state.split == SPLIT_VAL else "step"
     params = [("run", state.run), ("split", state.split), (step_name, state.step), ("metric", state.metric),
-              ("idx", state.idx), *vs_params(state.vs)]
+              ("idx", state.idx), *vs_params(state.vs), ("attn", state.attn.param() if state.attn else None)]
     kept = [(k, str(v)) for k, v in params if v is not None]
     return "?" + urlencode(kept) if kept else ""
 
@@ -138,8 +172,8 @@ def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolv
                 f"Run {run.name!r} has no datapoint {idx} (it has {scores.num_datapoints}, numbered from 0)"
             )
         idx = None
-    return Resolved(ViewState(run=run.name, split=key.split, step=key.step, metric=metric, idx=idx, vs=state.vs), run,
-                    scores)
+    return Resolved(ViewState(run=run.name, split=key.split, step=key.step, metric=metric, idx=idx, vs=state.vs,
+                              attn=state.attn), run, scores)
 
 
 _LOCAL_VERSION = re.compile(r"^\d+:(\d+)$")

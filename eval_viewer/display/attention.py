@@ -24,13 +24,22 @@ Then the selected query (:attr:`RenderContext.attention_query`) is the grid cell
 image. Otherwise (cross-attention: text or mask tokens attending to image keys; or no grid) the selected query is a
 query token: the row whose ``query_index`` is nearest, else the row itself. None selects the query whose
 head-averaged attention is the most peaked (lowest entropy): usually the most informative one to look at first.
+
+The map laid over the image is one head's (:attr:`RenderContext.attention_head`) or the mean over heads (None); with
+ids (the app), a head picker (``ev-head-picker``: one chip per head and "mean", each with the id of role
+``head:<h>`` / ``head:mean``) lets the user choose it.
+
+Windowed attention kept over each query's own window (the capture's ``windows`` with ``form: "local"``:
+``key_window_origin`` gives the (row, column) of every kept query's window on the image's key grid ``image_grid``)
+is placed in image coordinates: the grid is the image's key grid, each row's window map sits at its origin (padding
+keys past the image dropped, NaN elsewhere), and queries are cells of the image's query grid.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -55,11 +64,11 @@ from eval_viewer.display.figures import (
 )
 from eval_viewer.display.images import context_rgb, extras_caption, heatmap_overlay
 from eval_viewer.display.registry import RenderContext, register
-from eval_viewer.display.view import Group, Node, Table
+from eval_viewer.display.view import Group, Node, Table, Text
 from eval_viewer.log_format import Kind
 
 __all__ = ["Attention", "parse_attention", "attention_query_from_click", "select_row",
-           "row_entropy", "query_grid_map", "render_attention", "MAX_HEADS"]
+           "row_entropy", "query_grid_map", "render_attention", "MAX_HEADS", "HEAD_ROLE"]
 
 MAX_HEADS = 16
 _MATRIX_SIDE = 128
@@ -67,6 +76,8 @@ _HEAD_TILE = 64
 _WEIGHT_KEYS = ("attention", "attn", "attn_weights", "attention_weights", "attention_probs", "weights", "probs")
 _GRID_KEYS = ("key_grid", "grid", "grid_size", "grid_shape", "hw", "spatial_shape", "feat_size")
 _PREFIX_CANDIDATES = (0, 1, 4, 5)
+HEAD_ROLE = "head:"
+"""Prefix of the roles of the head picker's chips (``head:mean``, ``head:0``...), see :meth:`RenderContext.id_for`."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,10 @@ class Attention:
     layer_name: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    window: tuple[int, int] | None = None
+    """Windowed attention kept per query's own window: the window's key size (``grid`` is then the image's)."""
+    window_origin: np.ndarray | None = None
+    """(Lq, 2) (row, column) on ``grid`` of each row's window's top-left key; None unless ``window`` is set."""
 
 
 def _pick(value: Mapping[str, Any], *keys: str) -> Any:
@@ -208,8 +223,33 @@ def parse_attention(value: Any, image_shape: tuple[int, int] | None = None) -> A
             query_cells = _to_key_cells(query_tokens - n_prefix, grid, grid)
         elif n_q == grid[0] * grid[1]:
             query_cells = np.arange(n_q)
-    return Attention(weights, query_tokens, grid, n_prefix if grid is not None else 0, key_cells, inferred,
-                     query_cells, str(layer) if layer is not None else None, extras, tuple(notes))
+    attention = Attention(weights, query_tokens, grid, n_prefix if grid is not None else 0, key_cells, inferred,
+                          query_cells, str(layer) if layer is not None else None, extras, tuple(notes))
+    windows = info.get("windows")
+    if isinstance(windows, Mapping) and windows.get("form") == "local":
+        return _placed_windows(attention, windows, info.get("query_grid"))
+    return attention
+
+
+def _placed_windows(att: Attention, windows: Mapping[str, Any], query_grid: Any) -> Attention:
+    """Attention kept over each query's own window, placed on the image's key grid (module docstring); unchanged,
+    with a note, when the recorded layout does not fit the weights."""
+    _, n_q, n_k = att.weights.shape
+    try:
+        image_grid = tuple(int(v) for v in windows["image_grid"])
+        window = tuple(int(v) for v in windows["window_size"])
+        origin = to_numpy(windows["key_window_origin"]).reshape(-1, 2).astype(np.int64)
+    except (KeyError, TypeError, ValueError):
+        return replace(att, notes=(*att.notes, "windowed, with an unreadable window layout: drawn over one window"))
+    if len(image_grid) != 2 or len(window) != 2 or window[0] * window[1] != n_k or len(origin) != n_q:
+        return replace(att, notes=(*att.notes, f"window layout {windows.get('window_size')} does not fit {n_k} "
+                                               f"keys of {n_q} queries: drawn over one window"))
+    query_cells = None
+    if query_grid is not None and len(query_grid) == 2:
+        query_cells = _to_key_cells(att.query_tokens, (int(query_grid[0]), int(query_grid[1])), image_grid)
+    return replace(att, grid=(image_grid[0], image_grid[1]), n_prefix=0, key_cells=np.arange(n_k),
+                   grid_inferred=False, query_cells=query_cells, window=(window[0], window[1]),
+                   window_origin=origin)
 
 
 def _to_key_cells(cells: np.ndarray, query_grid: tuple[int, int], key_grid: tuple[int, int]) -> np.ndarray:
@@ -256,18 +296,28 @@ def select_row(att: Attention, query: int | None, mean: np.ndarray) -> int:
     return int(np.argmin(np.abs(att.query_tokens - int(query))))
 
 
-def query_grid_map(att: Attention, row_weights: np.ndarray) -> np.ndarray:
-    """One row of weights over keys placed on the key grid, (h, w); cells no key covers are NaN."""
+def query_grid_map(att: Attention, row_weights: np.ndarray, row: int | None = None) -> np.ndarray:
+    """One row of weights over keys placed on the key grid, (h, w); cells no key covers are NaN. Windowed attention
+    (``att.window``) needs the ``row``: its window is placed at that row's origin on the image's grid."""
     assert att.grid is not None and att.key_cells is not None
     h, w = att.grid
+    if att.window is not None and att.window_origin is not None:
+        if row is None:
+            raise ValueError("windowed attention: which row's window to place was not given")
+        placed = np.full((h, w), np.nan, dtype=np.float32)
+        (wh, ww), (y0, x0) = att.window, (int(v) for v in att.window_origin[row])
+        block = np.asarray(row_weights, dtype=np.float32).reshape(wh, ww)
+        dh, dw = max(0, min(wh, h - y0)), max(0, min(ww, w - x0))  # padding keys past the image are dropped
+        placed[y0:y0 + dh, x0:x0 + dw] = block[:dh, :dw]
+        return placed
     flat = np.full(h * w, np.nan, dtype=np.float32)
     on_grid = att.key_cells >= 0
     flat[att.key_cells[on_grid]] = row_weights[on_grid]
     return flat.reshape(h, w)
 
 
-def _overlay(att: Attention, image: np.ndarray, r: int, mean: np.ndarray, ctx: RenderContext) -> go.Figure:
-    grid_map = query_grid_map(att, mean[r])
+def _overlay(att: Attention, image: np.ndarray, r: int, shown: np.ndarray, ctx: RenderContext) -> go.Figure:
+    grid_map = query_grid_map(att, shown[r], r)
     finite = grid_map[np.isfinite(grid_map)]
     vmax = float(finite.max()) if finite.size else 1.0
     small, scale = fit_rgb(image, IMAGE_MAX_SIDE)
@@ -328,25 +378,49 @@ def _entropy_table(weights: np.ndarray) -> Node:
                   caption(f"uniform over {weights.shape[2]} keys: {fmt(uniform)} nats")])
 
 
+def _head_picker(heads: int, chosen: int | None, ctx: RenderContext) -> Group | None:
+    """Chips choosing the head laid over the image ("mean" and h0...), only where the app listens to them."""
+    if heads < 2 or ctx.graph_id is None:
+        return None
+    choices = [("mean", "mean over heads", None)] + [(f"h{h}", f"head {h}", h) for h in range(min(heads, MAX_HEADS))]
+    chips = [Group([Text(label, style="inline")], id=ctx.id_for(f"{HEAD_ROLE}{'mean' if h is None else h}"),
+                   cls="ev-head-choice" + (" ev-chosen" if h == chosen else ""),
+                   data={"head": "mean" if h is None else str(h), "title": title})
+             for label, title, h in choices]
+    return Group([Text("head", cls="ev-head-picker-label", style="inline"), *chips], cls="ev-head-picker")
+
+
 @register(Kind.ATTENTION)
 def render_attention(value: Any, ctx: RenderContext) -> Node:
-    """Selected query over the image (clickable), head-averaged matrix, per-head matrices and per-head entropy."""
+    """Selected query over the image (clickable) for the chosen head or the mean (a head picker in the app), that
+    head's or the mean matrix, per-head matrices and per-head entropy."""
     image = context_rgb(ctx)
     att = parse_attention(value, image.shape[:2] if image is not None else None)
     heads, n_q, n_k = att.weights.shape
     mean = finite_mean(att.weights, axis=0).astype(np.float32) if heads > 1 else att.weights[0]
-    r = select_row(att, ctx.attention_query, mean)
+    head = ctx.attention_head
+    head_note = None
+    if head is not None and not 0 <= head < min(heads, MAX_HEADS):
+        head_note, head = f"no head {head} (heads 0–{min(heads, MAX_HEADS) - 1}): the mean is shown", None
+    if heads == 1:
+        head = None
+    shown = att.weights[head] if head is not None else mean
+    which = f"head {head}" if head is not None else ("mean over heads" if heads > 1 else "attention")
+    r = select_row(att, ctx.attention_query, shown)
     token = int(att.query_tokens[r])
     top: list[Node] = []
     if att.grid is not None and image is not None:
         hint = " (click to choose)" if att.query_cells is not None else ""
-        top.append(panel(f"query {token} over the image{hint}",
-                         figure_view(_overlay(att, image, r, mean, ctx), graph_id=ctx.id_for("attention-image"))))
+        top.append(panel(f"query {token}, {which}, over the image{hint}", [
+            _head_picker(heads, head, ctx),
+            figure_view(_overlay(att, image, r, shown, ctx), graph_id=ctx.id_for("attention-image"))]))
+    elif heads > 1 and ctx.graph_id is not None:
+        top.append(panel("head shown", _head_picker(heads, head, ctx)))
     if att.grid is not None and heads > 1:
-        maps = np.stack([query_grid_map(att, att.weights[h, r]) for h in range(min(heads, MAX_HEADS))])
+        maps = np.stack([query_grid_map(att, att.weights[h, r], r) for h in range(min(heads, MAX_HEADS))])
         top.append(panel(f"query {token}, per head", [
             _heads_picture(maps, "per-head maps of the query"), caption(_tile_order(len(maps)))]))
-    top.append(panel("mean over heads" if heads > 1 else "attention", _matrix_view(mean, r)))
+    top.append(panel(which, _matrix_view(shown, r)))
     bottom: list[Node] = []
     if heads > 1:
         shown = min(heads, MAX_HEADS)
@@ -361,11 +435,15 @@ def render_attention(value: Any, ctx: RenderContext) -> Node:
     if att.grid is not None:
         grid_text = f"grid {att.grid[0]}×{att.grid[1]}" + (" (inferred)" if att.grid_inferred else "") + \
             (f", {att.n_prefix} prefix tokens" if att.n_prefix else "")
+    if att.window is not None and att.window_origin is not None:
+        y0, x0 = (int(v) for v in att.window_origin[r])
+        grid_text = (f"key grid {att.grid[0]}×{att.grid[1]}; each query's own {att.window[0]}×{att.window[1]} "
+                     f"window, this one at ({y0}, {x0})") if att.grid is not None else grid_text
     return Group([
         row(top),
         row(bottom),
         caption(att.layer_name, f"{heads} heads × {n_q} queries × {n_k} keys", grid_text,
-                f"query {token} (row {r}{', most peaked' if ctx.attention_query is None else ''})",
+                f"query {token} (row {r}{', most peaked' if ctx.attention_query is None else ''})", head_note,
                 f"row sums [{fmt(float(sums.min()))}, {fmt(float(sums.max()))}]",
                 f"{n_bad} NaN/Inf weights" if n_bad else None, *att.notes, extras_caption(att.extras, ctx)),
     ])

@@ -121,42 +121,52 @@ def input_image(record: DatapointRecord) -> np.ndarray | None:
 
 
 def render_context(image: np.ndarray | None, key: str, attention_query: int | None = None,
-                   ids: ViewIds | None = None, record: DatapointRecord | None = None) -> RenderContext:
+                   ids: ViewIds | None = None, record: DatapointRecord | None = None,
+                   attention_head: int | None = None) -> RenderContext:
     """The context of item ``key``: the input image for overlays, the class names and palette ``record``'s log
-    declares, and, with ``ids``, ids for its interactive figures."""
+    declares, the attention query and head chosen, and, with ``ids``, ids for its interactive figures."""
     graph_id = None if ids is None else (lambda role: ids.graph(key, role))
-    return RenderContext(image=image, attention_query=attention_query, graph_id=graph_id,
+    return RenderContext(image=image, attention_query=attention_query, attention_head=attention_head,
+                         graph_id=graph_id,
                          class_names=record.class_names if record is not None else None,
                          palette=record.palette if record is not None else None)
 
 
 def render_keyed(item: Item, key: str, image: np.ndarray | None, attention_query: int | None = None,
-                 ids: ViewIds | None = None, record: DatapointRecord | None = None) -> Node:
+                 ids: ViewIds | None = None, record: DatapointRecord | None = None,
+                 attention_head: int | None = None) -> Node:
     """What goes inside the container of item ``key``: the rendered item (re-rendered with a new query later)."""
-    return render_item(item, render_context(image, key, attention_query, ids, record))
+    return render_item(item, render_context(image, key, attention_query, ids, record, attention_head))
+
+
+Choices = Mapping[str, tuple[int | None, int | None]]
+"""Attention choices by item key: ``(query, head)`` (None: the most peaked query, the mean over heads)."""
 
 
 def item_body(item: Item, key: str, image: np.ndarray | None, ids: ViewIds | None = None,
-              record: DatapointRecord | None = None) -> Group:
-    """The container of item ``key`` holding the rendered item (what a folded item gets when it is opened)."""
-    return Group([render_keyed(item, key, image, ids=ids, record=record)], cls="ev-item-body",
-                 id=ids.body(key) if ids is not None else None)
+              record: DatapointRecord | None = None, choices: Choices | None = None) -> Group:
+    """The container of item ``key`` holding the rendered item (what a folded item gets when it is opened), with
+    the attention query and head ``choices`` holds for it."""
+    query, head = (choices or {}).get(key, (None, None))
+    return Group([render_keyed(item, key, image, query, ids=ids, record=record, attention_head=head)],
+                 cls="ev-item-body", id=ids.body(key) if ids is not None else None)
 
 
 def _item(item: Item, key: str, image: np.ndarray | None, ids: ViewIds | None,
-          record: DatapointRecord | None = None, opened: Collection[str] | None = None) -> Group:
+          record: DatapointRecord | None = None, opened: Collection[str] | None = None,
+          choices: Choices | None = None) -> Group:
     """An item under a small head: its key (none for a debugger's whole output) and its semantic kind.
 
     ``opened`` (with the fold ids of ``ids``): the item is foldable, drawn only when its key is in ``opened``."""
     head_parts = [Text(item.key, cls="ev-item-key", style="inline") if item.key else None, Badge(item.kind)]
     width = "ev-item-wide" if item.kind in WIDE_KINDS else "ev-item-small"
     if opened is None or ids is None or ids.fold is None or ids.toggle is None:
-        return Group([Group(head_parts, cls="ev-item-head"), item_body(item, key, image, ids, record)],
+        return Group([Group(head_parts, cls="ev-item-head"), item_body(item, key, image, ids, record, choices)],
                      cls=f"ev-item-box {width}")
     is_open = key in opened
     label = Group([Text("", cls="ev-fold-mark", style="inline"), *head_parts], cls="ev-fold-label", tag="span")
     head = Group([label], cls="ev-item-head ev-fold-head", id=ids.toggle(key))
-    fold = Group([item_body(item, key, image, ids, record)] if is_open else [],
+    fold = Group([item_body(item, key, image, ids, record, choices)] if is_open else [],
                  cls="ev-fold ev-open" if is_open else "ev-fold", id=ids.fold(key))
     return Group([head, fold], cls=f"ev-item-box {width}")
 
@@ -221,11 +231,13 @@ def _meta(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | None
 
 
 def _debug(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | None,
-           opened: Collection[str] | None = None, health: Mapping[str, Sequence[Any]] | None = None) -> list[Group]:
+           opened: Collection[str] | None = None, health: Mapping[str, Sequence[Any]] | None = None,
+           choices: Choices | None = None) -> list[Group]:
     """One card per debugger, titled with its name, holding every item it saved (foldable with ``opened``)."""
     cards = []
     for name, items in record.debug.items():
-        body = [_item(item, item_key("debug", name, item.key), image, ids, record, opened) for item in items]
+        body = [_item(item, item_key("debug", name, item.key), image, ids, record, opened, choices)
+                for item in items]
         wide = any(item.kind in WIDE_KINDS for item in items)
         cards.append(Group([Text(name, cls="ev-card-title", style="h3"),
                             health_badges(health.get(name, ())) if health else None,
@@ -236,11 +248,13 @@ def _debug(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | Non
 
 def datapoint_view(record: DatapointRecord, metric: str | None = None,
                    higher_is_better: Mapping[str, bool] | None = None, *, ids: ViewIds | None = None,
-                   opened: Collection[str] | None = None, health: Sequence[Any] | None = None) -> Group:
+                   opened: Collection[str] | None = None, health: Sequence[Any] | None = None,
+                   choices: Choices | None = None) -> Group:
     """Everything saved about one datapoint: its scores (``metric`` highlighted), any problems reading it, and the
     four sections. ``ids``: the app's ids for the parts it re-draws (None: no ids, e.g. in a notebook).
     ``opened`` (with ``ids.fold``): debug items are foldable and only the keys in ``opened`` are drawn.
-    ``health``: the datapoint's health flags (:mod:`eval_viewer.backend.health`), a badge on each card with one."""
+    ``health``: the datapoint's health flags (:mod:`eval_viewer.backend.health`), a badge on each card with one.
+    ``choices``: the attention query and head chosen for debug items, by item key."""
     image = input_image(record)
     problems = Problem("Some of this datapoint could not be read", items=record.problems,
                        cls="ev-error ev-problems") if record.problems else None
@@ -250,7 +264,8 @@ def datapoint_view(record: DatapointRecord, metric: str | None = None,
         _section("Labels", _labels(record, image, ids), "No labels or predictions were saved for this datapoint.",
                  record.notes.get("labels")),
         _section("Meta info", _meta(record, image, ids), "No meta info was saved for this datapoint."),
-        _section("Debug outputs", _debug(record, image, ids, opened, flags_by_debugger(health) if health else None),
+        _section("Debug outputs", _debug(record, image, ids, opened, flags_by_debugger(health) if health else None,
+                                         choices),
                  "No debugger saved anything for this datapoint in this epoch.",
                  "click an item's name to draw it or fold it; what is open stays open from datapoint to datapoint"
                  if opened is not None and ids is not None and ids.fold is not None and record.debug else None),

@@ -41,6 +41,8 @@ class RenderContext:
     """Selected query of attention renderers. When the queries sit on the key grid: the grid cell (what
     :func:`attention_query_from_click` returns); otherwise the query token index (see
     :mod:`eval_viewer.display.attention`). None: the query with the most peaked attention."""
+    attention_head: int | None = None
+    """Head whose map attention renderers lay over the image; None: the mean over heads."""
     graph_id: Callable[[str], Any] | None = None
     """When given, interactive figures get ``id=graph_id(role)`` (role e.g. ``"attention-image"``; a plain JSON value)
     so the app can listen to them with pattern-matching callbacks; None: no ids."""

@@ -19,6 +19,7 @@ from app_steps import (
     assert_sections_and_cards,
     click_table_row,
     filter_table,
+    open_debug_items,
     sort_table,
     url_state,
     wait_for_datapoint,
@@ -218,4 +219,50 @@ def test_a_trainer_with_a_final_evaluation_shows_both_passes(dash_duo, serve, re
     wait_for_datapoint(dash_duo, by_iou[0])
     dash_duo.wait_for_contains_text(f"#{ids.PASS}", "test")
     assert url_state(dash_duo)["split"] == "test"
+    assert dash_duo.get_logs() == []
+
+
+def test_attention_head_and_query_are_kept_in_the_url(dash_duo, serve, example_dir: Path) -> None:
+    """The example's attention item: a head chip lays that head over the image, a click on the overlay picks the
+    query; only the item is re-drawn, the URL holds both, and reloading it reopens the same head and query."""
+    store = serve([example_dir])
+    trainer = next(r for r in store.runs() if r.kind == "trainer")
+    key = next(p.key for p in reversed(trainer.passes) if p.has_debug and p.split == "val")
+    idx = int(store.scores(key).ranking(store.scores(key).metrics[0])[0])
+    record = store.datapoint(key, idx)
+    name = next(n for n, items in record.debug.items() if any(it.kind == "attention" for it in items))
+    item = next(it for it in record.debug[name] if it.kind == "attention")
+    heads = int(item.value["weights"].shape[-3])
+    assert heads >= 2
+    dash_duo.driver.get(f"{dash_duo.server_url}/?run={trainer.name}&epoch={key.step}&idx={idx}")
+    wait_for_datapoint(dash_duo, idx)
+    open_debug_items(dash_duo)
+    card = f".ev-card[data-debugger='{name}']"
+    chosen = f"{card} .ev-head-choice.ev-chosen"
+    dash_duo.wait_for_text_to_equal(chosen, "mean", timeout=10)
+    assert len(dash_duo.find_elements(f"{card} .ev-head-choice")) == heads + 1
+    dash_duo.driver.execute_script("document.querySelector('.ev-scores').dataset.mark = 'kept'")
+
+    dash_duo.find_element(f"{card} .ev-head-choice[data-head='1']").click()
+    dash_duo.wait_for_text_to_equal(chosen, "h1", timeout=10)
+    dash_duo._wait_for(lambda _: url_state(dash_duo).get("attn", "").startswith("1,"), timeout=10,
+                       msg="the chosen head is not in the URL")
+    assert "head 1" in dash_duo.find_element(f"{card} .ev-item-body").text
+
+    overlay = dash_duo.find_element(f"{card} [id*='{ids.ATTENTION_ROLE}'] .nsewdrag")
+    overlay.click()  # the centre of the image: a query in the middle of the grid
+    dash_duo._wait_for(lambda _: url_state(dash_duo).get("attn", "").split(",")[1:2] not in ([], [""]), timeout=10,
+                       msg="the clicked query is not in the URL")
+    head, query, item_key_ = url_state(dash_duo)["attn"].split(",", 2)
+    assert head == "1" and json.loads(item_key_) == ["debug", name, item.key]
+    dash_duo.wait_for_contains_text(f"{card} .ev-item-body", f"query {query}, head 1", timeout=10)
+    assert dash_duo.driver.execute_script("return document.querySelector('.ev-scores').dataset.mark") == "kept"
+
+    shared = dash_duo.driver.current_url
+    dash_duo.driver.get("about:blank")
+    dash_duo.driver.get(shared)  # a reload of the shared link: the same head and query
+    wait_for_datapoint(dash_duo, idx)
+    dash_duo.wait_for_text_to_equal(chosen, "h1", timeout=10)  # the item stayed open (local storage)
+    dash_duo.wait_for_contains_text(f"{card} .ev-item-body", f"query {query}, head 1", timeout=10)
+    assert url_state(dash_duo)["attn"] == f"1,{query},{item_key_}"
     assert dash_duo.get_logs() == []

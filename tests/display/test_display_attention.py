@@ -1,4 +1,5 @@
-"""Attention: click -> query mapping, parsing the shapes other tools write, the overlay following the query."""
+"""Attention: click -> query mapping, parsing the shapes other tools write, the overlay following the query and the
+chosen head, windowed maps placed in image coordinates."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from eval_viewer.display import (
     parse_attention,
     render_item,
 )
-from eval_viewer.display.attention import row_entropy
-from eval_viewer.display.view import Image, walk
+from eval_viewer.display.attention import query_grid_map, row_entropy
+from eval_viewer.display.view import Group, Image, walk
 from eval_viewer.log_format import Kind
 
 
@@ -220,3 +221,76 @@ def test_top_k_form_from_the_capture_budget_is_drawn_with_its_kept_keys_only() -
     assert "top-4 keys of each query only" in text_of(out)
     broken = {"form": "top_k", "top_k": {"index": index.astype(np.int8) + 20, "values": values, "k": 4}, "num_keys": 16}
     assert has_error(render_item(Item("attention", Kind.ATTENTION, broken)))  # indices past the keys: a clear problem
+
+
+def _corner_heads(side: int) -> np.ndarray:
+    """Two heads over a ``side`` x ``side`` grid: every query of head 0 looks at the top-left cell, of head 1 at the
+    bottom-right one."""
+    n = side * side
+    att = np.full((2, n, n), 1e-4, dtype=np.float32)
+    att[0, :, 0] = 1.0
+    att[1, :, n - 1] = 1.0
+    return att / att.sum(-1, keepdims=True)
+
+
+def test_the_chosen_head_is_laid_over_the_image_and_picked_with_chips() -> None:
+    image = np.zeros((80, 80, 3), dtype=np.uint8)
+    value = {"attention": _corner_heads(8), "grid": (8, 8)}
+    item = Item("attn", Kind.ATTENTION, value)
+    ids = lambda role: {"role": role}  # noqa: E731 - the app's ids, as RenderContext.graph_id gives them
+    by_head = {h: render_item(item, RenderContext(image=image, attention_query=27, attention_head=h, mask_opacity=1.0,
+                                                  graph_id=ids)) for h in (0, 1, None)}
+    first, second, mean = (_overlay_png(by_head[h]).astype(int) for h in (0, 1, None))
+    assert first[4, 4].sum() > first[75, 75].sum() + 100 and second[75, 75].sum() > second[4, 4].sum() + 100
+    assert abs(mean[4, 4].sum() - mean[75, 75].sum()) < 30  # the mean: both corners alike
+    assert "query 27, head 1, over the image" in text_of(by_head[1])
+    assert "query 27, mean over heads, over the image" in text_of(by_head[None])
+
+    chips = [n for n in walk(by_head[1]) if isinstance(n, Group) and "ev-head-choice" in n.cls]
+    assert [c.id for c in chips] == [{"role": "head:mean"}, {"role": "head:0"}, {"role": "head:1"}]
+    assert [c.data["head"] for c in chips if "ev-chosen" in c.cls] == ["1"]
+    # without ids (a notebook, a report) nothing would listen to chips: none are drawn, the title says the head
+    plain = render_item(item, RenderContext(image=image, attention_head=1))
+    assert not [n for n in walk(plain) if isinstance(n, Group) and "ev-head-choice" in n.cls]
+    assert "head 1" in text_of(plain)
+    # a head the value does not have: the mean, said in words
+    missing = render_item(item, RenderContext(image=image, attention_head=5))
+    assert "no head 5 (heads 0–1): the mean is shown" in text_of(missing) and not has_error(missing)
+    assert (_overlay_png(missing) == _overlay_png(render_item(item, RenderContext(image=image)))).all()
+
+
+def _windowed(image_grid: tuple[int, int], origins: list[list[int]], query_index: list[int]) -> dict[str, object]:
+    """What the capture keeps for windowed attention in its local form: each kept query's row over its own 4x4
+    window (peaked at the window's top-left key), and where that window lies on the image's key grid."""
+    weights = np.full((1, len(query_index), 16), 1e-4, dtype=np.float32)
+    weights[:, :, 0] = 1.0
+    windows = {"windows": [-(-image_grid[0] // 4), -(-image_grid[1] // 4)], "window_size": [4, 4],
+               "query_window_size": [4, 4], "image_grid": list(image_grid), "query_image_grid": list(image_grid),
+               "padding": [0, 0], "form": "local", "key_window_origin": origins}
+    return {"weights": weights / weights.sum(-1, keepdims=True), "query_index": query_index,
+            "query_grid": list(image_grid), "key_grid": [4, 4], "num_prefix_tokens": 0, "key_pool": 1,
+            "windows": windows}
+
+
+def test_windowed_maps_are_placed_in_image_coordinates() -> None:
+    value = _windowed((8, 8), [[0, 0], [4, 4]], [0, 63])  # the top-left query's window, the bottom-right one's
+    image = np.zeros((80, 80, 3), dtype=np.uint8)
+    att = parse_attention(value, image.shape[:2])
+    assert att.grid == (8, 8) and att.window == (4, 4) and list(att.query_cells) == [0, 63]
+    placed = query_grid_map(att, att.weights[0, 1], 1)
+    assert np.isnan(placed[:4]).all() and np.isnan(placed[:, :4]).all()  # only its own window is drawn
+    assert placed[4, 4] == pytest.approx(float(att.weights[0, 1, 0])) and np.isfinite(placed[4:, 4:]).all()
+
+    # a click at the bottom-right of the image picks the query whose window is there, drawn at that place
+    query = attention_query_from_click(75, 75, image.shape[:2], att.grid)
+    out = render_item(Item("attn", Kind.ATTENTION, value), RenderContext(image=image, attention_query=query,
+                                                                         mask_opacity=1.0))
+    png = _overlay_png(out).astype(int)
+    assert png[45, 45].sum() > png[5, 5].sum() + 100  # the window's top-left key is cell (4, 4): pixels 40-49
+    assert "each query's own 4×4 window, this one at (4, 4)" in text_of(out) and not has_error(out)
+
+    padded = parse_attention(_windowed((6, 6), [[4, 4]], [35]), (60, 60))  # the last window hangs over the image
+    placed = query_grid_map(padded, padded.weights[0, 0], 0)
+    assert placed.shape == (6, 6) and np.isfinite(placed).sum() == 4 and np.isfinite(placed[4:, 4:]).all()
+    bad = parse_attention({**value, "windows": {**value["windows"], "key_window_origin": [[0, 0]]}}, (80, 80))
+    assert bad.window is None and "does not fit" in " ".join(bad.notes)

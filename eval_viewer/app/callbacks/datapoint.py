@@ -13,6 +13,7 @@ and item key, :func:`~eval_viewer.display.datapoint.item_key`), so the choice ca
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import dash
@@ -23,7 +24,7 @@ from eval_viewer.app import ids
 from eval_viewer.app.boundary import error_box, guarded
 from eval_viewer.app.rendered import RenderedViews
 from eval_viewer.app.callbacks.table import table_position
-from eval_viewer.app.state import parse_query, resolve, with_idx
+from eval_viewer.app.state import parse_query, resolve, to_query, with_idx
 from eval_viewer.app.views import open_item
 from eval_viewer.backend import LogStore
 from eval_viewer.errors import ViewerError
@@ -48,22 +49,29 @@ def register(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
     @app.callback(
         Output(ids.DATAPOINT_BODY, "children"),
         Output(ids.INDEX_POLL, "disabled"),
+        Output(ids.DATAPOINT_DRAWN, "data"),
         Input(ids.URL, "search"),
         Input(ids.INDEX_POLL, "n_intervals"),
         State(ids.TABLE_MODEL, "data"),
         State(ids.OPEN_ITEMS, "data"),
+        State(ids.DATAPOINT_DRAWN, "data"),
     )
-    @guarded(lambda box: (box, True))
-    def render(search: str | None, _polls: int | None, model: dict[str, Any] | None, open_data: Any) -> Any:
+    @guarded(lambda box: (box, True, None))
+    def render(search: str | None, _polls: int | None, model: dict[str, Any] | None, open_data: Any,
+               drawn: str | None) -> Any:
         """Strict: a link naming a datapoint that does not exist says so here instead of showing another one.
 
         A pass whose pages are still being indexed is drawn at once with what there is (the view says so), and
-        ``INDEX_POLL`` re-draws it when the index is complete: the request never waits for indexing."""
+        ``INDEX_POLL`` re-draws it when the index is complete: the request never waits for indexing. A URL that
+        only chose another attention head or query (callbacks/attention.py re-drew that item) draws nothing."""
         state = parse_query(search)
         if state.idx is None or state.vs is not None:  # the overview, or the paired view (callbacks/compare.py)
-            return [], True  # the overview is shown; drop the last datapoint so it never flashes before the next one
+            return [], True, None  # the overview is shown; drop the last datapoint so it never flashes before the next
         resolved = resolve(store, state, strict=True)
         state = resolved.state
+        shown = to_query(replace(state, attn=None))
+        if ctx.triggered_id == ids.URL and shown == drawn:
+            raise PreventUpdate
         status = store.debug_status(state.pass_key)
         indexing = status is not None and not status.ready
         if ctx.triggered_id == ids.INDEX_POLL and indexing:
@@ -72,7 +80,7 @@ def register(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
         view = views.get(state, opened)
         where = table_position(store, resolved, model)
         views.prefetch((with_idx(state, i) for i in (where.next_idx, where.prev_idx) if i is not None), opened)
-        return view, not indexing
+        return view, not indexing, shown
 
     app.clientside_callback(
         ClientsideFunction(namespace="evalViewer", function_name="toggleItem"),
@@ -99,7 +107,7 @@ def register(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
             raise PreventUpdate
         children: list[Any] = [no_update] * len(folds)
         class_names: list[Any] = [no_update] * len(folds)
-        record = None
+        record, attention = None, None
         for i in changed:
             key = folds[i]
             class_names[i] = OPEN if key in opened else FOLDED
@@ -111,8 +119,8 @@ def register(app: dash.Dash, store: LogStore, *, prefetch: bool = True) -> None:
                     state = resolve(store, parse_query(search), strict=True).state
                     if state.idx is None:
                         raise PreventUpdate
-                    record = store.datapoint(state.pass_key, state.idx)
-                children[i] = open_item(record, key)
+                    record, attention = store.datapoint(state.pass_key, state.idx), state.attn
+                children[i] = open_item(record, key, attention)
             except ViewerError as err:  # this item alone says what went wrong; the others still open
                 children[i] = error_box(str(err), title="This item could not be drawn")
         return children, class_names
