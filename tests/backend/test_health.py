@@ -270,3 +270,18 @@ def test_vectorised_measures_match_a_row_by_row_reference() -> None:
         assert got["saturated"][row] == pytest.approx(0.0 if top == low else at / values.size)
         assert (got["dead"][row] == ~np.any(x.reshape(3, -1) != 0, axis=1)).all()
     assert got["dead"][1].tolist() == [True, False, False] and got["saturated"][4] > 0.5
+
+
+def test_the_summary_view_names_layers_kinds_counts_and_cells(store: LogStore) -> None:
+    from eval_viewer.display.health import health_table
+    from eval_viewer.display.view import Group, texts, walk
+
+    a, b = compute_health(store, ("planted", "val", 0)), compute_health(store, ("planted", "val", 1))
+    rows = b.table() + scale_jump_rows(a, b)[0]
+    view = health_table(rows, N, notes=b.notes, cell_id=lambda layer, kind: [layer, kind])
+    shown = list(texts(view))
+    assert "scale jump" in shown and "NaN" in shown and f"{len(POISONED)} / {N}" in shown
+    assert any(t.startswith("×100") for t in shown)  # layer4's RMS grew 100-fold
+    cells = {tuple(node.id) for node in walk(view) if isinstance(node, Group) and node.id is not None}
+    assert ("backbone.layer3", "nan") in cells and ("backbone.layer4", "scale_jump") in cells
+    assert list(texts(health_table([], N))) == [f"No problems found in {N} datapoints."]
