@@ -18,7 +18,7 @@ from eval_viewer.backend.compare import CommonFailures, Deltas, common_failures
 from eval_viewer.backend.summary import LayerSummary
 
 __all__ = ["deltas_of", "delta_rows", "delta_caption", "delta_map_figure", "summary_rows", "worst_list",
-           "compare_nav", "compare_step", "progress_bar", "failures_of", "failure_columns", "failure_rows",
+           "compare_nav", "compare_step", "progress_bar", "summary_notes", "failures_of", "failure_columns", "failure_rows",
            "failure_caption", "failure_map_figure", "pass_options_all", "FAIL_MAP_ROWS", "FAIL_LIST_ROWS"]
 
 
@@ -122,6 +122,17 @@ def worst_list(summary: LayerSummary, layer: str, head: int | None, limit: int =
              for a, b, value in summary.worst(layer, head, limit)]
     title = f"{layer}" + ("" if head is None else f" · head {head}") + f": highest {metric} first"
     return html.Div([html.Div(title, className="ev-worst-title"), html.Ol(items, className="ev-worst-items")])
+
+
+def summary_notes(summary: LayerSummary, limit: int = 8) -> html.Ul | None:
+    """What the summary could not compare (an unreadable page, shapes that differ...), each naming its file or
+    layer; None when nothing."""
+    if not summary.notes:
+        return None
+    items = [html.Li(note) for note in summary.notes[:limit]]
+    if len(summary.notes) > limit:
+        items.append(html.Li(f"… and {len(summary.notes) - limit} more"))
+    return html.Ul(items, className="ev-summary-notes")
 
 
 def progress_bar(done: int, total: int, note: str = "") -> html.Div:

@@ -174,9 +174,12 @@ class _Layer:
 def _plan(store: Any, a: PassKey, b: PassKey, alignment: Alignment, notes: dict[str, str],
           tries: int = 5) -> list[_Layer]:
     """The compared items: those :func:`compare_items` measures in the first matched datapoint pair that has any
-    (records read the normal way, so kinds and item keys are exactly the paired view's)."""
+    (records read the normal way, so kinds and item keys are exactly the paired view's). When none of the first
+    ``tries`` pairs has any, the notes say so, with what their records could not read."""
+    problems: dict[str, None] = {}
     for i, j in list(zip(alignment.a.tolist(), alignment.b.tolist()))[:tries]:
         record_a, record_b = store.datapoint(a, i), store.datapoint(b, j)
+        problems.update(dict.fromkeys((*record_a.problems, *record_b.problems)))
         layers = []
         for cmp in compare_items(record_a, record_b):
             if cmp.note:
@@ -187,6 +190,10 @@ def _plan(store: Any, a: PassKey, b: PassKey, alignment: Alignment, notes: dict[
                 layers.append(_Layer(cmp.debugger, cmp.key, cmp.kind, whole))
         if layers:
             return layers
+    notes.setdefault("", f"Nothing to compare: no attention or array item was measured in both passes in the first "
+                         f"{min(tries, alignment.size)} matched datapoints")
+    for problem in problems:
+        notes.setdefault(problem, problem)
     return []
 
 

@@ -400,3 +400,15 @@ def test_summary_with_a_corrupt_page_in_the_middle_names_it(tmp_path: Path, make
     assert np.isnan(jsd[3:6]).all() and np.isfinite(jsd[[0, 1, 2, 6, 7, 8]]).all()
     assert any(str(broken) in note for note in summary.notes)
     assert summary.table()[0].count == 6
+
+
+def test_summary_with_nothing_readable_says_why(tmp_path: Path, make_store: Any) -> None:
+    logs = tmp_path / "logs"
+    ids = [f"img{i}" for i in range(4)]
+    write_run(logs, "fp", [0.5] * 4, ids, 0.0)
+    write_run(logs, "q8", [0.5] * 4, ids, 0.2, seed=2)
+    broken = logs / "q8" / DEBUGGER_DIR / page_name(0)
+    broken.write_bytes(broken.read_bytes()[:300])
+    summary = compute_summary(make_store(logs), PassKey("fp", "test"), PassKey("q8", "test"))
+    assert summary.arrays == {} and summary.table() == []
+    assert summary.notes[0].startswith("Nothing to compare") and any(str(broken) in n for n in summary.notes)

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import dash
-from dash import ALL, Input, Output, State, ctx, no_update
+from dash import ALL, Input, Output, State, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 
 from eval_viewer.app import ids
@@ -35,6 +35,7 @@ from eval_viewer.app.compare_views import (
     failures_of,
     pass_options_all,
     progress_bar,
+    summary_notes,
     summary_rows,
     worst_list,
 )
@@ -184,7 +185,8 @@ def register(app: dash.Dash, store: LogStore) -> None:
             return error_box(status.error), [], True, new_job, worst
         assert status.summary is not None
         note = "from the cache" if status.cached else "done"
-        return progress_bar(status.done, status.total, note), summary_rows(status.summary), True, new_job, worst
+        shown = html.Div([progress_bar(status.done, status.total, note), summary_notes(status.summary)])
+        return shown, summary_rows(status.summary), True, new_job, worst
 
     @app.callback(
         Output(ids.WORST_LIST, "children", allow_duplicate=True),
