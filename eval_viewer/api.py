@@ -41,9 +41,9 @@ from eval_viewer.backend.compare import (
     Deltas,
     ItemComparison,
     Thresholds,
-    common_failures,
     compare_items,
     deltas,
+    failures_across,
 )
 from eval_viewer.backend.health import Flag, HealthThresholds
 from eval_viewer.backend.health_summary import HealthJobs, HealthRow, HealthSummary, datapoint_flags, scale_jump_rows
@@ -342,11 +342,9 @@ class Logs:
         return Comparison(self, a, b, metric, alignment, d)
 
     def common_failures(self, passes: Sequence[PassLike], metric: str, percentile: float = 25.0) -> CommonFailures:
-        """In how many of ``passes`` each datapoint is in the worst ``percentile`` % of ``metric`` (or NaN)."""
-        keys = [PassKey.of(p) for p in passes]
-        table = self.store.scores_across_passes(keys, metric)
-        hib = self.store.scores(keys[0]).higher_is_better.get(metric, True)
-        return common_failures(table, metric, hib, percentile)
+        """In how many of ``passes`` each datapoint is in the worst ``percentile`` % of ``metric`` (or NaN); a pass
+        without ``metric`` is an error naming it."""
+        return failures_across(self.store, [PassKey.of(p) for p in passes], metric, percentile)[0]
 
     def export(self, key: PassLike | str, metric: str, worst: int, out: str | os.PathLike[str], *,
                vs: PassLike | str | None = None, plotlyjs: Literal["inline", "directory"] = "inline",

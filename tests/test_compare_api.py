@@ -68,6 +68,18 @@ def test_common_failures_across_epochs(logs: eval_viewer.Logs) -> None:
     assert cf.counts.max() <= len(passes) and cf.counts[cf.order()[0]] == cf.counts.max()
 
 
+def test_common_failures_of_two_runs_respect_lower_is_better_and_name_a_missing_metric(
+        logs: eval_viewer.Logs) -> None:
+    loss = np.stack([logs.scores(k).per_datapoint["loss"] for k in (FP, Q8)])
+    cf = logs.common_failures([FP, Q8], "loss", percentile=20)
+    for row, values in enumerate(loss):  # lower is better: the highest 20 % fail
+        cut = np.percentile(values[np.isfinite(values)], 80)
+        np.testing.assert_array_equal(cf.fails[row], np.isnan(values) | (values >= cut))
+    assert cf.counts.tolist() == cf.fails.sum(0).tolist()
+    with pytest.raises(eval_viewer.errors.ViewerError, match="trainer_run.*no metric 'made_up'"):
+        logs.common_failures([("trainer_run", "val", 9), FP], "made_up")
+
+
 def test_paired_view_nodes_hold_both_passes(logs: eval_viewer.Logs) -> None:
     pair = logs.compare(("trainer_run", "val", 4), ("trainer_run", "val", 9)).datapoint(5)
     node = pair.view(focus='["debug","gradcam","gradcam"]')

@@ -14,7 +14,7 @@ from eval_viewer.app import ids
 from eval_viewer.app.compare_state import compare_deltas, compare_position, list_order, pass_token, vs_pass
 from eval_viewer.app.state import ViewState, resolve
 from eval_viewer.backend import LogStore, PassKey
-from eval_viewer.backend.compare import CommonFailures, Deltas, common_failures
+from eval_viewer.backend.compare import CommonFailures, Deltas, failures_across
 from eval_viewer.backend.summary import LayerSummary
 
 __all__ = ["deltas_of", "delta_rows", "delta_caption", "delta_map_figure", "summary_rows", "worst_list",
@@ -183,15 +183,7 @@ def failures_of(store: LogStore, keys: list[PassKey], metric: str,
                 percentile: float) -> tuple[CommonFailures, np.ndarray, bool]:
     """Which datapoints fail in which of ``keys`` (in the worst ``percentile`` % of ``metric`` of that pass, lower
     is better respected, NaN a failure), the ``(passes, datapoints)`` values, and whether higher is better."""
-    from eval_viewer.errors import NotFoundError
-
-    for key in keys:
-        scores = store.scores(key)
-        if metric not in scores.per_datapoint:
-            raise NotFoundError(f"{key} has no metric {metric!r} (metrics: {', '.join(scores.metrics) or 'none'})")
-    table = store.scores_across_passes(keys, metric)
-    higher = store.scores(keys[0]).higher_is_better.get(metric, True)
-    return common_failures(table, metric, higher, percentile), table, higher
+    return failures_across(store, keys, metric, percentile)
 
 
 def failure_columns(keys: list[PassKey]) -> list[dict[str, Any]]:

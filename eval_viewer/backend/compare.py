@@ -27,7 +27,7 @@ from eval_viewer.log_format import Kind
 
 __all__ = ["Alignment", "align", "Thresholds", "Deltas", "deltas", "ItemComparison", "compare_items",
            "attention_weights", "attention_array", "array_of", "attention_metrics", "common_failures",
-           "CommonFailures", "TOP_K", "TENSOR_KINDS", "DELTA_FILTERS"]
+           "CommonFailures", "failures_across", "CompareError", "TOP_K", "TENSOR_KINDS", "DELTA_FILTERS"]
 
 TOP_K = 5
 """``k`` of the top-k attention mass."""
@@ -359,3 +359,20 @@ def common_failures(table: np.ndarray, metric: str, higher_is_better: bool = Tru
             with np.errstate(invalid="ignore"):
                 fails[p] |= row <= cut
     return CommonFailures(metric, percentile, fails, fails.sum(axis=0), cutoffs)
+
+
+def failures_across(store: Any, keys: Sequence[Any], metric: str,
+                    percentile: float = 25.0) -> tuple[CommonFailures, np.ndarray, bool]:
+    """:func:`common_failures` of passes ``keys`` of ``store`` (a :class:`~eval_viewer.backend.LogStore`): the
+    failures, the ``(passes, datapoints)`` values of ``metric`` and whether higher is better (the first pass's
+    direction). A pass without ``metric`` is a :class:`CompareError` naming it (its missing values would otherwise all
+    count as failures)."""
+    for key in keys:
+        scores = store.scores(key)
+        if metric not in scores.per_datapoint:
+            raise CompareError(f"{key} has no metric {metric!r} (metrics: {', '.join(scores.metrics) or 'none'})")
+    if len(keys) == 0:
+        raise CompareError("No passes to look for common failures in")
+    table = store.scores_across_passes(keys, metric)
+    higher = bool(store.scores(keys[0]).higher_is_better.get(metric, True))
+    return common_failures(table, metric, higher, percentile), table, higher
