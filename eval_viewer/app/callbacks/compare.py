@@ -1,5 +1,6 @@
 """Comparing two passes: the "vs" selectors ⇄ the URL, the delta table and map, the layer × head summary with its
-progress, and the paired datapoint view.
+progress, and the paired datapoint view; and the common failures of any passes the user picks (list and map, a click
+opens the datapoint in a pass).
 
 The pass-wide summary runs in :class:`~eval_viewer.backend.summary.SummaryJobs` (one background thread; the result is
 cached on disk under the store's cache dir) and the page polls it with a ``dcc.Interval`` while it runs. We chose
@@ -62,8 +63,6 @@ def _selection(store: LogStore, search: str | None) -> dict[str, Any] | None:
 
 def _state_of(selection: dict[str, Any]) -> Any:
     """A ViewState (no datapoint) of a COMPARE_SELECTION."""
-    from eval_viewer.app.state import ViewState
-
     b = selection["b"]
     vs = CompareState(b[0], b[1], b[2], selection["align"], selection["filter"], selection["change"],
                       selection["good"], selection["bad"])
