@@ -2,8 +2,9 @@
 
 Run from the repository root (Debian's ``chromium`` and ``chromedriver``, as the browser tests use)::
 
-    python benchmarks/bench_browser.py                          # data/example, 20 views each way, about a minute
-    python benchmarks/bench_browser.py --log-dir PATH --views 10
+    python benchmarks/bench_browser.py                          # data/example + a 0.2 GB log, about three minutes
+    python benchmarks/bench_browser.py --log-dir PATH --views 10 --large-gb 0
+    python benchmarks/bench_browser.py --open-items all         # as a user who opened every debug item
 
 Two ways to a datapoint are timed, each over the ``--views`` worst datapoints of the last validated epoch of the
 first trainer run:
@@ -17,9 +18,16 @@ first trainer run:
 "Fully drawn" is polled in the page every 5 ms: the position bar names the datapoint, its body is that datapoint's
 (``data-idx`` of ``.ev-datapoint-content``, or, on an older app without it, the scores line changed), nothing is
 loading (``data-dash-is-loading``), every Plotly graph in the body has drawn its SVG and every ``<img>`` is decoded.
-Cards collapsed by the app count as drawn: what is folded is not waited for. The server time is the sum of the
-``/_dash-update-component`` requests Flask answered during that view (timed by hooks added here, not by the app),
-with their count and response bytes.
+Cards collapsed by the app count as drawn: what is folded is not waited for. The app draws a debug item only while
+the user has it open (kept in the browser's local storage): ``--open-items none`` (default) is a first visit, every
+item folded; ``all`` opens every debug item of the pass first (the same local storage entry a user's clicks write),
+so each view draws all of them. The server time is the sum of the ``/_dash-update-component`` requests Flask
+answered during that view (timed by hooks added here, not by the app), with their count and response bytes, printed
+beside the browser's time for the same views.
+
+The large log (``--large-gb`` of pages over ``--large-datapoints``, 0 to skip) is ``bench_backend.py``'s ``build``:
+plain ``joblib.dump`` pages of a recorder record, a feature map sized to reach the size and a GradCAM map per
+datapoint, written to a temporary folder and deleted afterwards.
 
 The app is served by Werkzeug in a thread of this process (threaded, like the CLI's dev server), on 127.0.0.1.
 """
@@ -27,8 +35,12 @@ The app is served by Werkzeug in a thread of this process (threaded, like the CL
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
+import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -44,6 +56,10 @@ from werkzeug.serving import make_server
 from eval_viewer.app import create_app, ids
 from eval_viewer.app.state import ViewState, resolve, to_query
 from eval_viewer.backend import LogStore
+from eval_viewer.display.datapoint import item_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_backend import build  # noqa: E402  (a sibling script, not a package)
 
 __all__ = ["main"]
 
@@ -146,7 +162,16 @@ def _scores_text(driver: webdriver.Chrome) -> str | None:
         ids.DATAPOINT_BODY)
 
 
-def run(log_dir: str, views: int, pause: float) -> dict[str, Any]:
+def _open_everything(driver: webdriver.Chrome, store: LogStore, state: ViewState) -> int:
+    """Write every debug item key of ``state``'s first datapoint into the app's local storage entry of open items
+    (what a user's clicks on the items' heads write); returns how many."""
+    record = store.datapoint(state.pass_key, int(store.scores(state.pass_key).ranking(state.metric)[0]))
+    keys = [item_key("debug", name, item.key) for name, items in record.debug.items() for item in items]
+    driver.execute_script("localStorage.setItem(arguments[0], arguments[1])", ids.OPEN_ITEMS, json.dumps(keys))
+    return len(keys)
+
+
+def run(log_dir: str, views: int, pause: float, open_items: str = "none") -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ev-bench-browser-") as cache:
         served = Served([log_dir], cache)
         driver = _driver()
@@ -157,6 +182,7 @@ def run(log_dir: str, views: int, pause: float) -> dict[str, Any]:
             order = [int(i) for i in scores.ranking(state.metric)][: views + 1]
             served.store.wait_background(60)
             driver.get(served.url + to_query(state))  # warm-up: plotly.js and the assets in the browser's cache
+            opened = _open_everything(driver, served.store, state) if open_items == "all" else 0
             driver.get(served.url + to_query(replace(state, idx=order[-1])))
             _wait(driver, order[-1], None, "load")
             results: dict[str, list[tuple[float, float, int, int]]] = {"URL": [], "arrow": []}
@@ -179,20 +205,14 @@ def run(log_dir: str, views: int, pause: float) -> dict[str, Any]:
         finally:
             driver.quit()
             served.close()
-    return {"state": state, "results": results, "page": size}
+    return {"state": state, "results": results, "page": size, "opened": opened}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--log-dir", default=str(REPO / "data" / "example"))
-    parser.add_argument("--views", type=int, default=20)
-    parser.add_argument("--pause", type=float, default=1.0, help="seconds a user looks at a view before pressing →")
-    args = parser.parse_args()
-    out = run(args.log_dir, args.views, args.pause)
+def report(name: str, out: dict[str, Any], views: int) -> None:
     state = out["state"]
     height, graphs, images = out["page"]
-    print(f"log: {args.log_dir}; pass {state.run} {state.pass_key.label}, metric {state.metric}; "
-          f"{args.views} views each way; last view: {height} px tall, {graphs} Plotly graphs, {images} <img>")
+    print(f"\n{name}: pass {state.run} {state.pass_key.label}, metric {state.metric}; {views} views each way; "
+          f"{out['opened']} debug items open; last view: {height} px tall, {graphs} Plotly graphs, {images} <img>")
     print(f"{'how':6} {'p50':>8} {'p95':>8} {'max':>8}   server p50  requests  response p50")
     for how, rows in out["results"].items():
         browser = [r[0] for r in rows]
@@ -204,6 +224,30 @@ def main() -> None:
         browser = [r[0] for r in rows]
         met = _pct(browser, 0.5) <= P50_TARGET_MS and _pct(browser, 0.95) <= P95_TARGET_MS
         print(f"target {how}: p50 <= {P50_TARGET_MS} ms and p95 <= {P95_TARGET_MS} ms: {'met' if met else 'NOT met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--log-dir", default=str(REPO / "data" / "example"))
+    parser.add_argument("--views", type=int, default=20)
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds a user looks at a view before pressing →")
+    parser.add_argument("--open-items", choices=("none", "all"), default="none",
+                        help="debug items open: none (a first visit) or all of them")
+    parser.add_argument("--large-gb", type=float, default=0.2, help="bytes of pages of the large log (0: none)")
+    parser.add_argument("--large-datapoints", type=int, default=20_000)
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    report(f"log {args.log_dir}", run(args.log_dir, args.views, args.pause, args.open_items), args.views)
+    if args.large_gb > 0:
+        work = Path(tempfile.mkdtemp(prefix="ev-bench-browser-large-"))
+        try:
+            started = time.perf_counter()
+            info = build(work / "large", args.large_gb, args.large_datapoints, 1, 100)
+            print(f"\nlarge log: {info['bytes'] / 1e9:.2f} GB of pages, {args.large_datapoints:,} datapoints, "
+                  f"{info['pages']} pages, written in {time.perf_counter() - started:.0f} s")
+            report("large log", run(str(work / "large"), args.views, args.pause, args.open_items), args.views)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

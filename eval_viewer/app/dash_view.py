@@ -90,14 +90,6 @@ def _problem(node: Problem) -> html.Div:
     return html.Div(children, **_kwargs(node.cls))
 
 
-@overload
-def to_dash(node: Node, *, lean: bool = False) -> Component: ...
-
-
-@overload
-def to_dash(node: str, *, lean: bool = False) -> str: ...
-
-
 def _static_sizes(node: Child, sizes: dict[int, int]) -> int:
     """Fill ``sizes`` with the node count of every subtree that holds no id and no figure (keyed by ``id(node)``);
     returns the size of ``node``'s subtree, or -1 when something in it is listened to or is a figure."""
@@ -132,12 +124,25 @@ def _static(node: Group | Table | Details) -> Component:
     if isinstance(node, Group):
         inner = "".join(to_html(child) for child in children_of(node))
         props = {**_kwargs(node.cls), **{f"data-{k}": v for k, v in node.data.items()}}
-        return _GROUP_TAGS[node.tag](**props, **{STATIC_ATTR: inner})
+        props[STATIC_ATTR] = inner
+        return _GROUP_TAGS[node.tag](**props)
     if isinstance(node, Details):
         inner = f"<summary>{escape(node.summary)}</summary>" + "".join(to_html(child) for child in children_of(node))
-        return html.Details(**_kwargs(node.cls), **{STATIC_ATTR: inner})
+        return html.Details(**_kwargs(node.cls), **_markup(inner))
     whole = to_html(node)  # <table class=...>INNER</table>
-    return html.Table(**_kwargs(node.cls), **{STATIC_ATTR: whole[whole.index(">") + 1: -len("</table>")]})
+    return html.Table(**_kwargs(node.cls), **_markup(whole[whole.index(">") + 1: -len("</table>")]))
+
+
+def _markup(inner: str) -> dict[str, Any]:
+    return {STATIC_ATTR: inner}
+
+
+@overload
+def to_dash(node: Node, *, lean: bool = False) -> Component: ...
+
+
+@overload
+def to_dash(node: str, *, lean: bool = False) -> str: ...
 
 
 def to_dash(node: Child, *, lean: bool = False) -> Component | str:

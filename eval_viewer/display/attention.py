@@ -409,13 +409,14 @@ def render_attention(value: Any, ctx: RenderContext) -> Node:
     r = select_row(att, ctx.attention_query, shown)
     token = int(att.query_tokens[r])
     top: list[Node] = []
+    picker = _head_picker(heads, head, ctx)
     if att.grid is not None and image is not None:
         hint = " (click to choose)" if att.query_cells is not None else ""
-        top.append(panel(f"query {token}, {which}, over the image{hint}", [
-            _head_picker(heads, head, ctx),
-            figure_view(_overlay(att, image, r, shown, ctx), graph_id=ctx.id_for("attention-image"))]))
-    elif heads > 1 and ctx.graph_id is not None:
-        top.append(panel("head shown", _head_picker(heads, head, ctx)))
+        overlay = figure_view(_overlay(att, image, r, shown, ctx), graph_id=ctx.id_for("attention-image"))
+        top.append(panel(f"query {token}, {which}, over the image{hint}",
+                         [part for part in (picker, overlay) if part is not None]))
+    elif picker is not None:
+        top.append(panel("head shown", picker))
     if att.grid is not None and heads > 1:
         maps = np.stack([query_grid_map(att, att.weights[h, r], r) for h in range(min(heads, MAX_HEADS))])
         top.append(panel(f"query {token}, per head", [
