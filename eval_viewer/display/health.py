@@ -79,10 +79,11 @@ def health_table(rows: Sequence[Any], total: int, *, notes: Sequence[str] = (),
             heads = f" · head {', '.join(map(str, row.heads))}" if row.heads else ""
             first = f" · first in {row.first}" if row.first and row.first != row.datapoints else ""
             detail = f"{_worst(kind, row.worst)}{heads}{first}".strip(" ·")
+            ident = cell_id(layer, kind) if cell_id is not None else None
+            link = " ev-health-link" if ident is not None else ""  # a click lists the datapoints
             line.append(Group([Text(f"{row.datapoints:,} / {row.total:,}", cls="ev-health-count", style="bold"),
                                Text(detail, cls="ev-health-detail", style="inline") if detail else None],
-                              cls=f"ev-health-cell ev-health-{kind}",
-                              id=cell_id(layer, kind) if cell_id is not None else None,
+                              cls=f"ev-health-cell ev-health-{kind}{link}", id=ident,
                               data={"layer": layer, "kind": kind}))
         table_rows.append(line)
     table = Table(table_rows, header=["layer", *(KIND_TITLES.get(k, k) for k in kinds)],
