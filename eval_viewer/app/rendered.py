@@ -24,7 +24,7 @@ from dash.development.base_component import Component
 from eval_viewer.app.state import AttentionChoice, ViewState
 from eval_viewer.app.views import datapoint_view
 from eval_viewer.backend import LogStore
-from eval_viewer.backend.health_summary import datapoint_flags
+from eval_viewer.backend.health_summary import HealthJobs, datapoint_flags
 from eval_viewer.errors import ViewerError
 
 __all__ = ["RenderedViews"]
@@ -65,6 +65,8 @@ class RenderedViews:
     def _key(self, state: ViewState, opened: frozenset[str] | None) -> Key:
         try:
             version = self._store.pass_version(state.pass_key)
+            if HealthJobs.of(self._store).ready(state.pass_key) is not None:
+                version += "+health"  # its badges now know the whole pass (dead channels, heads' typical range)
         except ViewerError:  # an unknown pass: drawing it raises the error the user sees
             version = ""
         return _key(state, version, opened)
