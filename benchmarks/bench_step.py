@@ -161,7 +161,7 @@ def _name(output: str) -> str:
     """The callback's name by its outputs (both versions): step, sync, show or render."""
     if output.startswith("ev-url.search@"):
         return "step"
-    if output.startswith("..ev-url.search..."):
+    if output.startswith(("..ev-url.search...", "..ev-url-set.search...")):  # it writes the address through URL_SET
         return "sync"
     if "ev-position.children" in output:
         return "show"

@@ -7,7 +7,9 @@ answers and goes on with the callbacks their new values trigger (never the callb
 does the same through Flask's test client, reading the callbacks from ``app.callback_map`` and the starting values
 from ``app.layout``, so a benchmark names *what the user did* and the requests follow from the app itself: it works
 unchanged on an older version of the app whose ids or callbacks differ. Clientside callbacks are skipped (they run
-in the browser). Only stdlib imports, so it can be imported next to any version of the package.
+in the browser). Every ``dcc.Location`` follows the address as the browser's do: a callback that writes the address
+through one (``search``, ``pathname``, ``hash``) changes it in all of them. Only stdlib imports, so it can be
+imported next to any version of the package.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 __all__ = ["payload", "Browser", "Request"]
 
 Prop = tuple[str, str]
+_ADDRESS = ("search", "pathname", "hash")
 
 
 def payload(outputs: list[tuple[str, str]], inputs: list[tuple[str, str, Any]],
@@ -71,10 +74,13 @@ class Browser:
         self.skip = skip
         self.callbacks = {k: v for k, v in app.callback_map.items() if v.get("callback") is not None}
         layout = app.layout() if callable(app.layout) else app.layout
+        self.locations: list[str] = []
         for component in [layout, *layout._traverse()]:
             ident = getattr(component, "id", None)
             if not isinstance(ident, str):
                 continue
+            if getattr(component, "_type", None) == "Location":
+                self.locations.append(ident)
             for name, value in component.to_plotly_json()["props"].items():
                 if name not in ("id", "children"):
                     self.props[(ident, name)] = value
@@ -120,4 +126,9 @@ class Browser:
                     for name, value in values.items():
                         self.props[(ident, name)] = value
                         pending.append(((ident, name), key))
+                        if ident in self.locations and name in _ADDRESS:  # the other Locations follow the address
+                            for other in self.locations:
+                                if other != ident and self.props.get((other, name)) != value:
+                                    self.props[(other, name)] = value
+                                    pending.append(((other, name), None))
         return sent
