@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from eval_viewer.app.state import ViewState
-from eval_viewer.app.table_query import Table, number_column, text_column
+from eval_viewer.app.table_query import Table, list_column, number_column, text_column
 from eval_viewer.backend import LogStore, Scores
 from eval_viewer.backend.health_summary import HealthJobs
 
@@ -93,7 +93,7 @@ def table_data(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[A
         columns[meta_field(meta, name)] = number_column(padded) if is_number_column(padded) else text_column(padded)
     for kind, values in (health or {}).items():
         columns[HEALTH_COUNT if kind == HEALTH_COUNT else health_field(kind)] = (
-            number_column(values) if kind == HEALTH_COUNT else text_column(values))
+            number_column(values) if kind == HEALTH_COUNT else list_column(values))
     return Table(columns=columns, default_order=order)
 
 

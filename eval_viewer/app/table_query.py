@@ -87,6 +87,19 @@ def text_column(values: Sequence[Any]) -> Column:
     return Column(array, "text")
 
 
+def list_column(values: Sequence[Sequence[str] | None]) -> Column:
+    """A text column whose cells are lists of names (the layers where a datapoint has a problem): shown joined by
+    ``", "``, and a text filter tests each name, so "equals backbone.layer3" keeps a row listing it beside others and
+    never one listing only ``backbone.layer30`` (which a "contains" on the joined text would)."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = [tuple(v) if v else None for v in values]
+    return Column(array, "text")
+
+
+def _cell_text(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 @dataclass(frozen=True)
 class Table:
     """Every column of one run/epoch by row key, and the default (worst-first) order of the datapoints."""
@@ -158,9 +171,17 @@ def _text_condition(column: Column, condition: Mapping[str, Any]) -> np.ndarray:
         "equals": lambda s: s == needle, "notEqual": lambda s: s != needle,
         "startsWith": lambda s: s.startswith(needle), "endsWith": lambda s: s.endswith(needle),
     }[op]
-    missing_matches = op in ("notEqual", "notContains")
-    return np.fromiter((missing_matches if v is None else test(str(v).lower()) for v in column.values), bool,
-                       count=len(column.values))
+    negative = op in ("notEqual", "notContains")  # also what a missing value gives
+    every = all if negative else any  # a list cell: none of its names may match / one of them must
+
+    def keep(value: Any) -> bool:
+        if value is None:
+            return negative
+        if isinstance(value, tuple):
+            return every(test(str(v).lower()) for v in value)
+        return test(str(value).lower())
+
+    return np.fromiter((keep(v) for v in column.values), bool, count=len(column.values))
 
 
 def _column_filter(column: Column, model: Mapping[str, Any]) -> np.ndarray | None:
@@ -202,7 +223,7 @@ def _sort_key(column: Column, rows: np.ndarray) -> np.ndarray:
     values = column.values[rows]
     if column.kind == "number":
         return values.astype(float)
-    codes = np.unique(np.array([str(v) for v in values], dtype=str), return_inverse=True)[1]
+    codes = np.unique(np.array([_cell_text(v) for v in values], dtype=str), return_inverse=True)[1]
     return codes.astype(float)
 
 
@@ -259,6 +280,8 @@ def _json_scalar(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float):
         return float(f"{value:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(value) else None
+    if isinstance(value, tuple):
+        return _cell_text(value)
     return value
 
 

@@ -185,9 +185,9 @@ class HealthSummary:
             np.minimum(current, np.where(h.mask, c.position, np.iinfo(np.int64).max), out=current)
         return out
 
-    def layer_columns(self, num_datapoints: int) -> dict[str, list[str | None]]:
-        """For the failure table, per kind present: each datapoint's flagged layers in forward order, joined by
-        ``", "`` (None where none); and ``"health"``: how many (layer, kind) problems each datapoint has."""
+    def layer_columns(self, num_datapoints: int) -> dict[str, list[Any]]:
+        """For the failure table, per kind present: each datapoint's flagged layers in forward order as a tuple (None
+        where none); and ``"health"``: how many (layer, kind) problems each datapoint has."""
         per_kind: dict[str, list[list[str]]] = {}
         count = np.zeros(num_datapoints, dtype=np.int64)
         ordered = sorted(self.hits.items(), key=lambda item: (item[0][0].position, item[0][0].layer))
@@ -200,7 +200,7 @@ class HealthSummary:
                     done.add((idx, c.layer))
                     lists[idx].append(c.layer)
                     count[idx] += 1
-        columns: dict[str, list[Any]] = {kind: [", ".join(v) if v else None for v in per_kind[kind]]
+        columns: dict[str, list[Any]] = {kind: [tuple(v) if v else None for v in per_kind[kind]]
                                          for kind in KINDS if kind in per_kind}
         columns["health"] = count.tolist()
         return columns

@@ -19,6 +19,7 @@ from eval_viewer.app.failure_table import table_data
 from eval_viewer.app.table_query import (
     Table,
     filter_mask,
+    list_column,
     number_column,
     query,
     row_dicts,
@@ -231,3 +232,21 @@ def test_table_of_scores_ranks_worst_first_with_meta_columns() -> None:
     assert _text(table_caption(scores, "loss", meta, 8)).startswith("8 datapoints · ranked by loss, worst (higher)")
     assert "1 NaN ranked worst" in _text(table_caption(scores, "loss", meta, 8))
     assert _text(table_caption(scores, "loss", meta, 3)).startswith("3 of 8 datapoints match the filters")
+
+
+def test_list_cells_match_name_by_name_and_show_joined() -> None:
+    """The health columns list layers: "equals backbone.layer3" keeps the rows that list it (beside others too) and
+    not the one that lists only backbone.layer30, which a "contains" on the joined text would keep."""
+    cells = [("backbone.layer3", "backbone.layer4"), ("backbone.layer30",), None, ("backbone.layer3",)]
+    table = Table(columns={"nan": list_column(cells)}, default_order=np.arange(4))
+
+    def kept(op: str, needle: str) -> list[int]:
+        model = {"nan": {"filterType": "text", "type": op, "filter": needle}}
+        return query(table, 0, 10, filter_model=model).rows.tolist()
+
+    assert kept("equals", "backbone.layer3") == [0, 3]
+    assert kept("contains", "layer3") == [0, 1, 3]
+    assert kept("notEqual", "backbone.layer3") == [1, 2]
+    assert [r["nan"] for r in row_dicts(table, np.arange(4))] == [
+        "backbone.layer3, backbone.layer4", "backbone.layer30", None, "backbone.layer3"]
+    assert query(table, 0, 10, sort_model=[{"colId": "nan", "sort": "desc"}]).rows.tolist()[:3] == [1, 0, 3]

@@ -141,7 +141,7 @@ def test_pass_summary_runs_in_the_background_and_is_cached(logs: Path, tmp_path:
         assert summary.datapoints("nan", "backbone.layer3").tolist() == list(POISONED)
         columns = summary.layer_columns(N)
         assert [i for i, v in enumerate(columns["nan"]) if v] == list(POISONED)
-        assert columns["nan"][POISONED[0]] == "backbone.layer3, backbone.layer4"
+        assert columns["nan"][POISONED[0]] == ("backbone.layer3", "backbone.layer4")
         assert "NaN 100 % since backbone.layer3" in [f.text for f in summary.flags(POISONED[0])]
     with LogStore(logs, cache_dir=tmp_path / "cache", rescan_s=0, index_wait_s=30) as store:  # a restart
         jobs = HealthJobs(store)

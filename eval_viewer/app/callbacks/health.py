@@ -31,7 +31,7 @@ __all__ = ["register", "table_filter"]
 
 def table_filter(layer: str, kind: str) -> dict[str, Any]:
     """The failure table's filter model listing the datapoints with problem ``kind`` at ``layer``."""
-    return {health_field(kind): {"filterType": "text", "type": "contains", "filter": layer}}
+    return {health_field(kind): {"filterType": "text", "type": "equals", "filter": layer}}  # one of its layers
 
 
 def _cell_id(layer: str, kind: str) -> Any:
