@@ -305,6 +305,13 @@ class Logs:
         """Scalar meta_info columns of every datapoint."""
         return self.store.meta_table(key)
 
+    def missing_debug(self, key: PassLike, timeout: float | None = 60.0) -> tuple[int, ...]:
+        """The datapoints of pass ``key`` that have scores but no debug outputs in any readable page (what a crashed
+        writer or a lost page left out); waits up to ``timeout`` seconds for the page index."""
+        key = PassKey.of(key)
+        self.store.wait_for_index(key, timeout)
+        return self.store.missing_debug(key) or ()
+
     def datapoint(self, key: PassLike, idx: int, metric: str | None = None) -> Datapoint:
         """Everything saved about datapoint ``idx`` of pass ``key``; what could not be read is in ``.problems``."""
         record = self.store.datapoint(key, idx)

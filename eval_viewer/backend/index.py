@@ -156,6 +156,12 @@ class DebugIndex:
         with self._lock:
             return self._map.get(idx)
 
+    def missing(self, num_datapoints: int) -> tuple[int, ...]:
+        """The datapoints of ``range(num_datapoints)`` that no readable page holds (as far as indexed so far)."""
+        with self._lock:
+            held = set(self._map)
+        return tuple(i for i in range(num_datapoints) if i not in held)
+
     @property
     def problems(self) -> tuple[str, ...]:
         with self._lock:

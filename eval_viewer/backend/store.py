@@ -322,6 +322,22 @@ class LogStore:
             return None
         return self._debug_index(files).status()
 
+    def missing_debug(self, key: PassLike) -> tuple[int, ...] | None:
+        """The datapoints of a pass with scores but no debug outputs in any readable page (a writer that crashed,
+        a page lost or refused), in index order; None while its index is still being built or when the pass has no
+        debug outputs at all (then every datapoint lacks them, and saying so per datapoint says nothing)."""
+        key, files = self._files(key)
+        if not files.debug:
+            return None
+        index = self._debug_index(files)
+        if not index.status().ready:
+            return None
+        try:
+            n = self.scores(key).num_datapoints
+        except ScoresError:
+            return None
+        return index.missing(n)
+
     def wait_for_index(self, key: PassLike, timeout: float | None = None) -> bool:
         """Block until the pass's page index is complete; False on timeout."""
         _, files = self._files(key)

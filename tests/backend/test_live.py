@@ -135,3 +135,25 @@ def test_a_pass_whose_debugger_folder_is_still_empty_says_so(tmp_path: Path) -> 
         assert not record.debug
         assert [p for p in record.problems if "holds no pages yet" in p and "still being written" in p], \
             record.problems
+
+
+def test_the_datapoints_a_crashed_writer_left_out_are_listed(tmp_path: Path) -> None:
+    """Scores for 12 datapoints, pages for 0-3 and 8-11 (the page of 4-7 was never written, or is unreadable): the
+    store and the notebook API name 4-7, and only once the index is complete."""
+    import eval_viewer
+
+    run = tmp_path / "crashed"
+    write_json(run / epoch_dir_name(0) / VALIDATION_SCORES, scores_payload(12, 0))
+    debug = run / epoch_dir_name(0) / DEBUGGER_DIR
+    write_pages(debug, [0, 1, 2, 3, 8, 9, 10, 11], per_page=4, with_index=False)
+    (debug / "page_9.pkl").write_bytes(b"not a pickle")  # a damaged page holds nothing readable
+    with LogStore(run, cache_dir=tmp_path / "cache", rescan_s=0) as store:
+        key = store.default_pass("crashed")
+        assert store.wait_for_index(key, 20)
+        assert store.missing_debug(key) == (4, 5, 6, 7)
+    with eval_viewer.open(run, cache_dir=tmp_path / "cache2") as logs:
+        assert logs.missing_debug(logs.pass_("crashed")) == (4, 5, 6, 7)
+    no_debug = tmp_path / "scores_only"
+    write_json(no_debug / epoch_dir_name(0) / VALIDATION_SCORES, scores_payload(3, 0))
+    with LogStore(no_debug, cache_dir=tmp_path / "cache3", rescan_s=0) as store:
+        assert store.missing_debug(store.default_pass("scores_only")) is None
