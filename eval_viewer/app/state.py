@@ -28,7 +28,7 @@ from eval_viewer.log_format import SPLIT_VAL
 
 __all__ = ["ViewState", "Resolved", "Position", "parse_query", "to_query", "resolve", "position", "with_idx",
            "pass_value", "parse_pass_value", "default_run", "TrainingView", "parse_training", "training_fragment",
-           "TRAINING", "EVALUATION", "AttentionChoice"]
+           "TRAINING", "EVALUATION", "AttentionChoice", "NO_SCORES"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,7 @@ def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolv
     epoch, else its test pass), the first metric, no datapoint. With ``strict`` a named run, pass, metric or
     datapoint that does not exist raises :class:`NotFoundError` (a stale shared link should say so, not show
     something else) and nothing of the state is applied; without it they fall back to the defaults, which is what switching runs or passes wants.
+    A pass listed without a scores file (training snapshots alone) resolves with :data:`NO_SCORES`.
     """
     runs = store.runs()
     if not runs:
@@ -158,7 +159,7 @@ def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolv
     else:
         run = default_run(store, runs)
     key = _resolve_pass(run, state.split, state.step, strict)
-    scores = store.scores(key)
+    scores = store.scores(key) if run.find(key.split, key.step).has_scores else NO_SCORES
     metric = state.metric
     if metric not in scores.metrics:
         if metric is not None and strict:
@@ -175,6 +176,11 @@ def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolv
     return Resolved(ViewState(run=run.name, split=key.split, step=key.step, metric=metric, idx=idx, vs=state.vs,
                               attn=state.attn), run, scores)
 
+
+NO_SCORES = Scores(0, {}, {}, {})
+"""What a pass saved without a scores file resolves to (training snapshots written with neither ground truth nor
+predictions have no metric to save): no metrics, no datapoints to rank. The app says so instead of failing; a scores
+file that is listed but cannot be read still raises its error."""
 
 _LOCAL_VERSION = re.compile(r"^\d+:(\d+)$")
 

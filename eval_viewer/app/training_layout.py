@@ -1,7 +1,8 @@
 """The Training tab's static parts: the "Evaluation | Training" switch and the view of training snapshots.
 
 The switch shows only for a run that has training snapshots (split ``train``, written by
-:class:`eval_viewer.debuggers.snapshots.SnapshotWriter`); the view holds a slider over the snapshot steps, the chosen
+:class:`eval_viewer.debuggers.snapshots.SnapshotWriter`) and scores (a run of snapshots saved without any has nothing
+to evaluate: it shows the Training view alone); the view holds a slider over the snapshot steps, the chosen
 step's composites, and one datapoint across a few chosen steps side by side. Callbacks
 (:mod:`eval_viewer.app.callbacks.training`) fill them in and keep them live while training writes.
 """

@@ -1,6 +1,8 @@
 """The Training tab in headless Chromium: the switch appears for a run with training snapshots, the slider moves
 through the steps, the same datapoint shows across steps, and steps a writer adds while the page is open appear
-(the slider grows; a view left at the latest step follows). Snapshots are written by the real SnapshotWriter."""
+(the slider grows; a view left at the latest step follows). The Pass selector leaves snapshot steps to the tab, and a
+run of snapshots saved without scores opens with a note, not an error. Snapshots are written by the real
+SnapshotWriter."""
 
 from __future__ import annotations
 
@@ -122,4 +124,45 @@ def test_steps_written_while_the_page_is_open_appear(dash_duo, serve, tmp_path: 
     write_snapshots(writer, [50])
     wait_shown(dash_duo, CARDS, [("50", "0"), ("50", "1")])
     writer.close()
+    assert dash_duo.get_logs() == []
+
+
+def pass_labels(dash_duo) -> list[str]:  # noqa: ANN001
+    """The Pass selector's options, as its opened list shows them."""
+    dash_duo.find_element(f"#{ids.PASS}").click()
+    options = ".dash-dropdown-content[data-state=open] [role=option]"
+    WebDriverWait(dash_duo.driver, 10, poll_frequency=0.2).until(
+        lambda _: dash_duo.driver.find_elements("css selector", options), "the Pass selector never opened")
+    labels = [" ".join(o.text.split()) for o in dash_duo.driver.find_elements("css selector", options)]
+    dash_duo.find_element(f"#{ids.PASS}").click()  # closed again
+    WebDriverWait(dash_duo.driver, 10, poll_frequency=0.2).until(
+        lambda _: not dash_duo.driver.find_elements("css selector", options), "the Pass selector never closed")
+    return labels
+
+
+def test_snapshots_stay_out_of_the_pass_selector_and_a_run_without_scores_opens(  # noqa: ANN001
+        dash_duo, serve, tmp_path: Path) -> None:
+    trainer_log(tmp_path, [0, 10, 20, 30])
+    bare = tmp_path / "logs" / "bare"  # images and prompts only: no ground truth, no predictions, no scores file
+    with SnapshotWriter(bare, every_n_steps=10) as writer:
+        for step in (0, 10):
+            writer(step, torch.rand(2, 3, 32, 32), prompts=[[PromptData.point([[16, 16]])]] * 2, force=True)
+    assert not list(bare.rglob(lf.TRAINING_SCORES))
+    serve([tmp_path / "logs"], query="?run=run_a")
+    dash_duo.wait_for_contains_text(f"#{ids.PASS}", "epoch 1", timeout=15)
+    # the 4 snapshot steps are reached through the Training tab, not listed beside the epochs
+    assert pass_labels(dash_duo) == ["epoch 0 · scores only", "epoch 1 · scores only"]
+
+    dash_duo.select_dcc_dropdown(f"#{ids.RUN}", value="bare")
+    dash_duo.wait_for_contains_text(f"#{ids.PASS}", "train step 10", timeout=15)
+    dash_duo.wait_for_contains_text(f"#{ids.NOTICE} .ev-warning", "No scores", timeout=15)
+    assert "Training tab" in dash_duo.find_element(f"#{ids.NOTICE}").text
+    wait_shown(dash_duo, CARDS, [("10", "0"), ("10", "1")])  # a run of snapshots alone opens on the Training tab
+    assert dash_duo.find_element(f"#{ids.VIEW_TABS_BOX}").get_attribute("hidden")  # and has nothing to evaluate
+    assert " ".join(dash_duo.find_element(f"#{ids.PASS}").text.split()) == "train step 10 · no scores"  # the only one
+    assert not [e.text for e in dash_duo.driver.find_elements("css selector", ".ev-error") if e.is_displayed()]
+    dash_duo.driver.refresh()  # opened from its link: the same
+    wait_shown(dash_duo, CARDS, [("10", "0"), ("10", "1")])
+    dash_duo.wait_for_contains_text(f"#{ids.NOTICE} .ev-warning", "No scores", timeout=15)
+    assert not [e.text for e in dash_duo.driver.find_elements("css selector", ".ev-error") if e.is_displayed()]
     assert dash_duo.get_logs() == []

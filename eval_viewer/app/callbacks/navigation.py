@@ -25,6 +25,7 @@ from eval_viewer.app.compare_views import compare_nav, compare_step
 from eval_viewer.app.callbacks.table import table_position
 from eval_viewer.app.carry import carry_datapoint
 from eval_viewer.app.state import (
+    NO_SCORES,
     Resolved,
     ViewState,
     parse_pass_value,
@@ -34,8 +35,9 @@ from eval_viewer.app.state import (
     to_query,
     with_idx,
 )
-from eval_viewer.backend import LogStore, RunInfo, Scores
+from eval_viewer.backend import LogStore, PassInfo, PassKey, RunInfo, Scores
 from eval_viewer.errors import ViewerError
+from eval_viewer.log_format import SPLIT_TRAIN
 
 __all__ = ["register", "selection_of", "run_options", "pass_options", "metric_options"]
 
@@ -51,14 +53,26 @@ def run_options(runs: tuple[RunInfo, ...]) -> list[dict[str, Any]]:
     return [{"label": run.name, "value": run.name} for run in runs]
 
 
-def pass_options(run: RunInfo) -> list[dict[str, Any]]:
-    """One option per scored pass (every epoch, then the test pass); passes without debug pages say so (their
-    datapoint view has scores only)."""
-    return [
-        {"label": info.label + ("" if info.has_debug else "  · scores only"), "value": pass_value(info.split, info.step)}
-        for info in run.passes
-        if info.has_scores
-    ]
+def pass_options(run: RunInfo, current: PassKey | None = None) -> list[dict[str, Any]]:
+    """One option per scored evaluation pass (every epoch, then the test pass); passes without debug pages say so
+    (their datapoint view has scores only).
+
+    Training snapshots (split ``train``, one pass per snapshot step: hundreds in a long run) are left out while the
+    run has another scored pass: they would bury its epochs, and the Training tab's slider reaches them. A run of
+    snapshots alone lists the pass it opens on (its latest snapshot), and a snapshot the URL names (``current``) is
+    listed too, so the selector shows what is open."""
+    listed = [info for info in run.passes if info.has_scores and info.split != SPLIT_TRAIN]
+    if not listed and run.passes:
+        listed = [run.default_pass]
+    if current is not None and current.split == SPLIT_TRAIN and all(info.key != current for info in listed):
+        listed += [info for info in run.passes if info.key == current]
+    return [{"label": info.label + _pass_note(info), "value": pass_value(info.split, info.step)} for info in listed]
+
+
+def _pass_note(info: PassInfo) -> str:
+    if not info.has_scores:
+        return "  · no scores"
+    return "" if info.has_debug else "  · scores only"
 
 
 def metric_options(scores: Scores) -> list[dict[str, Any]]:
@@ -138,7 +152,9 @@ def register(app: dash.Dash, store: LogStore) -> None:
                 resolved = resolve(store, ViewState(), strict=False)
                 new_search = to_query(resolved.state)
         state = resolved.state
-        options = pass_options(resolved.run)
+        options = pass_options(resolved.run, state.pass_key)
+        if notice is None and resolved.scores is NO_SCORES:
+            notice = _no_scores(resolved)
         new_selection = selection_of(state)
         # A page opened on a datapoint (a shared link) draws the overview when it is first shown: until then its
         # hidden figures and table would only take the browser's time. Once drawn, it is kept current (a table
@@ -226,6 +242,20 @@ def register(app: dash.Dash, store: LogStore) -> None:
 def _bad_link(err: ViewerError) -> Any:
     return error_box(f"{err}. The whole link was ignored; this is the default view.",
                      title="This link does not name a view")
+
+
+def _no_scores(resolved: Resolved) -> Any:
+    """The header's note for a pass saved without a scores file: nothing to rank, which is not an error."""
+    info = resolved.run.find(resolved.state.split or "", resolved.state.step)
+    if info.split == SPLIT_TRAIN:
+        message = (f"Run {resolved.run.name!r}, {info.label}: a training snapshot saved without ground truth or "
+                   f"predictions, so without scores. Its composites are in the Training tab.")
+    else:
+        message = (f"Run {resolved.run.name!r}, {info.label}: no scores file yet, so no metric to rank its "
+                   f"datapoints by.")
+    return html.Div([html.Div("No scores", className="ev-warning-title"),
+                     html.Div(message, className="ev-warning-message")],
+                    className="ev-warning ev-no-scores", role="status")
 
 
 def _carry(store: LogStore, current: ViewState, resolved: Resolved) -> tuple[Resolved, Any]:

@@ -114,7 +114,7 @@ def register(app: dash.Dash, store: LogStore) -> None:
              idx: int | None, compare: list[int] | None, selection: dict[str, Any] | None) -> tuple[Any, ...]:
         """URL fragment + listing -> the tab, the slider and the selectors; a control moved -> the fragment."""
         run = training_run(store, search)
-        steps = run.steps(SPLIT_TRAIN) if run is not None else ()
+        steps = tuple(s for s in run.steps(SPLIT_TRAIN) if s is not None) if run is not None else ()
         if run is None or not steps:
             return (no_update, True, EVALUATION, False, True, *(no_update,) * 8,
                     None if selection else no_update, None)
@@ -130,7 +130,9 @@ def register(app: dash.Dash, store: LogStore) -> None:
             wanted = replace(wanted, steps=tuple(sorted(int(s) for s in compare or ())))
         new_fragment = training_fragment(wanted)
         evaluable = any(p.split != SPLIT_TRAIN and p.has_scores for p in run.passes)
-        shown = wanted.view or (EVALUATION if evaluable else TRAINING)
+        scored = evaluable or any(p.has_scores for p in run.passes)
+        # snapshots saved without scores (no ground truth or predictions): nothing to rank, no Evaluation view
+        shown = (wanted.view or (EVALUATION if evaluable else TRAINING)) if scored else TRAINING
         chosen = wanted.step if wanted.step in steps else steps[-1]
         key = PassKey(run.name, SPLIT_TRAIN, chosen)
         datapoints = _datapoints(store, key)
@@ -146,7 +148,7 @@ def register(app: dash.Dash, store: LogStore) -> None:
         caption = f"{len(steps)} snapshots, steps {steps[0]} to {steps[-1]} · {follow}"
         return (
             new_fragment if moved and new_fragment != (fragment or "") else no_update,
-            False,
+            not scored,
             shown,
             shown == TRAINING,
             shown != TRAINING,
