@@ -4,6 +4,7 @@
 
     DIR/trainer_run/epoch_N/validation_scores.json      every epoch
     DIR/trainer_run/epoch_N/debugger/                   the capture epochs (checkpoint_method)
+    DIR/trainer_run/train/step_N/                       training snapshots every ``snapshot_every`` steps
     DIR/evaluator_run/evaluation_scores.json            the final model on a noisier test set
     DIR/evaluator_run/debugger/
     DIR/quantized_run/evaluation_scores.json            the same final model, int8 fake-quantized, same test set
@@ -19,6 +20,13 @@ gets per-output-channel symmetric int8 weights and int8 inputs (per-tensor, symm
 validation set, which is less noisy than the test set: values beyond the calibrated range clip, as in deployment), and
 the attention inputs (q, k, v, the output of ``attention.qkv``) are int8 too; rounding passes gradients straight
 through so GradCAM still works.
+
+The trainer run also holds training snapshots (:class:`~eval_viewer.debuggers.SnapshotWriter`, the app's Training tab):
+every ``snapshot_every`` optimizer steps, the first four validation datapoints with illustrative prompts (a click per
+shape, a box around the first, a negative click on the background; the model itself takes none), their ground truth
+and the model's prediction. The snapshot forward runs in eval mode under ``no_grad`` on that fixed batch, between two
+steps, and draws nothing from any random generator, so training, the scores and the captured pages are the same with
+or without snapshots.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from eval_viewer.debuggers.builtins import (
     ActivationStatsDebugger,
@@ -45,9 +53,11 @@ from eval_viewer.debuggers.builtins import (
     LayerOutputDebugger,
 )
 from eval_viewer.debuggers.loop import evaluate_run, train
+from eval_viewer.debuggers.prompts import PromptData
+from eval_viewer.debuggers.snapshots import SnapshotWriter
 
 __all__ = ["CLASSES", "make_shapes", "ShapesDataset", "TinySegNet", "segmentation_metrics", "debuggers_config",
-           "fake_quantize", "generate", "main"]
+           "fake_quantize", "snapshot_prompts", "SnapshotLoader", "generate", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +209,66 @@ def debuggers_config() -> list[dict[str, Any]]:
     ]
 
 
+def snapshot_prompts(mask: torch.Tensor) -> list[PromptData]:
+    """Prompts to draw on a training snapshot of ``mask`` (H, W) class ids: a positive click at each shape's centre
+    (object = class id - 1, so it shares the class's colour), a box around the first shape and a negative click on
+    the background near the lower left. Deterministic: computed from the mask alone."""
+    prompts: list[PromptData] = []
+    for cls in torch.unique(mask).tolist():
+        if cls == 0:
+            continue
+        ys, xs = torch.nonzero(mask == cls, as_tuple=True)
+        prompts.append(PromptData.point([[float(xs.float().mean()), float(ys.float().mean())]], labels=[1],
+                                        object_id=cls - 1))
+        if not any(p.type == "box" for p in prompts):
+            prompts.append(PromptData.box_prompt([xs.min(), ys.min(), xs.max(), ys.max()], object_id=cls - 1))
+    by, bx = torch.nonzero(mask == 0, as_tuple=True)
+    if len(bx):
+        near = torch.argmin((bx - 0.2 * mask.shape[1]) ** 2 + (by - 0.8 * mask.shape[0]) ** 2)
+        prompts.append(PromptData.point([[float(bx[near]), float(by[near])]], labels=[0], object_id=0))
+    return prompts
+
+
+class SnapshotLoader:
+    """The training loader, taking a training snapshot of a fixed batch after every due optimizer step.
+
+    The training loop (:func:`eval_viewer.debuggers.loop.train`) knows nothing of snapshots: it asks this loader for
+    its next batch only once the previous step's ``optimizer.step()`` is done, so that is where the snapshot of that
+    step is taken (the last step of an epoch: before validation). The snapshot forward runs in eval mode under
+    ``no_grad`` and the loader is iterated exactly as the wrapped one, so the training is unchanged.
+    """
+
+    def __init__(self, loader: DataLoader, model: nn.Module, writer: SnapshotWriter,
+                 shown: dict[str, Any]) -> None:
+        self.loader, self.model, self.writer = loader, model, writer
+        self.shown = shown
+        self.prompts = [snapshot_prompts(mask) for mask in shown["labels"]["mask"]]
+        self.step = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        for batch in self.loader:
+            yield batch
+            self._snapshot()  # the loop asked for the next batch: this step's update is done
+            self.step += 1
+
+    def _snapshot(self) -> None:
+        if not self.writer.due(self.step):
+            return
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                logits = self.model(self.shown["inputs"])
+                loss = F.cross_entropy(logits, self.shown["labels"]["mask"], reduction="none").flatten(1).mean(1)
+        finally:
+            self.model.train(was_training)
+        self.writer(self.step, self.shown["inputs"]["image"], gt=self.shown["labels"]["mask"], pred=logits,
+                    prompts=self.prompts, indices=self.shown["meta_info"]["idx"], scores={"loss": loss})
+
+
 def _int8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Symmetric int8 fake quantization with ``scale`` (broadcast), rounding passed straight through backwards."""
     scale = scale.clamp_min(1e-12)
@@ -258,10 +328,12 @@ def fake_quantize(model: nn.Module, calibration: Any = None) -> nn.Module:
 
 def generate(
     out: str | Path, epochs: int = 10, seed: int = 0, train_size: int = 320, val_size: int = 48,
-    checkpoint_method: str | int = 5, batch_size: int = 8, quantized: bool = True,
+    checkpoint_method: str | int = 5, batch_size: int = 8, quantized: bool = True, snapshot_every: int = 160,
 ) -> dict[str, Path]:
     """Train, validate every epoch (capturing on the checkpoint epochs) and write an evaluator run under ``out``; with
-    ``quantized``, also the final model int8 fake-quantized on the same test set (``quantized_run``)."""
+    ``quantized``, also the final model int8 fake-quantized on the same test set (``quantized_run``). Every
+    ``snapshot_every`` steps (0: never) a training snapshot of the first four validation datapoints is saved in the
+    trainer run (:class:`SnapshotLoader`)."""
     from eval_viewer.debuggers.sequential import SequentialDebugger  # noqa: PLC0415 - heavy, only for capture
 
     out = Path(out)
@@ -280,8 +352,16 @@ def generate(
         def loss_fn(logits: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
             return F.cross_entropy(logits, labels["mask"])
 
-        with SequentialDebugger(debuggers_config(), model, page_size_mb=4) as debugger:
-            train(model, train_loader, DataLoader(val_set, batch_size=16), loss_fn=loss_fn,
+        every = max(snapshot_every, 1)
+        writer = SnapshotWriter(out / "trainer_run", every_n_steps=every, activation="argmax", class_names=CLASSES,
+                                max_side=SIZE, min_side=SIZE,  # kept at 48 px: a small example
+                                queue_size=epochs * len(train_loader) // every + 1)  # never drops one
+        loader: Any = train_loader
+        if snapshot_every > 0:  # collated by hand: iterating a DataLoader would draw its seed from torch's generator
+            shown = default_collate([val_set[i] for i in range(min(4, len(val_set)))])
+            loader = SnapshotLoader(train_loader, model, writer, shown)
+        with SequentialDebugger(debuggers_config(), model, page_size_mb=4) as debugger, writer:
+            train(model, loader, DataLoader(val_set, batch_size=16), loss_fn=loss_fn,
                   optimizer=optimizer, metrics_fn=segmentation_metrics, run_dir=out / "trainer_run", epochs=epochs,
                   debugger=debugger, checkpoint_method=checkpoint_method, scheduler=scheduler)
             evaluate_run(model, DataLoader(test_set, batch_size=16), segmentation_metrics,
@@ -307,12 +387,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-size", type=int, default=48, help="validation and test datapoints")
     parser.add_argument("--checkpoint-method", default="5", help="'all', 'latest' or N (every N-th epoch)")
     parser.add_argument("--no-quantized", action="store_true", help="do not write the int8 quantized_run")
+    parser.add_argument("--snapshot-every", type=int, default=160,
+                        help="a training snapshot every N optimizer steps (0: none)")
     args = parser.parse_args(argv)
     method: str | int = int(args.checkpoint_method) if args.checkpoint_method.isdigit() else args.checkpoint_method
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     paths = generate(args.out, args.epochs, args.seed, args.train_size, args.val_size, method,
-                     quantized=not args.no_quantized)
+                     quantized=not args.no_quantized, snapshot_every=args.snapshot_every)
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - start:.1f} s")
     print(f"view it: python -m eval_viewer --log-dir {args.out}")
     return 0

@@ -186,6 +186,9 @@ class SnapshotWriter:
     ``frame_stride``-th frame up to ``max_frames`` are kept, at most ``max_side`` pixels a side. ``indices``: the
     datapoints' dataset indices (shown as ``sample``); ``scores``: per-datapoint values to save with the ``iou``.
 
+    ``min_side``: smaller inputs are enlarged (nearest) to about this many pixels a side in the composite, so its
+    markers stay readable; the composite is kept raw in the page (for a 48 px input the default triples its bytes:
+    pass the input size to keep small inputs small).
     ``class_names``: names of the class ids (``argmax``), written beside each step's pages for the viewer.
     ``logger``: a TensorBoard ``SummaryWriter``, a Lightning logger or anything with ``log_image`` (see
     :func:`forward_image`); each composite goes to it as ``{tag}/{i}`` at the step. Only global rank 0 writes under
@@ -205,6 +208,7 @@ class SnapshotWriter:
         frame_stride: int = 1,
         max_frames: int = 8,
         max_side: int = 256,
+        min_side: int = 128,
         tag: str = "snapshots",
         class_names: Sequence[str] | None = None,
     ) -> None:
@@ -223,6 +227,7 @@ class SnapshotWriter:
         self.frame_stride = int(frame_stride)
         self.max_frames = int(max_frames)
         self.max_side = int(max_side)
+        self.min_side = max(1, int(min_side))
         self.tag = tag
         self.class_names = [str(c) for c in class_names] if class_names is not None else None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=int(queue_size))
@@ -419,7 +424,7 @@ class SnapshotWriter:
         picture = composite(np.stack(frames) if job.clip else frames[0], gt=gt, pred=pred,
                             prompts=local, activation=self.activation,
                             threshold=self.threshold, clip=job.clip, max_frames=len(frames), max_side=self.max_side,
-                            frame_numbers=job.frames).rgb
+                            min_side=self.min_side, frame_numbers=job.frames).rgb
         first = (lambda a: a[0]) if job.clip else (lambda a: a)
         inputs: dict[str, Any] = {"image": frames[0]}
         if prompts:
