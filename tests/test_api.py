@@ -28,7 +28,8 @@ def logs(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 def test_open_lists_runs_and_passes(logs: eval_viewer.Logs) -> None:
     assert [r.name for r in logs.runs] == ["evaluator_run", "quantized_run", "trainer_run"]
     trainer = logs.run("trainer_run")
-    assert trainer.kind == "trainer" and trainer.splits == ("val",)
+    assert trainer.kind == "trainer" and trainer.splits == ("val", "train")  # 10 epochs, 3 training snapshots
+    assert trainer.steps("train") == (0, 160, 320)
     assert logs.pass_("trainer_run") == PassKey("trainer_run", "val", trainer.steps("val")[-1])  # latest epoch
     assert logs.pass_("trainer_run", "val", 4) == PassKey("trainer_run", "val", 4)
     assert logs.pass_("evaluator_run") == PassKey("evaluator_run", "test", None)
@@ -36,7 +37,7 @@ def test_open_lists_runs_and_passes(logs: eval_viewer.Logs) -> None:
     assert len(logs.passes()) == len(trainer.passes) + 2  # and the two evaluator runs' test passes
     with pytest.raises(NotFoundError, match="no pass val step 99"):
         logs.pass_("trainer_run", "val", 99)
-    assert "trainer_run (10 passes)" in repr(logs)
+    assert "trainer_run (13 passes)" in repr(logs)
 
 
 def test_scores_rankings_and_pandas(logs: eval_viewer.Logs) -> None:

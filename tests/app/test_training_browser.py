@@ -166,3 +166,14 @@ def test_snapshots_stay_out_of_the_pass_selector_and_a_run_without_scores_opens(
     dash_duo.wait_for_contains_text(f"#{ids.NOTICE} .ev-warning", "No scores", timeout=15)
     assert not [e.text for e in dash_duo.driver.find_elements("css selector", ".ev-error") if e.is_displayed()]
     assert dash_duo.get_logs() == []
+
+
+def test_the_example_run_has_a_training_tab(dash_duo, serve, example_dir: Path) -> None:  # noqa: ANN001
+    serve([example_dir], query="?run=trainer_run")
+    dash_duo.wait_for_element(f"#{ids.VIEW_TABS_BOX}:not([hidden])", timeout=15)
+    dash_duo.wait_for_contains_text(f"#{ids.PASS}", "epoch 9", timeout=15)  # opens on its latest epoch
+    dash_duo.find_element(f"#{ids.VIEW_TABS} .ev-tab:nth-child(2)").click()
+    wait_shown(dash_duo, CARDS, [("320", str(i)) for i in range(4)])
+    wait_shown(dash_duo, ACROSS, [("0", "0"), ("160", "0"), ("320", "0")])
+    dash_duo.wait_for_contains_text(f"#{ids.TRAIN_CAPTION}", "3 snapshots, steps 0 to 320")
+    assert dash_duo.get_logs() == []
