@@ -56,6 +56,9 @@ def create_app(
         update_title=None,
         assets_folder=str(assets_dir()),
         serve_locally=True,
+        # the overview's graphs and grids are mounted when it is first shown (see .layout): their callbacks are
+        # registered before their components are in the page
+        suppress_callback_exceptions=True,
         on_error=on_callback_error,  # the one error boundary behind every callback (see .boundary)
     )
     if allowed_hosts is not None:

@@ -3,6 +3,10 @@
 Filled in by :mod:`eval_viewer.app.callbacks.compare`; hidden (``ev-compare`` with ``hidden``) while no second pass is
 chosen. The layer × head table's progress is a plain bar fed by a polling ``dcc.Interval`` (see the callbacks). The
 common-failures panel below it is always there: it has its own pass picker (any number of passes).
+
+The grids, the maps and what their callbacks write with them are :func:`delta_row`, :func:`summary_body` and
+:func:`failures_body`, put in their ``ids.overview_slot`` when the overview is first shown (see
+:mod:`eval_viewer.app.layout`); the controls the "vs" selectors' callback reads and writes are there from the start.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from eval_viewer.app import ids
 from eval_viewer.app.compare_state import AT_LEAST
 
 __all__ = ["compare_selectors", "compare_panel", "common_failures_panel", "compare_stores", "paired_body",
-           "DELTA_COLUMNS", "SUMMARY_COLUMNS"]
+           "delta_row", "summary_body", "failures_body", "DELTA_COLUMNS", "SUMMARY_COLUMNS"]
 
 _GRID_OPTIONS: dict[str, Any] = {
     "animateRows": False,
@@ -80,25 +84,9 @@ def compare_panel(panel: Callable[..., Any]) -> html.Div:
             _threshold("good ≥", ids.GOOD, "good in pass a (default: its median)"),
             _threshold("bad <", ids.BAD, "bad in pass b (default: pass a's worst-quartile boundary)"),
         ], className="ev-compare-controls"),
-        html.Div([
-            dag.AgGrid(id=ids.DELTA_TABLE, columnDefs=DELTA_COLUMNS, rowData=[], getRowId="'' + params.data.idx",
-                       defaultColDef={"sortable": True, "resizable": True, "minWidth": 70},
-                       dashGridOptions=_GRID_OPTIONS, columnSize="responsiveSizeToFit",
-                       style={"height": "360px", "width": "100%"}, className="ev-delta-grid"),
-            dcc.Graph(id=ids.DELTA_MAP, config={"displaylogo": False}, className="ev-graph ev-delta-map"),
-        ], className="ev-layout-row"),
+        html.Div(id=ids.overview_slot("deltas"), className="ev-layout-row"),
     ])
-    summary = html.Div([
-        html.Div(id=ids.SUMMARY_PROGRESS, className="ev-summary-progress"),
-        dcc.Interval(id=ids.SUMMARY_POLL, interval=400, disabled=True),
-        html.Div([
-            dag.AgGrid(id=ids.SUMMARY_TABLE, columnDefs=SUMMARY_COLUMNS, rowData=[], getRowId="params.data.id",
-                       defaultColDef={"sortable": True, "resizable": True, "minWidth": 70},
-                       dashGridOptions=_GRID_OPTIONS, columnSize="responsiveSizeToFit",
-                       style={"height": "320px", "width": "100%"}, className="ev-summary-grid"),
-            html.Div(id=ids.WORST_LIST, className="ev-worst-list"),
-        ], className="ev-layout-row"),
-    ])
+    summary = html.Div(id=ids.overview_slot("summary"))
     box = html.Div([
         panel("Changed datapoints", deltas, hint="pass a → pass b · click a row or a cell to open both"),
         panel("Where inside the model", summary,
@@ -107,8 +95,43 @@ def compare_panel(panel: Callable[..., Any]) -> html.Div:
     return html.Div([box, common_failures_panel(panel)])
 
 
+def delta_row() -> list[Any]:
+    """The delta table and map (in their slot, a layout row)."""
+    return [
+        dag.AgGrid(id=ids.DELTA_TABLE, columnDefs=DELTA_COLUMNS, rowData=[], getRowId="'' + params.data.idx",
+                   defaultColDef={"sortable": True, "resizable": True, "minWidth": 70},
+                   dashGridOptions=_GRID_OPTIONS, columnSize="responsiveSizeToFit",
+                   style={"height": "360px", "width": "100%"}, className="ev-delta-grid"),
+        dcc.Graph(id=ids.DELTA_MAP, config={"displaylogo": False}, className="ev-graph ev-delta-map"),
+    ]
+
+
+def summary_body() -> list[Any]:
+    """The layer × head summary: progress, its poll and job, the table and the worst datapoints of a clicked row."""
+    return [
+        html.Div(id=ids.SUMMARY_PROGRESS, className="ev-summary-progress"),
+        dcc.Interval(id=ids.SUMMARY_POLL, interval=400, disabled=True),
+        dcc.Store(id=ids.SUMMARY_JOB),
+        html.Div([
+            dag.AgGrid(id=ids.SUMMARY_TABLE, columnDefs=SUMMARY_COLUMNS, rowData=[], getRowId="params.data.id",
+                       defaultColDef={"sortable": True, "resizable": True, "minWidth": 70},
+                       dashGridOptions=_GRID_OPTIONS, columnSize="responsiveSizeToFit",
+                       style={"height": "320px", "width": "100%"}, className="ev-summary-grid"),
+            html.Div(id=ids.WORST_LIST, className="ev-worst-list"),
+        ], className="ev-layout-row"),
+    ]
+
+
 def common_failures_panel(panel: Callable[..., Any]) -> html.Section:
-    """Pick passes (runs, epochs) and a percentile; the datapoints failing in most of them, as a list and a map."""
+    """Pick passes (runs, epochs) and a percentile; the datapoints failing in most of them, as a list and a map
+    (the panel's body is :func:`failures_body`, in its slot)."""
+    return panel("Common failures", html.Div(id=ids.overview_slot("failures")),
+                 hint="datapoints that fail in most of the chosen runs or epochs · click one to open it",
+                 class_name="ev-fail-box")
+
+
+def failures_body() -> list[Any]:
+    """The common-failures panel's pass picker, percentile and share, caption, list and map."""
     controls = html.Div([
         html.Label([html.Span("passes", className="ev-selector-label"),
                     dcc.Dropdown(id=ids.FAIL_PASSES, multi=True, placeholder="pick two or more runs or epochs…",
@@ -131,13 +154,11 @@ def common_failures_panel(panel: Callable[..., Any]) -> html.Section:
                    style={"height": "360px", "width": "100%"}, className="ev-fail-grid"),
         dcc.Graph(id=ids.FAIL_MAP, config={"displaylogo": False}, className="ev-graph ev-fail-map"),
     ], id=ids.FAIL_RESULT, className="ev-layout-row", hidden=True)
-    body = html.Div([controls, html.Div(id=ids.FAIL_CAPTION, className="ev-table-caption"), result])
-    return panel("Common failures", body, hint="datapoints that fail in most of the chosen runs or epochs · click "
-                                               "one to open it", class_name="ev-fail-box")
+    return [controls, html.Div(id=ids.FAIL_CAPTION, className="ev-table-caption"), result]
 
 
 def compare_stores() -> list[Any]:
-    return [dcc.Store(id=ids.COMPARE_SELECTION), dcc.Store(id=ids.SUMMARY_JOB)]
+    return [dcc.Store(id=ids.COMPARE_SELECTION)]  # SUMMARY_JOB is in summary_body, with what writes it
 
 
 def paired_body() -> dcc.Loading:

@@ -22,6 +22,9 @@ __all__ = [
     "PASS",
     "METRIC",
     "OVERVIEW_VIEW",
+    "OVERVIEW_SLOT_TYPE",
+    "overview_slot",
+    "OVERVIEW_MOUNTED",
     "DATAPOINT_VIEW",
     "RUNS_TABLE",
     "HISTORY",
@@ -123,6 +126,16 @@ METRIC = "ev-metric"
 # The two views; one is hidden at any time.
 OVERVIEW_VIEW = "ev-overview"
 DATAPOINT_VIEW = "ev-datapoint"
+OVERVIEW_SLOT_TYPE = "ev-overview-slot"
+OVERVIEW_MOUNTED = "ev-overview-mounted"
+"""True once the overview has been shown, which mounts its panels (graphs and grids): a page opened on a datapoint
+mounts them only then, so plotly.js and AG Grid are not loaded and run before the datapoint is drawn."""
+
+
+def overview_slot(name: Any) -> dict[str, Any]:
+    """A place in the overview filled with its panels (``name``: which ones) when the overview is first shown."""
+    return {"type": OVERVIEW_SLOT_TYPE, "name": name}
+
 
 # Overview panels.
 RUNS_TABLE = "ev-runs"

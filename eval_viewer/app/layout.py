@@ -3,22 +3,38 @@
 Everything here is static; callbacks fill the panels in. Slow panels sit inside ``dcc.Loading`` so a user sees that
 something is coming. Layout knows ids (from :mod:`eval_viewer.app.ids`) and CSS class names (``assets/style.css``),
 nothing about the store.
+
+The overview's graphs and grids are not in the page at first: their places (``ids.overview_slot``) are filled with
+:func:`overview_part` when the overview is first shown (``callbacks/overview.py``). A ``dcc.Graph`` makes the browser
+load and run plotly.js and an AG Grid its grid code; a page opened on a datapoint (a shared link) would wait for both
+before its datapoint is drawn, for panels it does not show. Each slot holds all that one group of callbacks writes,
+so a callback's outputs are all in the page or all missing (Dash skips it then); what the "vs" selectors' callback
+writes (the comparison's filter, thresholds and box) and the health panel are in the page from the start.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dash_ag_grid as dag
 from dash import dcc, html
 
 from eval_viewer.app import ids
-from eval_viewer.app.compare_layout import compare_panel, compare_selectors, compare_stores, paired_body
+from eval_viewer.app.compare_layout import (
+    compare_panel,
+    compare_selectors,
+    compare_stores,
+    delta_row,
+    failures_body,
+    paired_body,
+    summary_body,
+)
 from eval_viewer.app.health_layout import health_panel
 from eval_viewer.app.table_query import BLOCK_ROWS
 from eval_viewer.app.training_layout import training_view, view_tabs
 
-__all__ = ["make_layout", "panel", "GRID_THEME"]
+__all__ = ["make_layout", "panel", "overview_part", "GRID_THEME"]
 
 GRID_THEME = (
     "themeQuartz.withParams({fontFamily: 'inherit', fontSize: 12, headerFontSize: 12, spacing: 4, "
@@ -106,33 +122,52 @@ def _table() -> dag.AgGrid:
     )
 
 
+def _runs_row() -> list[Any]:
+    return [
+        panel("Runs", html.Div([dcc.Loading(html.Div(id=ids.RUNS_TABLE), type="dot", delay_show=150), _HELP]),
+              class_name="ev-runs-box"),
+        panel("Metric over epochs", _graph(ids.HISTORY), hint="aggregated, one line per run"),
+    ]
+
+
+def _scores_row() -> list[Any]:
+    return [
+        panel("Score distribution", _graph(ids.DISTRIBUTION), hint="per datapoint"),
+        panel("Score map", _graph(ids.SCORE_MAP), hint="one cell per datapoint, click to open"),
+    ]
+
+
+def _table_body() -> list[Any]:
+    return [html.Div(id=ids.TABLE_CAPTION, className="ev-table-caption"), _table()]
+
+
+_PARTS: dict[str, Callable[[], list[Any]]] = {
+    "deltas": delta_row, "summary": summary_body, "failures": failures_body,
+    "runs": _runs_row, "scores": _scores_row, "table": _table_body,
+}
+
+
+def overview_part(name: str) -> list[Any]:
+    """The children of the overview's slot ``name`` (``ids.overview_slot(name)``); each slot holds every component
+    that one group of callbacks writes, so a group's outputs are all there or all missing."""
+    return _PARTS[name]()
+
+
+def _slot(name: str, class_name: str | None = None) -> html.Div:
+    return html.Div(id=ids.overview_slot(name), className=class_name)
+
+
 def _overview() -> html.Div:
     return html.Div(
         id=ids.OVERVIEW_VIEW,
         className="ev-view",
         children=[
+            dcc.Store(id=ids.OVERVIEW_MOUNTED),
             compare_panel(panel),
-            html.Div(
-                [
-                    panel("Runs", html.Div([dcc.Loading(html.Div(id=ids.RUNS_TABLE), type="dot", delay_show=150),
-                                            _HELP]), class_name="ev-runs-box"),
-                    panel("Metric over epochs", _graph(ids.HISTORY), hint="aggregated, one line per run"),
-                ],
-                className="ev-layout-row ev-layout-row-runs",
-            ),
-            html.Div(
-                [
-                    panel("Score distribution", _graph(ids.DISTRIBUTION), hint="per datapoint"),
-                    panel("Score map", _graph(ids.SCORE_MAP), hint="one cell per datapoint, click to open"),
-                ],
-                className="ev-layout-row",
-            ),
+            _slot("runs", "ev-layout-row ev-layout-row-runs"),
+            _slot("scores", "ev-layout-row"),
             health_panel(panel),
-            panel(
-                "Datapoints",
-                html.Div([html.Div(id=ids.TABLE_CAPTION, className="ev-table-caption"), _table()]),
-                hint="worst first · click a row to open it · sort and filter any column",
-            ),
+            panel("Datapoints", _slot("table"), hint="worst first · click a row to open it · sort and filter any column"),
         ],
     )
 

@@ -83,6 +83,30 @@ def test_reference_layout_worst_row_next_and_metric_switch(dash_duo, serve, refe
     assert dash_duo.get_logs() == []
 
 
+_HEAVY = ("return [document.querySelectorAll('.dash-graph').length, document.querySelectorAll('.ag-root-wrapper').length, "
+          "typeof window.Plotly];")
+
+
+def test_a_shared_link_mounts_the_overview_panels_when_first_shown(dash_duo, serve, reference_log: Path) -> None:
+    """A page opened on a datapoint has no graph or grid in it (so plotly.js never loads) until the overview is
+    shown; then the overview's panels are there and filled, and its table opens the worst datapoint."""
+    serve([reference_log], query="?run=ref_run&metric=iou&idx=3")
+    wait_for_datapoint(dash_duo, 3)
+    assert dash_duo.driver.execute_script(_HEAVY) == [0, 0, "undefined"]  # folded debug items draw no graph either
+
+    dash_duo.find_element(f"#{ids.BACK}").click()
+    dash_duo.wait_for_contains_text(f"#{ids.RUNS_TABLE}", "ref_run", timeout=15)
+    dash_duo.wait_for_element(f"#{ids.SCORE_MAP} .main-svg", timeout=15)
+    dash_duo.wait_for_element(f"#{ids.HISTORY} .main-svg", timeout=15)
+    scores = reference_scores(reference_log, REFERENCE_EPOCHS[-1])
+    worst = _worst_first(scores["iou"], higher_is_better=True)[0]
+    assert int(click_table_row(dash_duo, 0)) == worst
+    wait_for_datapoint(dash_duo, worst)
+    graphs, grids, plotly = dash_duo.driver.execute_script(_HEAVY)
+    assert graphs >= 5 and grids == 4 and plotly == "object"  # mounted once, kept while the datapoint is shown
+    assert dash_duo.get_logs() == []
+
+
 def test_table_filters_and_sorts_on_the_server(dash_duo, serve, reference_log: Path) -> None:
     """A text filter typed into the grid and a header click reach the server as the grid sends them."""
     serve([reference_log], query="?run=ref_run&metric=iou")

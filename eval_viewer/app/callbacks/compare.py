@@ -134,25 +134,36 @@ def register(app: dash.Dash, store: LogStore) -> None:
                 [{"label": k, "value": k} for k in meta], vs.align, vs.filter, vs.change, vs.good, vs.bad,
                 selection if selection != known else no_update, False)
 
+    # Two callbacks on the same (cached) deltas: the table and map are mounted when the overview is first shown, the
+    # caption and thresholds are there from the start (the "vs" selectors' callback reads them).
     @app.callback(
-        Output(ids.DELTA_TABLE, "rowData"),
         Output(ids.COMPARE_CAPTION, "children"),
-        Output(ids.DELTA_MAP, "figure"),
         Output(ids.CHANGE, "placeholder"),
         Output(ids.GOOD, "placeholder"),
         Output(ids.BAD, "placeholder"),
         Input(ids.COMPARE_SELECTION, "data"),
     )
-    @guarded(lambda box: ([], box, no_update, None, None, None))
-    def draw_deltas(selection: dict[str, Any] | None) -> tuple[Any, ...]:
+    @guarded(lambda box: (box, None, None, None))
+    def describe_deltas(selection: dict[str, Any] | None) -> tuple[Any, ...]:
         if not selection:
             raise PreventUpdate
         state = _state_of(selection)
         d = deltas_of(store, state)
         t = d.thresholds
         b = PassKey.of(selection["b"])
-        return (delta_rows(d, selection["filter"]), delta_caption(d, str(state.pass_key), str(b)),
-                delta_map_figure(d), f"{t.change:.3g}", f"{t.good:.3g}", f"{t.bad:.3g}")
+        return delta_caption(d, str(state.pass_key), str(b)), f"{t.change:.3g}", f"{t.good:.3g}", f"{t.bad:.3g}"
+
+    @app.callback(
+        Output(ids.DELTA_TABLE, "rowData"),
+        Output(ids.DELTA_MAP, "figure"),
+        Input(ids.COMPARE_SELECTION, "data"),
+    )
+    @guarded(lambda box: ([], no_update))  # describe_deltas shows the message
+    def draw_deltas(selection: dict[str, Any] | None) -> tuple[Any, ...]:
+        if not selection:
+            raise PreventUpdate
+        d = deltas_of(store, _state_of(selection))
+        return delta_rows(d, selection["filter"]), delta_map_figure(d)
 
     @app.callback(
         Output(ids.SUMMARY_PROGRESS, "children"),
@@ -169,7 +180,7 @@ def register(app: dash.Dash, store: LogStore) -> None:
         """Start (or join) the background summary of the chosen pair, then report its progress until it is done."""
         if not selection:
             raise PreventUpdate
-        if ctx.triggered_id == ids.COMPARE_SELECTION:
+        if ctx.triggered_id == ids.COMPARE_SELECTION or job is None:  # or mounted with the overview
             key = jobs.start(PassKey.of(selection["a"]), PassKey.of(selection["b"]), selection["align"])
             worst: Any = []
         else:

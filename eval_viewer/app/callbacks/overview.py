@@ -2,6 +2,12 @@
 
 They re-draw when the selection (run, epoch, metric) changes, never when the user steps through datapoints. A click
 on a score-map cell opens that datapoint.
+
+The overview's panels with graphs and grids are put in the page the first time the overview is shown
+(:func:`~eval_viewer.app.layout.overview_part`): at once on a page opened on the overview, only after "Overview" on a
+page opened on a datapoint, which so never loads plotly.js or AG Grid's grid code before its datapoint is drawn. The
+callbacks that fill those panels are the same either way: Dash calls those whose outputs a new part holds when it
+mounts, with the selection as it is then.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ import math
 from typing import Any
 
 import dash
-from dash import Input, Output, State, dcc, html, no_update
+from dash import ALL, ClientsideFunction, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from eval_viewer.app import ids
 from eval_viewer.app.boundary import guarded
 from eval_viewer.app.figures import distribution_figure, history_figure, score_map_figure
+from eval_viewer.app.layout import overview_part
 from eval_viewer.app.state import ViewState, parse_query, resolve, to_query, with_idx
 from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.errors import ViewerError
@@ -72,6 +79,25 @@ def runs_table(
 
 
 def register(app: dash.Dash, store: LogStore) -> None:
+    app.clientside_callback(  # assets/overview.js: true once, when the overview is first shown
+        ClientsideFunction(namespace="evalViewer", function_name="overviewShown"),
+        Output(ids.OVERVIEW_MOUNTED, "data"),
+        Input(ids.OVERVIEW_VIEW, "hidden"),
+        State(ids.OVERVIEW_MOUNTED, "data"),
+    )
+
+    @app.callback(
+        Output(ids.overview_slot(ALL), "children"),
+        Input(ids.OVERVIEW_MOUNTED, "data"),
+        State(ids.overview_slot(ALL), "id"),
+        prevent_initial_call=True,
+    )
+    def mount_panels(shown: bool | None, slots: list[dict[str, Any]]) -> list[Any]:
+        """The overview's panels, once: the first time the overview is shown."""
+        if not shown:
+            raise PreventUpdate
+        return [overview_part(slot["name"]) for slot in slots]
+
     @app.callback(
         Output(ids.RUNS_TABLE, "children"),
         Output(ids.HISTORY, "figure"),
