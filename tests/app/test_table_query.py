@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from eval_viewer.app.callbacks.table import table_caption, table_columns
+from eval_viewer.app.callbacks.table import index_ranges, table_caption, table_columns
 from eval_viewer.app.failure_table import table_data
 from eval_viewer.app.table_query import (
     Table,
@@ -232,6 +232,15 @@ def test_table_of_scores_ranks_worst_first_with_meta_columns() -> None:
     assert _text(table_caption(scores, "loss", meta, 8)).startswith("8 datapoints · ranked by loss, worst (higher)")
     assert "1 NaN ranked worst" in _text(table_caption(scores, "loss", meta, 8))
     assert _text(table_caption(scores, "loss", meta, 3)).startswith("3 of 8 datapoints match the filters")
+    assert "no debug outputs" not in _text(table_caption(scores, "loss", meta, 8))
+    assert _text(table_caption(scores, "loss", meta, 8, missing=(4, 5, 6, 7))).endswith(
+        " · no debug outputs for 4 datapoints (4–7)")
+
+
+def test_index_ranges_name_runs_and_stop_at_the_limit() -> None:
+    assert index_ranges([12, 4, 5, 6, 7]) == "4–7, 12"
+    assert index_ranges([3]) == "3"
+    assert index_ranges(range(0, 20, 2), limit=3) == "0, 2, 4, …"
 
 
 def test_list_cells_match_name_by_name_and_show_joined() -> None:

@@ -34,7 +34,8 @@ from eval_viewer.backend import LogStore, Scores
 from eval_viewer.display.health import KIND_TITLES
 from eval_viewer.errors import ViewerError
 
-__all__ = ["register", "table_columns", "table_caption", "tables_for", "table_model", "table_position"]
+__all__ = ["register", "table_columns", "table_caption", "index_ranges", "tables_for", "table_model",
+           "table_position"]
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,23 @@ def table_columns(scores: Scores, metric: str | None, meta: Mapping[str, Sequenc
     return columns
 
 
-def table_caption(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[Any]], matching: int) -> list[Any]:
-    """How many datapoints there are (and match the filters), what ranks them, how many NaN rank worst."""
+def index_ranges(indices: Sequence[int], limit: int = 6) -> str:
+    """``[4, 5, 6, 7, 12]`` as ``"4–7, 12"``; past ``limit`` runs, the rest as "…"."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    text = ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in runs[:limit])
+    return text + (", …" if len(runs) > limit else "")
+
+
+def table_caption(scores: Scores, metric: str | None, meta: Mapping[str, Sequence[Any]], matching: int,
+                  missing: Sequence[int] = ()) -> list[Any]:
+    """How many datapoints there are (and match the filters), what ranks them, how many NaN rank worst, and which
+    have scores but no debug outputs in any readable page (``missing``: what a crashed writer or a lost page left
+    out)."""
     total = scores.num_datapoints
     direction = "lower" if scores.higher_is_better.get(metric or "", True) else "higher"
     n_nan = int(np.isnan(scores.per_datapoint[metric]).sum()) if metric else 0
@@ -109,6 +125,8 @@ def table_caption(scores: Scores, metric: str | None, meta: Mapping[str, Sequenc
         f", worst ({direction}) first" if metric else "",
         f" · {n_nan} NaN ranked worst" if n_nan else "",
         f" · {len(meta)} meta fields" if meta else "",
+        html.Span(f" · no debug outputs for {len(missing)} datapoint{'s' if len(missing) != 1 else ''} "
+                  f"({index_ranges(missing)})", className="ev-caption-missing") if missing else "",
     ]
 
 
@@ -202,7 +220,8 @@ def register(app: dash.Dash, store: LogStore) -> None:
             wanted = parse_query(search)
         except ViewerError:  # a malformed link: the notice says so, the table shows the defaults as the page does
             wanted = ViewState()
-        loaded = tables.get(resolve(store, wanted, strict=False).state)
+        state = resolve(store, wanted, strict=False).state
+        loaded = tables.get(state)
         start = int(request.get("startRow") or 0)
         block = query(loaded.table, start, int(request.get("endRow") or start + BLOCK_ROWS),
                       request.get("sortModel"), request.get("filterModel"))
@@ -210,7 +229,8 @@ def register(app: dash.Dash, store: LogStore) -> None:
                   request.get("sortModel"), request.get("filterModel"))
         response = {"rowData": row_dicts(loaded.table, block.rows), "rowCount": block.count}
         model = table_model(request)
-        return (response, table_caption(loaded.scores, loaded.metric, loaded.meta, block.count),
+        missing = store.missing_debug(state.pass_key) if state.run is not None else None
+        return (response, table_caption(loaded.scores, loaded.metric, loaded.meta, block.count, missing or ()),
                 model if model != known else no_update)
 
     @app.callback(
