@@ -186,9 +186,21 @@ def _draw_prompts(panel: np.ndarray, prompts: Sequence[Any], frame: int, sx: flo
     return np.asarray(image)
 
 
+_SHORT_TITLES = {"input + prompts": "input", "ground truth": "truth", "prediction": "pred"}
+"""What a title becomes on a panel too narrow for it (a small snapshot), rather than cut mid-word."""
+
+
 def _band(width: int, text: str) -> np.ndarray:
     image = PILImage.new("RGB", (width, BAND), _BAND_RGB)
-    ImageDraw.Draw(image).text((3, 1), text, fill=(255, 255, 255), font=ImageFont.load_default())
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default()
+    name, sep, frame = text.partition(" · ")
+    for candidate in (text, f"{_SHORT_TITLES.get(name, name)}{sep}{frame}", _SHORT_TITLES.get(name, name)):
+        if draw.textlength(candidate, font=font) <= width - 4:
+            text = candidate
+            break
+    else:
+        text = _SHORT_TITLES.get(name, name)
+    draw.text((3, 1), text, fill=(255, 255, 255), font=font)
     return np.asarray(image)
 
 

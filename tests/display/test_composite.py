@@ -141,3 +141,17 @@ def test_prompts_round_trip_through_their_page_form() -> None:
     assert np.array_equal(again.points, prompt.points)
     drawn = composite(grey(), prompts=[prompt.to_dict() | {"frame": None}])  # the page form draws the same
     assert at(drawn, "input + prompts", 1.5, 2.0) == color(3)
+
+
+def test_titles_too_wide_for_a_small_panel_are_shortened_not_cut() -> None:
+    """A 48 px snapshot (the example's) cannot hold "input + prompts": its band says "input" in full."""
+    from eval_viewer.display.composite import _band
+
+    def ink_right_edge(band: np.ndarray) -> int:
+        cols = np.flatnonzero((band > 200).all(axis=2).any(axis=0))
+        return int(cols.max()) if cols.size else -1
+
+    wide, narrow = _band(200, "input + prompts"), _band(48, "input + prompts")
+    assert ink_right_edge(wide) > 48  # the full title is wider than the small panel
+    assert 0 < ink_right_edge(narrow) < 48 - 1  # the short one fits, with its last letter whole
+    assert (narrow == _band(48, "input")).all()
