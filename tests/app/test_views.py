@@ -135,3 +135,23 @@ def test_dash_and_static_html_write_the_same_markup() -> None:
     parser = _Classes()
     parser.feed(to_html(tree))
     assert dash_classes == parser.classes and len(dash_classes) > 40
+
+
+
+def test_runs_table_counts_snapshots_apart_from_debug_passes(example_dir, tmp_path) -> None:  # noqa: ANN001
+    """The example's trainer_run: 10 epochs, some captured, and 3 training snapshot steps counted on their own (a
+    snapshot is not a validated epoch with debug outputs)."""
+    from eval_viewer.app.callbacks.overview import runs_table
+    from eval_viewer.backend import LogStore
+
+    def cells(row: Any) -> list[str]:
+        return [c.children if isinstance(c.children, str) else c.children.children for c in row.children]
+
+    with LogStore(example_dir, cache_dir=tmp_path / "cache", rescan_s=0) as store:
+        table, _ = runs_table(store, "miou", None)
+        captured = sum(p.has_debug for p in store.run("trainer_run").passes if p.key.split == "val")
+    head = [th.children for th in table.children[0].children.children]
+    rows = {cells(r)[0]: dict(zip(head, cells(r))) for r in table.children[1].children}
+    assert (rows["trainer_run"]["epochs"], rows["trainer_run"]["snapshots"]) == ("10", "3")
+    assert rows["trainer_run"]["with debug"] == str(captured) and captured < 10
+    assert rows["evaluator_run"]["snapshots"] == "—"

@@ -27,7 +27,7 @@ from eval_viewer.app.layout import overview_part
 from eval_viewer.app.state import ViewState, parse_query, resolve, to_query, with_idx
 from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.errors import ViewerError
-from eval_viewer.log_format import SPLIT_VAL
+from eval_viewer.log_format import SPLIT_TRAIN, SPLIT_VAL
 
 __all__ = ["register", "runs_table"]
 
@@ -57,7 +57,8 @@ def runs_table(
         if history:
             histories[run.name] = history
         latest = history[-1][1] if history else None
-        debug_epochs = sum(info.has_debug for info in run.passes)
+        debug_epochs = sum(info.has_debug for info in run.passes if info.key.split != SPLIT_TRAIN)
+        snapshots = sum(info.key.split == SPLIT_TRAIN for info in run.passes)  # the Training tab's, not passes
         epochs = "—" if SPLIT_VAL not in run.splits else f"{len(run.steps(SPLIT_VAL))}"
         rows.append(
             html.Tr(
@@ -67,6 +68,7 @@ def runs_table(
                     html.Td(run.kind, className="ev-muted"),
                     html.Td(epochs, className="ev-num"),
                     html.Td(f"{debug_epochs}", className="ev-num"),
+                    html.Td(f"{snapshots}" if snapshots else "—", className="ev-num"),
                     html.Td(_fmt(latest), className="ev-num"),
                 ],
                 className="ev-selected" if run.name == selected else None,
@@ -74,6 +76,7 @@ def runs_table(
         )
     head = html.Thead(html.Tr([html.Th("run"), html.Th("kind"), html.Th("epochs", className="ev-num"),
                                html.Th("with debug", className="ev-num"),
+                               html.Th("snapshots", className="ev-num", title="training snapshot steps"),
                                html.Th(f"latest {metric or ''}".strip(), className="ev-num")]))
     return html.Table([head, html.Tbody(rows)], className="ev-runs-table"), histories
 
