@@ -46,24 +46,13 @@ from eval_viewer.log_format import (
     write_scores,
 )
 
+from bench_compare import _drop, _pages  # noqa: E402  (a sibling script, not a package: the same log layout)
+
 __all__ = ["main"]
 
 RUN = "run"
 HEADS, TOKENS = 4, 64
 NAN_EVERY, COLLAPSE_EVERY = 50, 40
-
-
-def _drop(paths: list[Path]) -> None:
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def _pages(root: Path) -> list[Path]:
-    return sorted(root.glob(f"*/{DEBUGGER_DIR}/page_*.pkl"))
 
 
 def _summary(weights: np.ndarray) -> dict[str, Any]:

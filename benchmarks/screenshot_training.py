@@ -1,8 +1,8 @@
 """The README's training-snapshot pictures, from a real (tiny) training run.
 
 ``python benchmarks/screenshot_training.py`` trains the demo's TinySegNet on synthetic shapes for 320 CPU steps with a
-:class:`~eval_viewer.debuggers.SnapshotWriter` taking a snapshot of a fixed batch every 40 steps (a positive click per
-shape, a box around the first, a negative click on the background), then writes
+:class:`~eval_viewer.debuggers.SnapshotWriter` taking a snapshot of a fixed batch every 40 steps (the demo's prompts: a
+positive click per shape, a box around the first, a negative click on the background), then writes
 ``benchmarks/snapshot_composite.png`` (one composite as saved) and ``benchmarks/training_tab.png`` (the app's Training
 tab on that run, drawn by headless Chromium). About a minute on two cores.
 """
@@ -24,27 +24,10 @@ from werkzeug.serving import make_server
 from eval_viewer import demo
 from eval_viewer.app import create_app
 from eval_viewer.backend import LogStore
-from eval_viewer.debuggers import PromptData, SnapshotWriter
+from eval_viewer.debuggers import SnapshotWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 EVERY, EPOCHS = 40, 10
-
-
-def prompts_of(mask: torch.Tensor) -> list[PromptData]:
-    """One positive click at each shape's centre, a box around the first shape, a negative click on the background."""
-    prompts = []
-    for cls in torch.unique(mask).tolist():
-        if cls == 0:
-            continue
-        ys, xs = torch.nonzero(mask == cls, as_tuple=True)
-        prompts.append(PromptData.point([[float(xs.float().mean()), float(ys.float().mean())]], labels=[1],
-                                        object_id=cls - 1))
-        if not any(p.type == "box" for p in prompts):
-            prompts.append(PromptData.box_prompt([xs.min(), ys.min(), xs.max(), ys.max()], object_id=cls - 1))
-    by, bx = torch.nonzero(mask == 0, as_tuple=True)
-    near = torch.argmin((bx - 0.2 * mask.shape[1]) ** 2 + (by - 0.8 * mask.shape[0]) ** 2)  # lower left
-    prompts.append(PromptData.point([[float(bx[near]), float(by[near])]], labels=[0], object_id=0))
-    return prompts
 
 
 def train(run: Path) -> int:
@@ -68,7 +51,7 @@ def train(run: Path) -> int:
                     model.train()
                     masks = shown["labels"]["mask"]
                     writer(step, shown["inputs"]["image"], gt=masks, pred=logits,
-                           prompts=[prompts_of(m) for m in masks], indices=shown["meta_info"]["idx"])
+                           prompts=[demo.snapshot_prompts(m) for m in masks], indices=shown["meta_info"]["idx"])
                 step += 1
     return step - 1 - (step - 1) % EVERY
 
@@ -85,7 +68,7 @@ def main() -> int:
             subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                             "--window-size=1400,1000", "--virtual-time-budget=20000",
                             f"--screenshot={ROOT / 'benchmarks' / 'training_tab.png'}",
-                            f"http://127.0.0.1:8766/?run=shapes_run#view=training&idx=2"],
+                            "http://127.0.0.1:8766/?run=shapes_run#view=training&idx=2"],
                            check=True, capture_output=True)
             server.shutdown()
     return 0

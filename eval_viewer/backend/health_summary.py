@@ -21,9 +21,8 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,9 +45,9 @@ from eval_viewer.backend.health import (
     scale_jumps,
 )
 from eval_viewer.backend.health_pages import RECORDER, concat, measure_page, record_of
+from eval_viewer.backend.jobs import BackgroundJobs, JobStatus
 from eval_viewer.backend.model import DatapointRecord, PassKey
 from eval_viewer.errors import ViewerError
-from eval_viewer.log_format import atomic_write_bytes
 
 __all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "HealthJobs", "HealthStatus",
            "read_pass", "datapoint_flags", "previous_pass"]
@@ -295,41 +294,18 @@ def scale_jump_rows(a: HealthSummary, b: HealthSummary) -> tuple[list[HealthRow]
 
 
 # ---------------------------------------------------------------------------------------------------------------- jobs
-@dataclass(frozen=True)
-class HealthStatus:
-    done: int
-    total: int
-    finished: bool
-    error: str | None = None
-    summary: HealthSummary | None = field(default=None, repr=False)
-    cached: bool = False
-
-
-class _Job:
-    def __init__(self) -> None:
-        self.done = 0
-        self.total = 0
-        self.error: str | None = None
-        self.summary: HealthSummary | None = None
-        self.cached = False
-        self.finished = threading.Event()
-
+HealthStatus = JobStatus
+"""Where a health job is (:class:`~eval_viewer.backend.jobs.JobStatus` of a :class:`HealthSummary`)."""
 
 _SHARED: weakref.WeakKeyDictionary[Any, HealthJobs] = weakref.WeakKeyDictionary()
 
 
-class HealthJobs:
+class HealthJobs(BackgroundJobs[HealthSummary]):
     """Per-pass health summaries computed once in a background thread, shared by every caller asking for the same
     pass and thresholds, kept on disk under ``cache_dir/health`` and reloaded from there after a restart."""
 
-    def __init__(self, store: Any, cache_dir: str | Path | None = None) -> None:
-        self._store = store
-        base = cache_dir if cache_dir is not None else getattr(store, "cache_dir", None)
-        self._dir = Path(base) / "health" if base is not None else None
-        self._jobs: dict[str, _Job] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._one_at_a_time = threading.Lock()
+    folder = "health"
+    what = "health summary"
 
     @classmethod
     def of(cls, store: Any) -> HealthJobs:
@@ -338,6 +314,12 @@ class HealthJobs:
         if jobs is None:
             jobs = _SHARED[store] = cls(store)
         return jobs
+
+    def decode(self, data: bytes) -> HealthSummary:
+        return HealthSummary.from_bytes(data)
+
+    def size(self, summary: HealthSummary) -> int:
+        return int(summary.idx.size)
 
     def job_key(self, key: PassKey, thresholds: HealthThresholds) -> str:
         files = self._store.snapshot.files.get(key)
@@ -348,25 +330,9 @@ class HealthJobs:
     def start(self, key: PassKey, thresholds: HealthThresholds | None = None) -> str:
         """Start (or join) the summary of pass ``key``; returns the key :meth:`status` takes."""
         key, t = PassKey.of(key), thresholds or HealthThresholds()
-        job_key = self.job_key(key, t)
-        with self._lock:
-            if job_key in self._jobs and not self._jobs[job_key].error:
-                return job_key
-            job = self._jobs[job_key] = _Job()
-        cached = self._load(job_key)
-        if cached is not None:
-            job.summary, job.cached = cached, True
-            job.done = job.total = int(cached.idx.size)
-            job.finished.set()
-            return job_key
-        threading.Thread(target=self._run, args=(job, job_key, key, t), name="eval-viewer-health", daemon=True).start()
-        return job_key
-
-    def status(self, job_key: str) -> HealthStatus | None:
-        job = self._jobs.get(job_key)
-        if job is None:
-            return None
-        return HealthStatus(job.done, job.total, job.finished.is_set(), job.error, job.summary, job.cached)
+        return self.begin(self.job_key(key, t),
+                          lambda progress, stop: compute_health(self._store, key, t, progress, stop),
+                          f"The health summary of {key} failed")
 
     def ready(self, key: PassKey, thresholds: HealthThresholds | None = None) -> HealthSummary | None:
         """The finished summary of ``key`` if there is one now (never starts or waits)."""
@@ -376,62 +342,7 @@ class HealthJobs:
     def summary(self, key: PassKey, thresholds: HealthThresholds | None = None,
                 timeout: float | None = None) -> HealthSummary:
         """Start if needed and wait: the summary, or the :class:`ViewerError` that stopped it."""
-        job_key = self.start(key, thresholds)
-        job = self._jobs[job_key]
-        job.finished.wait(timeout)
-        status = self.status(job_key)
-        if status is None or not status.finished:
-            raise ViewerError("The health summary did not finish in time")
-        if status.error:
-            raise ViewerError(status.error)
-        assert status.summary is not None
-        return status.summary
-
-    def _run(self, job: _Job, job_key: str, key: PassKey, t: HealthThresholds) -> None:
-        def progress(done: int, total: int) -> None:
-            job.done, job.total = done, total
-
-        try:
-            with self._one_at_a_time:
-                summary = compute_health(self._store, key, t, progress, self._stop)
-        except ViewerError as exc:
-            job.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a background job reports, it never kills the server
-            logger.exception("The health summary of %s failed", key)
-            job.error = f"The health summary of {key} failed: {type(exc).__name__}: {exc}"
-        else:
-            job.summary = summary
-            self._save(job_key, summary)
-        finally:
-            job.finished.set()
-
-    def _path(self, job_key: str) -> Path | None:
-        return None if self._dir is None else self._dir / f"{job_key}.npz"
-
-    def _load(self, job_key: str) -> HealthSummary | None:
-        path = self._path(job_key)
-        if path is None or not path.is_file():
-            return None
-        try:
-            return HealthSummary.from_bytes(path.read_bytes())
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("Ignoring the cached health summary %s (%s)", path, exc)
-            return None
-
-    def _save(self, job_key: str, summary: HealthSummary) -> None:
-        path = self._path(job_key)
-        if path is None:
-            return
-        try:
-            atomic_write_bytes(path, summary.to_bytes())
-        except OSError as exc:
-            logger.warning("Cannot cache the health summary in %s (%s)", path, exc)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop running jobs (they end at the next datapoint) and wait for them."""
-        self._stop.set()
-        for job in list(self._jobs.values()):
-            job.finished.wait(timeout)
+        return self.result(self.start(key, thresholds), timeout)
 
 
 def datapoint_flags(store: Any, key: PassKey, record: DatapointRecord, jobs: HealthJobs | None = None,

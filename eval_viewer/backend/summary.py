@@ -21,9 +21,8 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,9 +30,10 @@ import numpy as np
 from eval_viewer.backend.bulk import Page, PassPages, read_ahead, read_page
 from eval_viewer.backend.compare import TOP_K, Alignment, align, array_of, attention_array, compare_items
 from eval_viewer.backend.divergence import attention_divergence, tensor_divergence
+from eval_viewer.backend.jobs import BackgroundJobs, JobStatus
 from eval_viewer.backend.model import PassKey
 from eval_viewer.errors import PageError, ViewerError
-from eval_viewer.log_format import Kind, atomic_write_bytes
+from eval_viewer.log_format import Kind
 
 __all__ = ["LayerSummary", "SummaryRow", "compute_summary", "SummaryJobs", "JobStatus", "alignment_for"]
 
@@ -350,38 +350,18 @@ def _compare_rows(values_a: Mapping[int, Any], values_b: Mapping[int, Any], rows
             result.add(layer, kept, xs, ys)
 
 
-@dataclass(frozen=True)
-class JobStatus:
-    done: int
-    total: int
-    finished: bool
-    error: str | None = None
-    summary: LayerSummary | None = field(default=None, repr=False)
-    cached: bool = False
-
-
-class _Job:
-    def __init__(self) -> None:
-        self.done = 0
-        self.total = 0
-        self.error: str | None = None
-        self.summary: LayerSummary | None = None
-        self.cached = False
-        self.finished = threading.Event()
-
-
-class SummaryJobs:
+class SummaryJobs(BackgroundJobs[LayerSummary]):
     """Pass-wide summaries computed once in a background thread, shared by every caller asking for the same pair,
     kept on disk under ``cache_dir/compare`` and reloaded from there after a restart."""
 
-    def __init__(self, store: Any, cache_dir: str | Path | None = None) -> None:
-        self._store = store
-        base = cache_dir if cache_dir is not None else getattr(store, "cache_dir", None)
-        self._dir = Path(base) / "compare" if base is not None else None
-        self._jobs: dict[str, _Job] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._one_at_a_time = threading.Lock()  # jobs read pages: one at a time keeps the page cache useful
+    folder = "compare"
+    what = "pass-wide comparison"
+
+    def decode(self, data: bytes) -> LayerSummary:
+        return LayerSummary.from_bytes(data)
+
+    def size(self, summary: LayerSummary) -> int:
+        return int(summary.idx_a.size)
 
     def job_key(self, a: PassKey, b: PassKey, by: str | None) -> str:
         """A hash of both passes' files as listed now, the alignment and the format: the cache file's name."""
@@ -396,86 +376,11 @@ class SummaryJobs:
     def start(self, a: PassKey, b: PassKey, by: str | None = None) -> str:
         """Start (or join) the summary of ``a`` vs ``b``; returns the key :meth:`status` takes."""
         a, b = PassKey.of(a), PassKey.of(b)
-        key = self.job_key(a, b, by)
-        with self._lock:
-            if key in self._jobs and not self._jobs[key].error:
-                return key
-            job = self._jobs[key] = _Job()
-        cached = self._load(key)
-        if cached is not None:
-            job.summary, job.cached = cached, True
-            job.done = job.total = cached.idx_a.size
-            job.finished.set()
-            return key
-        # a daemon thread per job (jobs are rare and long): nothing to shut down when the server stops
-        threading.Thread(target=self._run, args=(job, key, a, b, by), name="eval-viewer-compare", daemon=True).start()
-        return key
-
-    def status(self, key: str) -> JobStatus | None:
-        job = self._jobs.get(key)
-        if job is None:
-            return None
-        return JobStatus(job.done, job.total, job.finished.is_set(), job.error, job.summary, job.cached)
-
-    def wait(self, key: str, timeout: float | None = None) -> JobStatus | None:
-        job = self._jobs.get(key)
-        if job is not None:
-            job.finished.wait(timeout)
-        return self.status(key)
+        return self.begin(self.job_key(a, b, by),
+                          lambda progress, stop: compute_summary(self._store, a, b, by, progress, stop),
+                          f"Comparing {a} with {b} failed",
+                          total=lambda: alignment_for(self._store, a, b, by).size)
 
     def summary(self, a: PassKey, b: PassKey, by: str | None = None, timeout: float | None = None) -> LayerSummary:
         """Start if needed and wait: the summary, or the :class:`ViewerError` that stopped it."""
-        status = self.wait(self.start(a, b, by), timeout)
-        if status is None or not status.finished:
-            raise ViewerError("The pass-wide comparison did not finish in time")
-        if status.error:
-            raise ViewerError(status.error)
-        assert status.summary is not None
-        return status.summary
-
-    def _run(self, job: _Job, key: str, a: PassKey, b: PassKey, by: str | None) -> None:
-        def progress(done: int, total: int) -> None:
-            job.done, job.total = done, total
-
-        try:
-            job.total = alignment_for(self._store, a, b, by).size
-            with self._one_at_a_time:
-                summary = compute_summary(self._store, a, b, by, progress, self._stop)
-        except ViewerError as exc:
-            job.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a background job reports, it never kills the server
-            logger.exception("Comparing %s with %s failed", a, b)
-            job.error = f"Comparing {a} with {b} failed: {type(exc).__name__}: {exc}"
-        else:
-            job.summary = summary
-            self._save(key, summary)
-        finally:
-            job.finished.set()
-
-    def _path(self, key: str) -> Path | None:
-        return None if self._dir is None else self._dir / f"{key}.npz"
-
-    def _load(self, key: str) -> LayerSummary | None:
-        path = self._path(key)
-        if path is None or not path.is_file():
-            return None
-        try:
-            return LayerSummary.from_bytes(path.read_bytes())
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning("Ignoring the cached comparison %s (%s)", path, exc)
-            return None
-
-    def _save(self, key: str, summary: LayerSummary) -> None:
-        path = self._path(key)
-        if path is None:
-            return
-        try:
-            atomic_write_bytes(path, summary.to_bytes())
-        except OSError as exc:
-            logger.warning("Cannot cache the comparison in %s (%s)", path, exc)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop running jobs (they end at the next datapoint) and wait for them."""
-        self._stop.set()
-        for job in list(self._jobs.values()):
-            job.finished.wait(timeout)
+        return self.result(self.start(a, b, by), timeout)
