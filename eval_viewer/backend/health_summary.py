@@ -346,13 +346,14 @@ class HealthJobs(BackgroundJobs[HealthSummary]):
 
 
 def datapoint_flags(store: Any, key: PassKey, record: DatapointRecord, jobs: HealthJobs | None = None,
-                    ) -> tuple[Flag, ...]:
-    """The flags a view shows for ``record`` of pass ``key``: from the pass's finished summary when there is one
-    (dead channels and the heads' typical range included), else from the record alone, now (never waits)."""
-    summary = (jobs or HealthJobs.of(store)).ready(PassKey.of(key))
+                    thresholds: HealthThresholds | None = None) -> tuple[Flag, ...]:
+    """The flags a view shows for ``record`` of pass ``key`` under ``thresholds`` (the defaults when None): from the
+    pass's finished summary under the same thresholds when there is one (dead channels and the heads' typical range
+    included), else from the record alone, now (never waits)."""
+    summary = (jobs or HealthJobs.of(store)).ready(PassKey.of(key), thresholds)
     if summary is not None and summary.row_of(record.idx) is not None:
         return summary.flags(record.idx)
-    return health(record, store.debugger_info(key))
+    return health(record, store.debugger_info(key), thresholds=thresholds)
 
 
 def previous_pass(store: Any, key: PassKey) -> PassKey | None:
