@@ -110,7 +110,8 @@ class LoadedTable:
 
 
 class TableCache:
-    """``get(state)``: the :class:`LoadedTable` of a resolved state's run, epoch and metric; the last few are kept.
+    """``get(state)``: the :class:`LoadedTable` of a resolved state's run, epoch and metric, its health columns
+    flagged under the state's thresholds; the last few are kept.
 
     One lock covers lookups and builds, so the columns callback and the first block request, which arrive together
     when the selection changes, build a table once between them rather than twice side by side."""
@@ -118,16 +119,16 @@ class TableCache:
     def __init__(self, store: LogStore, *, size: int = 4) -> None:
         self._store = store
         self._size = size
-        self._entries: OrderedDict[tuple[str | None, int | None, str | None], tuple[Any, LoadedTable]] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[Any, LoadedTable]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, state: ViewState) -> LoadedTable:
         assert state.run is not None
-        key = (state.pass_key, state.metric)
+        key = (state.pass_key, state.metric, state.health)
         with self._lock:
             scores = self._store.scores(state.pass_key)
             status = self._store.debug_status(state.pass_key)  # before reading meta: a change means rebuild
-            summary = HealthJobs.of(self._store).ready(state.pass_key)
+            summary = HealthJobs.of(self._store).ready(state.pass_key, state.health)
             status = (status, id(summary) if summary is not None else None)  # a finished health summary too
             cached = self._entries.get(key)
             if cached is not None and cached[0] == status and cached[1].scores is scores:

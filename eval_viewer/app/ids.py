@@ -99,6 +99,11 @@ __all__ = [
     "HEALTH_BODY",
     "HEALTH_CELL_TYPE",
     "health_cell",
+    "HEALTH_THRESHOLDS",
+    "HEALTH_THRESHOLD_TYPE",
+    "health_threshold",
+    "HEALTH_THRESHOLD_MESSAGE",
+    "HEALTH_THRESHOLD_RESET",
 ]
 
 # State: the URL is the single source of truth; SELECTION mirrors its run/pass/metric part so the overview only
@@ -259,6 +264,20 @@ HEALTH_CELL_TYPE = "ev-health-cell"
 def health_cell(layer: Any, kind: Any) -> dict[str, Any]:
     """A (layer, kind) count of the health summary: a click filters the failure table to those datapoints."""
     return {"type": HEALTH_CELL_TYPE, "layer": layer, "kind": kind}
+
+
+HEALTH_THRESHOLDS = "ev-health-thresholds"
+"""The health thresholds the URL names (the changed ones, field -> value): the summary listens here, not to the URL."""
+HEALTH_THRESHOLD_TYPE = "ev-health-threshold"
+HEALTH_THRESHOLD_MESSAGE = "ev-health-threshold-message"
+"""Why a threshold just typed was refused (empty while they are all good)."""
+HEALTH_THRESHOLD_RESET = "ev-health-threshold-reset"
+
+
+def health_threshold(field: Any) -> dict[str, Any]:
+    """The health panel's input for threshold ``field`` (a :class:`~eval_viewer.backend.health.HealthThresholds`
+    field name)."""
+    return {"type": HEALTH_THRESHOLD_TYPE, "field": field}
 
 
 # The Training tab (callbacks/training.py): "Evaluation | Training" above the views when the run has training

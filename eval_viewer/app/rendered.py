@@ -24,6 +24,7 @@ from dash.development.base_component import Component
 from eval_viewer.app.state import AttentionChoice, ViewState
 from eval_viewer.app.views import datapoint_view
 from eval_viewer.backend import LogStore
+from eval_viewer.backend.health import HealthThresholds
 from eval_viewer.backend.health_summary import HealthJobs, datapoint_flags
 from eval_viewer.errors import ViewerError
 
@@ -32,7 +33,7 @@ __all__ = ["RenderedViews"]
 log = logging.getLogger(__name__)
 
 Key = tuple[str | None, str | None, int | None, int | None, str | None, str, frozenset[str] | None,
-            AttentionChoice | None]
+            AttentionChoice | None, HealthThresholds | None]
 MAX_PENDING = 4
 """Drawings waiting at most: a user holding → down must not queue up work for views long gone by."""
 
@@ -40,7 +41,7 @@ MAX_PENDING = 4
 def _key(state: ViewState, version: str, opened: frozenset[str] | None) -> Key:
     """``version`` is the pass's file version (:meth:`LogStore.pass_version`): a view is never served once a file it
     was drawn from changed. ``opened``: the debug items drawn (the user's open ones; None: all)."""
-    return (state.run, state.split, state.step, state.idx, state.metric, version, opened, state.attn)
+    return (state.run, state.split, state.step, state.idx, state.metric, version, opened, state.attn, state.health)
 
 
 def _frozen(opened: Collection[str] | None) -> frozenset[str] | None:
@@ -65,7 +66,7 @@ class RenderedViews:
     def _key(self, state: ViewState, opened: frozenset[str] | None) -> Key:
         try:
             version = self._store.pass_version(state.pass_key)
-            if HealthJobs.of(self._store).ready(state.pass_key) is not None:
+            if HealthJobs.of(self._store).ready(state.pass_key, state.health) is not None:
                 version += "+health"  # its badges now know the whole pass (dead channels, heads' typical range)
         except ViewerError:  # an unknown pass: drawing it raises the error the user sees
             version = ""
@@ -76,7 +77,8 @@ class RenderedViews:
         key = self._key(state, opened)  # the version before reading: files changing while drawing make it stale
         record = self._store.datapoint(state.pass_key, state.idx)
         scores = self._store.scores(state.pass_key)
-        health = datapoint_flags(self._store, state.pass_key, record)  # a badge on each card with a problem
+        # a badge on each card with a problem, under the thresholds the URL names (as the summary and the table)
+        health = datapoint_flags(self._store, state.pass_key, record, thresholds=state.health)
         view = datapoint_view(record, state.metric, scores.higher_is_better, opened, health, state.attn)
         if not record.problems:
             with self._lock:

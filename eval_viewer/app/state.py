@@ -7,7 +7,9 @@ is tested without a browser.
 
 A pass is named by its split and step: ``split=val&epoch=9`` (a trainer's validation epoch), ``split=test`` (an
 evaluation pass, no step), ``split=S&step=K`` for other stepped splits. Older links (``?run=R&epoch=9``, or an
-evaluator run with no epoch) keep working: an epoch without a split means ``val``.
+evaluator run with no epoch) keep working: an epoch without a split means ``val``. The comparison (``vs_*``,
+:mod:`eval_viewer.app.compare_state`) and the health thresholds a user changed (``health_dead=0.9``,
+:mod:`eval_viewer.app.health_state`) ride along in the same query string.
 
 Run names come from the store's index of the ``--log-dir`` paths named on the command line; a URL can only pick one
 of those names and never carries a filesystem path.
@@ -22,7 +24,9 @@ from urllib.parse import parse_qs, urlencode
 import numpy as np
 
 from eval_viewer.app.compare_state import CompareState, parse_vs, vs_params
+from eval_viewer.app.health_state import health_params, parse_health
 from eval_viewer.backend import LogStore, PassKey, RunInfo, Scores
+from eval_viewer.backend.health import HealthThresholds
 from eval_viewer.errors import NotFoundError
 from eval_viewer.log_format import SPLIT_VAL
 
@@ -75,6 +79,9 @@ class ViewState:
     """The pass compared with this one (``vs_run=...``, :mod:`eval_viewer.app.compare_state`), or None."""
     attn: AttentionChoice | None = None
     """The attention query and head chosen for one item (``attn=...``), or None."""
+    health: HealthThresholds | None = None
+    """The health thresholds the user changed (``health_dead=...``, :mod:`eval_viewer.app.health_state`); None: the
+    documented defaults. The health summary, the failure table's health columns and the cards' badges all use them."""
 
     @property
     def pass_key(self) -> PassKey:
@@ -127,7 +134,7 @@ def parse_query(search: str | None) -> ViewState:
         split = SPLIT_VAL  # links from before passes had splits
     attn = query.get("attn", [None])[-1]
     return ViewState(run=run, split=split, step=step, metric=metric, idx=_int_param(query, "idx"), vs=parse_vs(query),
-                     attn=AttentionChoice.parse(attn) if attn else None)
+                     attn=AttentionChoice.parse(attn) if attn else None, health=parse_health(query))
 
 
 def to_query(state: ViewState) -> str:
@@ -135,7 +142,8 @@ def to_query(state: ViewState) -> str:
     written ``epoch`` (what a trainer calls it), any other split's ``step``."""
     step_name = "epoch" if state.split == SPLIT_VAL else "step"
     params = [("run", state.run), ("split", state.split), (step_name, state.step), ("metric", state.metric),
-              ("idx", state.idx), *vs_params(state.vs), ("attn", state.attn.param() if state.attn else None)]
+              ("idx", state.idx), *vs_params(state.vs), ("attn", state.attn.param() if state.attn else None),
+              *health_params(state.health)]
     kept = [(k, str(v)) for k, v in params if v is not None]
     return "?" + urlencode(kept) if kept else ""
 
@@ -174,7 +182,7 @@ def resolve(store: LogStore, state: ViewState, *, strict: bool = True) -> Resolv
             )
         idx = None
     return Resolved(ViewState(run=run.name, split=key.split, step=key.step, metric=metric, idx=idx, vs=state.vs,
-                              attn=state.attn), run, scores)
+                              attn=state.attn, health=state.health), run, scores)
 
 
 NO_SCORES = Scores(0, {}, {}, {})

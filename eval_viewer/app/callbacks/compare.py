@@ -46,7 +46,7 @@ from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.backend.compare import compare_items
 from eval_viewer.backend.summary import SummaryJobs
 from eval_viewer.display.paired import paired_view
-from eval_viewer.errors import NotFoundError
+from eval_viewer.errors import NotFoundError, ViewerError
 
 __all__ = ["register"]
 
@@ -353,5 +353,10 @@ def _register_common_failures(app: dash.Dash, store: LogStore) -> None:
             raise PreventUpdate
         key = keys[position]
         metric = (selection or {}).get("metric")
-        wanted = to_query(ViewState(run=key.run, split=key.split, step=key.step, metric=metric, idx=idx))
+        try:
+            health = parse_query(search).health  # the user's health thresholds hold in any pass
+        except ViewerError:
+            health = None
+        wanted = to_query(ViewState(run=key.run, split=key.split, step=key.step, metric=metric, idx=idx,
+                                    health=health))
         return wanted if wanted != search else no_update

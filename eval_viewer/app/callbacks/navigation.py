@@ -135,7 +135,8 @@ def register(app: dash.Dash, store: LogStore) -> None:
         if trigger in (ids.RUN, ids.PASS, ids.METRIC) and current is not None:
             split, step = (None, None) if trigger == ids.RUN else parse_pass_value(chosen_pass)
             wanted = ViewState(run=run, split=split, step=step, metric=metric, idx=current.idx, vs=current.vs,
-                               attn=current.attn)  # an attention choice names an item: it holds in any pass
+                               attn=current.attn, health=current.health)  # an attention choice names an item, the
+            # health thresholds are the user's: both hold in any pass
             resolved = resolve(store, wanted, strict=False)
             if trigger != ids.METRIC and current.idx is not None:
                 resolved, notice = _carry(store, current, resolved)

@@ -178,14 +178,21 @@ def register(app: dash.Dash, store: LogStore) -> None:
         Output(ids.TABLE, "style"),
         Input(ids.SELECTION, "data"),
         Input(ids.HEALTH_READY, "data"),
+        State(ids.URL, "search"),
     )
     @guarded(lambda box: ([], no_update))  # the rows callback, reading the same store, shows the message
-    def columns(selection: dict[str, Any] | None, _health: str | None = None) -> tuple[Any, Any]:
-        """Columns and height for the selection; the rows come block by block from ``rows`` below."""
+    def columns(selection: dict[str, Any] | None, _health: str | None = None,
+                search: str | None = None) -> tuple[Any, Any]:
+        """Columns and height for the selection; the rows come block by block from ``rows`` below. The health
+        thresholds are the URL's, as the rows'."""
         if not selection:
             raise PreventUpdate
+        try:
+            thresholds = parse_query(search).health
+        except ViewerError:  # a malformed link: the notice says so; the defaults, as the rows take
+            thresholds = None
         loaded = tables.get(ViewState(run=selection["run"], split=selection["split"], step=selection["step"],
-                                     metric=selection["metric"]))
+                                     metric=selection["metric"], health=thresholds))
         height = min(TABLE_MAX_HEIGHT, TABLE_CHROME_PX + TABLE_ROW_PX * max(loaded.scores.num_datapoints, 3))
         columns = table_columns(loaded.scores, loaded.metric, loaded.meta, loaded.health)
         return columns, {"height": f"{height}px", "width": "100%"}
