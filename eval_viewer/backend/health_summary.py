@@ -20,14 +20,14 @@ import logging
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
 
-from eval_viewer.backend.bulk import Page, PassPages, iter_pages
+from eval_viewer.backend.bulk import PassPages, read_page
 from eval_viewer.backend.health import (
     FAMILIES,
     KINDS,
@@ -47,10 +47,11 @@ from eval_viewer.backend.health import (
 from eval_viewer.backend.health_pages import RECORDER, concat, measure_page, record_of
 from eval_viewer.backend.jobs import BackgroundJobs, JobStatus
 from eval_viewer.backend.model import DatapointRecord, PassKey
-from eval_viewer.errors import ViewerError
+from eval_viewer.backend.workers import job_workers, run_tasks
+from eval_viewer.errors import PageError, ViewerError
 
 __all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "HealthJobs", "HealthStatus",
-           "read_pass", "datapoint_flags", "previous_pass"]
+           "measure_pass_page", "datapoint_flags", "previous_pass"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +74,6 @@ class HealthRow:
     """The largest amount (the lowest entropy for ``attention_collapsed``); NaN when only counts are known."""
     heads: tuple[int, ...] = ()
     position: int = 0
-
-
-def read_pass(store: Any, key: PassKey, problems: list[str], stop: threading.Event | None = None,
-              ) -> tuple[int, PassPages, Iterator[Page]]:
-    """``(datapoints, pages, page ...)`` of a whole pass: the one place the summary reads, page by page through the
-    bulk reader (each page one read and one parse, the next one read ahead)."""
-    pages = store.pass_pages(key)
-    return pages.num_datapoints, pages, iter_pages(pages, select=checked(pages.debuggers), problems=problems, stop=stop)
 
 
 _UNCHECKED = (RECORDER, ".GradCAMDebugger")
@@ -232,26 +225,32 @@ class HealthSummary:
 
 def compute_health(store: Any, key: PassKey, thresholds: HealthThresholds | None = None,
                    progress: Callable[[int, int], None] | None = None,
-                   stop: threading.Event | None = None) -> HealthSummary:
+                   stop: threading.Event | None = None, workers: int | None = None) -> HealthSummary:
     """Measure every datapoint of pass ``key`` (read through ``store``, a :class:`~eval_viewer.backend.LogStore`).
 
-    Page by page: the first datapoint of a page is read as a record (:func:`~.records.build_record`), which says
-    which items are checked and where they sit in a page's ``{debugger: output}``; every datapoint of the page with
-    the same layout is then measured from the page's values directly, one vectorised call per item and array shape.
-    A datapoint laid out otherwise is read as a record of its own, so nothing is left out."""
+    Page by page (:func:`measure_pass_page`, in worker processes on a large pass: :mod:`.workers`; ``workers``
+    overrides how many, 0 for in-process): the first datapoint of a page is read as a record
+    (:func:`~.records.build_record`), which says which items are checked and where they sit in a page's
+    ``{debugger: output}``; every datapoint of the page with the same layout is then measured from the page's values
+    directly, one vectorised call per item and array shape. A datapoint laid out otherwise is read as a record of its
+    own, so nothing is left out. Every page is measured in the forward order of the pass's first datapoint."""
     key = PassKey.of(key)
     t = thresholds or HealthThresholds()
-    problems: list[str] = []
-    total, pages, pages_read = read_pass(store, key, problems, stop)
-    order: ForwardOrder | None = None
+    pages = store.pass_pages(key)
+    problems: list[str] = list(pages.problems)
+    total = pages.num_datapoints
+    order = _first_order(store, key, pages)
+    count = job_workers(pages) if workers is None else workers
+    tasks = [partial(measure_pass_page, pages, rel, order, t) for rel, _ in pages.pages]
     parts: list[tuple[int, dict[Column, dict[str, np.ndarray]]]] = []
     indices: list[int] = []
-    for page in pages_read:
-        idx = list(page.values)
-        values = [page.values[i] for i in idx]
-        first = record_of(key, idx[0], values[0], pages)
-        order = order or forward_order(pages.debuggers, list(first.debug))
-        parts.append((len(idx), measure_page(key, idx, values, first, pages, order, t)))
+    for done in run_tasks(tasks, count, stop):
+        if isinstance(done, PageError):
+            problems.append(str(done))
+            continue
+        idx, columns, page_order = done
+        order = order or page_order
+        parts.append((len(idx), columns))
         indices.extend(idx)
         if progress is not None:
             progress(len(indices), total)
@@ -262,6 +261,35 @@ def compute_health(store: Any, key: PassKey, thresholds: HealthThresholds | None
     notes = tuple(problems) + ((order.note,) if order is not None and order.note else ())
     return HealthSummary(key, t, np.asarray(indices, dtype=np.int64), ordered, {c.name: columns[c] for c in ordered},
                          order.source if order is not None else "page", notes)
+
+
+def measure_pass_page(pages: PassPages, rel: str, order: ForwardOrder | None, t: HealthThresholds,
+                      ) -> tuple[list[int], dict[Column, dict[str, np.ndarray]], ForwardOrder] | PageError:
+    """One task of :func:`compute_health` (run in a worker process on a large pass): page ``rel`` read and every
+    datapoint's checked items measured; ``order`` None takes the page's own first datapoint's. A page that cannot
+    be read comes back as its :class:`PageError`."""
+    try:
+        page = read_page(pages, rel, select=checked(pages.debuggers))
+    except PageError as exc:
+        logger.warning("%s", exc)
+        return exc
+    idx = list(page.values)
+    values = [page.values[i] for i in idx]
+    first = record_of(pages.key, idx[0], values[0], pages)
+    order = order or forward_order(pages.debuggers, list(first.debug))
+    return idx, measure_page(pages.key, idx, values, first, pages, order, t), order
+
+
+def _first_order(store: Any, key: PassKey, pages: PassPages) -> ForwardOrder | None:
+    """The forward order every page is measured in: from the pass's first datapoint that reads (its record, through
+    the store's per-datapoint path); None when none of the first pages' does (each page then takes its own)."""
+    for _, indices in pages.pages[:3]:
+        try:
+            record = store.datapoint(key, indices[0])
+        except ViewerError:
+            continue
+        return forward_order(pages.debuggers, list(record.debug))
+    return None
 
 
 def scale_jump_rows(a: HealthSummary, b: HealthSummary) -> tuple[list[HealthRow], dict[int, list[Flag]]]:

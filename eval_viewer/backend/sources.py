@@ -120,6 +120,9 @@ class Source(ABC):
 
     location: str
     """The root as the user wrote it (a path or a URL), for messages."""
+    process_shared: bool = True
+    """Whether another process opening this source sees the same files (not so for ``memory://``): pass-wide jobs
+    read pages in worker processes only then (:mod:`.workers`)."""
 
     @property
     @abstractmethod
@@ -341,6 +344,8 @@ class FsspecSource(Source):
         except (ValueError, TypeError) as exc:
             raise LogDirError(f"{url}: cannot open this storage: {exc}") from None
         self.fs, self.root = fs, root.rstrip("/")
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+        self.process_shared = "memory" not in protocols  # a memory filesystem lives in this process only
         try:
             exists = fs.isdir(self.root)
         except Exception as exc:  # noqa: BLE001 - credentials, endpoint, network: all told the same way

@@ -1,14 +1,15 @@
 """The pass-wide "where inside the model" summary: every matched datapoint's internals compared, layer × head.
 
-:func:`compute_summary` reads both passes page by page (:mod:`.bulk`: one read and one parse per page, the next
-page read while this one is compared) and keeps, per compared debug item (a *layer*: ``debugger`` or
-``debugger/key``) and per head, the per-datapoint metrics of :func:`~.compare.compare_items`, computed for a page of
-datapoints at once (:func:`~.divergence.attention_divergence`, :func:`~.divergence.tensor_divergence`: the figures
-the paired view shows, to 1e-9), so the summary table (:meth:`LayerSummary.table`, worst first) and "where does this
-cell diverge most" (:meth:`LayerSummary.worst`) come from the same arrays. :class:`SummaryJobs` runs it in a
-background thread with progress, writes the result under the store's cache dir (``<cache_dir>/compare/<hash>.npz``,
-never inside a log dir) and reloads it after a restart; the hash covers both passes' files (their listing with sizes
-and mtimes), the alignment and the format version, so a pass that changes is summarised again.
+:func:`compute_summary` reads both passes page by page (:mod:`.bulk`: one read and one parse per page; a task per
+page, in worker processes on large passes: :mod:`.workers`) and keeps, per compared debug item (a *layer*:
+``debugger`` or ``debugger/key``) and per head, the per-datapoint metrics of :func:`~.compare.compare_items`,
+computed for a page of datapoints at once (:func:`~.divergence.attention_divergence`,
+:func:`~.divergence.tensor_divergence`: the figures the paired view shows, to 1e-9), so the summary table
+(:meth:`LayerSummary.table`, worst first) and "where does this cell diverge most" (:meth:`LayerSummary.worst`) come
+from the same arrays. :class:`SummaryJobs` runs it in a background thread with progress, writes the result under the
+store's cache dir (``<cache_dir>/compare/<hash>.npz``, never inside a log dir) and reloads it after a restart; the
+hash covers both passes' files (their listing with sizes and mtimes), the alignment and the format version, so a
+pass that changes is summarised again.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from eval_viewer.backend.bulk import Page, PassPages, read_ahead, read_page
+from eval_viewer.backend.bulk import Page, PassPages, read_page
 from eval_viewer.backend.compare import TOP_K, Alignment, align, array_of, attention_array, compare_items
 from eval_viewer.backend.divergence import attention_divergence, tensor_divergence
 from eval_viewer.backend.jobs import BackgroundJobs, JobStatus
 from eval_viewer.backend.model import PassKey
+from eval_viewer.backend.workers import job_workers, run_tasks
 from eval_viewer.errors import PageError, ViewerError
 from eval_viewer.log_format import Kind
 
@@ -197,21 +199,20 @@ def _plan(store: Any, a: PassKey, b: PassKey, alignment: Alignment, notes: dict[
     return []
 
 
-def _schedule(pages_a: PassPages, pages_b: PassPages,
-              alignment: Alignment) -> list[tuple[str, list[str], list[str]]]:
-    """``[(page of a, [pages of b its matched datapoints need], [those of them not held from the page before])]`` in
-    page order: each page of a is read once; a page of b again only when the pairs leave it and come back (never,
-    for passes aligned by index)."""
+def _schedule(pages_a: PassPages, pages_b: PassPages, alignment: Alignment) -> list[tuple[str, list[str], np.ndarray]]:
+    """``[(page of a, [pages of b its matched datapoints need], its pairs)]`` in page order, a pair being a row of
+    ``(result row, idx in a, idx in b)``. Each task reads its page of a once and the pages of b it needs; a page of b
+    is read by every task that needs it (once, for passes aligned by index and paged alike)."""
     rows_of = {idx: row for row, idx in enumerate(alignment.a.tolist())}
     page_b = pages_b.page_of()
     out = []
-    held: list[str] = []
     for rel, indices in pages_a.pages:
-        wanted = (int(alignment.b[rows_of[i]]) for i in indices if i in rows_of)
-        needed = list(dict.fromkeys(page_b[j] for j in wanted if j in page_b))
+        rows = sorted(rows_of[i] for i in indices if i in rows_of)
+        pairs = np.asarray([(row, int(alignment.a[row]), int(alignment.b[row])) for row in rows],
+                           dtype=np.int64).reshape(-1, 3)
+        needed = list(dict.fromkeys(page_b[j] for j in pairs[:, 2].tolist() if j in page_b))
         if needed:
-            out.append((rel, needed, [r for r in needed if r not in held]))
-            held = needed
+            out.append((rel, needed, pairs))
     return out
 
 
@@ -224,8 +225,8 @@ _THREADS = max(1, min(4, (os.cpu_count() or 1) - 1))
 class _Accumulator:
     """The per-layer result arrays, filled batch by batch."""
 
-    def __init__(self, n: int, notes: dict[str, str]) -> None:
-        self.n, self.notes = n, notes
+    def __init__(self, n: int, notes: dict[str, str], threads: int = _THREADS) -> None:
+        self.n, self.notes, self.threads = n, notes, threads
         self.kinds: dict[str, str] = {}
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
 
@@ -245,12 +246,12 @@ class _Accumulator:
                 left = np.stack([xs[p] for p in part])
                 right = np.stack([ys[p] for p in part])
                 if layer.kind == Kind.ATTENTION:
-                    metrics = attention_divergence(left, right, TOP_K, threads=_THREADS)
+                    metrics = attention_divergence(left, right, TOP_K, threads=self.threads)
                 else:
                     metrics = {k: v[:, None] for k, v in tensor_divergence(left, right).items()}
-                self._store(layer, [rows[p] for p in part], metrics)
+                self.store(layer, [rows[p] for p in part], metrics)
 
-    def _store(self, layer: _Layer, rows: list[int], metrics: dict[str, np.ndarray]) -> None:
+    def store(self, layer: _Layer, rows: list[int], metrics: dict[str, np.ndarray]) -> None:
         width = next(iter(metrics.values())).shape[1]
         target = self.arrays.get(layer.name)
         if target is None:
@@ -263,13 +264,26 @@ class _Accumulator:
             target[metric][rows] = values
 
 
+class _Batches(_Accumulator):
+    """What a task of :func:`compute_summary` sends back: its batches' metrics, stored into the result by the caller
+    (a page's worth of small arrays, never the pages)."""
+
+    def __init__(self, notes: dict[str, str], threads: int) -> None:
+        super().__init__(0, notes, threads)
+        self.batches: list[tuple[_Layer, list[int], dict[str, np.ndarray]]] = []
+
+    def store(self, layer: _Layer, rows: list[int], metrics: dict[str, np.ndarray]) -> None:
+        self.batches.append((layer, rows, metrics))
+
+
 def compute_summary(store: Any, a: PassKey, b: PassKey, by: str | None = None,
                     progress: Callable[[int, int], None] | None = None,
-                    stop: threading.Event | None = None) -> LayerSummary:
+                    stop: threading.Event | None = None, workers: int | None = None) -> LayerSummary:
     """Compare the internals of every matched datapoint of passes ``a`` and ``b`` (read through ``store``).
 
-    Both passes are read page by page (:mod:`.bulk`: one read and one parse per page, the next page read while this
-    one is compared), and each layer's pairs are compared in batches (:func:`~.divergence.attention_divergence`,
+    One task per page of a (:func:`compare_page`: that page and the pages of b its pairs need, each one read and
+    one parse by :mod:`.bulk`), run in worker processes on large passes (:mod:`.workers`; ``workers`` overrides how
+    many, 0 for in-process); each layer's pairs are compared in batches (:func:`~.divergence.attention_divergence`,
     :func:`~.divergence.tensor_divergence`). The layers are those measured in the first matched datapoint pair; a
     page that cannot be read leaves its rows NaN and a note naming it."""
     a, b = PassKey.of(a), PassKey.of(b)
@@ -279,7 +293,7 @@ def compute_summary(store: Any, a: PassKey, b: PassKey, by: str | None = None,
     result = _Accumulator(n, notes)
     layers = _plan(store, a, b, alignment, notes) if n else []
     if layers:
-        _compare_pages(store, a, b, alignment, layers, result, progress, stop)
+        _compare_pages(store, a, b, alignment, layers, result, progress, stop, workers)
     elif progress is not None:
         progress(n, n)
     return LayerSummary(a, b, by, alignment.a, alignment.b, result.kinds, result.arrays, tuple(notes.values()))
@@ -287,54 +301,62 @@ def compute_summary(store: Any, a: PassKey, b: PassKey, by: str | None = None,
 
 def _compare_pages(store: Any, a: PassKey, b: PassKey, alignment: Alignment, layers: list[_Layer],
                    result: _Accumulator, progress: Callable[[int, int], None] | None,
-                   stop: threading.Event | None) -> None:
+                   stop: threading.Event | None, workers: int | None) -> None:
     pages_a, pages_b = store.pass_pages(a), store.pass_pages(b)
-    select = {layer.debugger: None for layer in layers}
-    wanted_a, wanted_b = set(alignment.a.tolist()), set(alignment.b.tolist())
-    schedule = _schedule(pages_a, pages_b, alignment)
-    loads: list[Callable[[], Page]] = []
-    for rel_a, _, loads_b in schedule:
-        loads.append(partial(read_page, pages_a, rel_a, select=select, indices=wanted_a))
-        loads.extend(partial(read_page, pages_b, rel, select=select, indices=wanted_b) for rel in loads_b)
     for problem in (*pages_a.problems, *pages_b.problems):
         result.notes.setdefault(problem, problem)
-    row_of = {idx: row for row, idx in enumerate(alignment.a.tolist())}
-    indices_a = dict(pages_a.pages)
-    pages = read_ahead(loads, prefetch=1, stop=stop)
-    held_b: dict[str, Page | PageError] = {}
+    count = job_workers(pages_a, pages_b) if workers is None else workers
+    threads = 1 if count else _THREADS  # (workers: one process per core already)
+    tasks = [partial(compare_page, pages_a, rel_a, pages_b, rels_b, pairs, layers, threads)
+             for rel_a, rels_b, pairs in _schedule(pages_a, pages_b, alignment)]
     done = 0
-    for rel_a, rels_b, loads_b in schedule:
-        page_a = next(pages, None)
-        held_b = {rel: held_b[rel] for rel in rels_b if rel in held_b}  # the same decision _schedule made
-        for rel in loads_b:
-            held_b[rel] = next(pages, None)  # type: ignore[assignment]
-        if (stop is not None and stop.is_set()) or page_a is None:  # (page_a is None only when stopped)
-            raise ViewerError("The comparison was stopped")
-        for item in (page_a, *(held_b[rel] for rel in loads_b)):
-            if isinstance(item, PageError):
-                result.notes.setdefault(str(item), str(item))
-        values_b: dict[int, Any] = {}
-        for rel in rels_b:
-            if isinstance(held_b[rel], Page):
-                values_b.update(held_b[rel].values)  # type: ignore[union-attr]
-        rows = sorted(row_of[i] for i in indices_a[rel_a] if i in row_of)
-        if isinstance(page_a, Page):
-            _compare_rows(page_a.values, values_b, rows, alignment, layers, result)
-        done += len(rows)
+    for notes, batches, rows in run_tasks(tasks, count, stop):
+        for key, note in notes.items():
+            result.notes.setdefault(key, note)
+        for batch in batches:
+            result.store(*batch)
+        done += rows
         if progress is not None:
             progress(done, alignment.size)
+    if stop is not None and stop.is_set():
+        raise ViewerError("The comparison was stopped")
     if progress is not None and done < alignment.size:
         progress(alignment.size, alignment.size)  # pairs on no page at all: nothing to compare
 
 
-def _compare_rows(values_a: Mapping[int, Any], values_b: Mapping[int, Any], rows: list[int], alignment: Alignment,
+def compare_page(pages_a: PassPages, rel_a: str, pages_b: PassPages, rels_b: list[str], pairs: np.ndarray,
+                 layers: list[_Layer], threads: int = 1,
+                 ) -> tuple[dict[str, str], list[tuple[_Layer, list[int], dict[str, np.ndarray]]], int]:
+    """One task of :func:`compute_summary` (run in a worker process on large passes): page ``rel_a`` of pass a and
+    the pages ``rels_b`` of pass b read, and ``pairs`` (rows of ``(result row, idx in a, idx in b)``) compared.
+    Returns its notes (pages that could not be read, items missing on one side), its batches of metrics, and how
+    many pairs it covered."""
+    select = {layer.debugger: None for layer in layers}
+    notes: dict[str, str] = {}
+    out = _Batches(notes, threads)
+    loaded: list[Page] = []
+    for pages, rel, wanted in ((pages_a, rel_a, pairs[:, 1]), *((pages_b, r, pairs[:, 2]) for r in rels_b)):
+        try:
+            loaded.append(read_page(pages, rel, select=select, indices=set(wanted.tolist())))
+        except PageError as exc:
+            logger.warning("%s", exc)
+            notes.setdefault(str(exc), str(exc))
+            if pages is pages_a:
+                return notes, [], len(pairs)
+    values_b: dict[int, Any] = {}
+    for page in loaded[1:]:
+        values_b.update(page.values)
+    _compare_rows(loaded[0].values, values_b, pairs, layers, out)
+    return notes, out.batches, len(pairs)
+
+
+def _compare_rows(values_a: Mapping[int, Any], values_b: Mapping[int, Any], pairs: np.ndarray,
                   layers: list[_Layer], result: _Accumulator) -> None:
     for layer in layers:
         kept: list[int] = []
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
-        for row in rows:
-            i, j = int(alignment.a[row]), int(alignment.b[row])
+        for row, i, j in pairs.tolist():
             if i not in values_a or j not in values_b:
                 continue
             x, y = layer.array(values_a[i]), layer.array(values_b[j])

@@ -366,9 +366,10 @@ def _per_datapoint(store: Any, a: PassKey, b: PassKey, i: int, j: int) -> dict[s
     return {c.layer: c.metrics for c in compare_items(store.datapoint(a, i), store.datapoint(b, j)) if c.metrics}
 
 
-@pytest.mark.parametrize("by", [None, "image_id"])
+@pytest.mark.parametrize(("by", "workers"), [(None, 0), ("image_id", 0), (None, 2), ("image_id", 2)])
 def test_summary_read_page_by_page_equals_the_paired_view_figures(tmp_path: Path, make_store: Any,
-                                                                   by: str | None) -> None:
+                                                                   by: str | None, workers: int) -> None:
+    """In-process and in worker processes (a task per page of a, reading the pages of b it needs)."""
     logs = tmp_path / "logs"
     ids = [f"img{i}" for i in range(11)]
     shuffled = [ids[i] for i in (7, 2, 9, 0, 4, 10, 1, 8, 3, 6, 5)]  # by image_id, pages of b are revisited
@@ -377,7 +378,7 @@ def test_summary_read_page_by_page_equals_the_paired_view_figures(tmp_path: Path
     store = make_store(logs)
     a, b = PassKey("fp", "test"), PassKey("q8", "test")
     seen: list[tuple[int, int]] = []
-    summary = compute_summary(store, a, b, by, progress=lambda d, t: seen.append((d, t)))
+    summary = compute_summary(store, a, b, by, progress=lambda d, t: seen.append((d, t)), workers=workers)
     assert seen[-1] == (11, 11) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     for row, (i, j) in enumerate(zip(summary.idx_a.tolist(), summary.idx_b.tolist())):
         expected = _per_datapoint(store, a, b, i, j)
@@ -388,14 +389,15 @@ def test_summary_read_page_by_page_equals_the_paired_view_figures(tmp_path: Path
                 np.testing.assert_allclose(got, np.atleast_1d(value), rtol=1e-9, atol=1e-12, err_msg=metric)
 
 
-def test_summary_with_a_corrupt_page_in_the_middle_names_it(tmp_path: Path, make_store: Any) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_summary_with_a_corrupt_page_in_the_middle_names_it(tmp_path: Path, make_store: Any, workers: int) -> None:
     logs = tmp_path / "logs"
     ids = [f"img{i}" for i in range(9)]
     write_run(logs, "fp", [0.5] * 9, ids, 0.0, per_page=3)
     write_run(logs, "q8", [0.5] * 9, ids, 0.2, seed=2, per_page=3)
     broken = logs / "q8" / DEBUGGER_DIR / page_name(1)
     broken.write_bytes(broken.read_bytes()[:200])
-    summary = compute_summary(make_store(logs), PassKey("fp", "test"), PassKey("q8", "test"))
+    summary = compute_summary(make_store(logs), PassKey("fp", "test"), PassKey("q8", "test"), workers=workers)
     jsd = summary.arrays["attn/attention"]["jsd"]
     assert np.isnan(jsd[3:6]).all() and np.isfinite(jsd[[0, 1, 2, 6, 7, 8]]).all()
     assert any(str(broken) in note for note in summary.notes)

@@ -208,11 +208,14 @@ def test_notebook_api_gives_the_same_flags_as_plain_values(logs: Path, tmp_path:
         assert isinstance(frame, pandas.DataFrame) and len(frame) == len(report.rows)
 
 
-def test_pass_summary_agrees_with_each_datapoint_read_alone(store: LogStore, tmp_path: Path) -> None:
-    """The page-at-a-time path and the one-record path give the same flags, also where datapoints of one page are
-    laid out differently (another tool's pages without index.json: some datapoints lack a debugger)."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pass_summary_agrees_with_each_datapoint_read_alone(store: LogStore, tmp_path: Path, workers: int) -> None:
+    """The page-at-a-time path (in-process, and a task per page in worker processes) and the one-record path give
+    the same flags, also where datapoints of one page are laid out differently (another tool's pages without
+    index.json: some datapoints lack a debugger)."""
     key = ("planted", "val", 0)
-    summary = compute_health(store, key)
+    summary = compute_health(store, key, workers=workers)
+    assert len(store.pass_pages(key).pages) > 2, "several pages, so that tasks really run side by side"
     info = store.debugger_info(key)
     for idx in range(N):
         assert summary.flags(idx) == health(store.datapoint(key, idx), info, context=summary.context)
@@ -238,7 +241,7 @@ def test_pass_summary_agrees_with_each_datapoint_read_alone(store: LogStore, tmp
     joblib.dump(page, run / "debugger" / "page_0.pkl")
     write_scores(run / EVALUATION_SCORES, {"m": 0.0}, {"m": np.zeros(12)})
     with LogStore(run, cache_dir=tmp_path / "c", rescan_s=0, index_wait_s=30) as mixed:
-        summary = compute_health(mixed, ("mixed", "test"))
+        summary = compute_health(mixed, ("mixed", "test"), workers=workers)
         assert summary.datapoints("nan", "feats").tolist() == [0, 3, 6, 9]
         assert summary.datapoints("attention_collapsed").tolist() == [1, 3, 5, 7, 9, 11]
         for idx in range(12):

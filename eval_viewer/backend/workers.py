@@ -1,0 +1,115 @@
+"""Pass-wide jobs on every core: one task per page, run in worker processes.
+
+A pass-wide job (the health summary, the layer × head comparison) reads every page of a pass. Reading is one
+sequential read per page, but parsing the page (the allow-listed unpickler) and measuring its arrays hold the
+interpreter lock, so in one process the job uses one core however many the machine has: measured on the
+20,000-datapoint benchmark log, the health summary ran at a third of the rate the disk gives the same bytes, and the
+bulk reader alone at about half (``benchmarks/RESULTS.md``, Health). Here each task reads, parses *and measures* its
+page (or a page of pass a and the pages of b it needs) in a worker process and sends back only its small
+per-datapoint results: the pages never cross a process boundary, and every page is read through the same
+allow-listed, budgeted reader as in the server.
+
+The workers are joblib's (``joblib.Parallel`` on its loky backend, the library the pages are written with): kept
+alive between jobs, since the app runs one job after another and a job should not pay a process start each time;
+started fresh, so none of the server's threads or the locks they hold are copied into them and a user's script is
+never run again in them (no ``if __name__ == "__main__"`` guard needed). Each task lowers its worker's priority
+(``nice``), so the app's requests keep the cores first. A task's exception reaches the caller as it would
+in-process; a worker that dies (killed for memory) stops the pool, and the remaining tasks then run in-process, with a
+warning.
+
+Small passes (under :data:`MIN_BYTES` of pages, or a single page) and sources other processes cannot see
+(``memory://``) run in-process, one task ahead in a helper thread (:func:`~.bulk.read_ahead`).
+``EVAL_VIEWER_JOB_WORKERS`` sets the number of workers (``0``: always in-process).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+import joblib
+
+from eval_viewer.backend.bulk import PassPages, read_ahead
+
+__all__ = ["job_workers", "run_tasks", "MIN_BYTES", "MAX_WORKERS", "ENV"]
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+ENV = "EVAL_VIEWER_JOB_WORKERS"
+MIN_BYTES = 64 << 20
+"""Passes with fewer page bytes than this run in-process: a worker's start and the results' trip back would cost more
+than a second core gives."""
+MAX_WORKERS = 8
+_NICE = 5
+"""How much lower than the caller's priority a worker runs."""
+
+
+def job_workers(*passes: PassPages) -> int:
+    """How many worker processes a job over ``passes`` uses: 0 (in-process) for small passes, a single page, or a
+    source other processes cannot see; else one per core, at most one per page and :data:`MAX_WORKERS`."""
+    pages = sum(len(p.pages) for p in passes)
+    chosen = os.environ.get(ENV, "").strip()
+    if chosen:
+        try:
+            wanted = max(0, int(chosen))
+        except ValueError:
+            logger.warning("%s=%r is not a number of workers; using the default", ENV, chosen)
+        else:
+            return min(wanted, pages, MAX_WORKERS) if all(p.source.process_shared for p in passes) else 0
+    if pages < 2 or not all(p.source.process_shared for p in passes):
+        return 0
+    total = 0
+    for p in passes:
+        for rel, _ in p.pages:
+            stat = p.source.stat(rel)
+            total += stat.size if stat is not None else 0
+            if total >= MIN_BYTES:
+                cores = joblib.cpu_count()  # (affinity and container limits respected)
+                return min(cores, pages, MAX_WORKERS) if cores > 1 else 0
+    return 0
+
+
+def _niced(task: Callable[[], R], priority: int) -> R:
+    """``task()`` at ``priority`` (absolute, so a reused worker is not lowered again and again)."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, 0) < priority:
+            os.setpriority(os.PRIO_PROCESS, 0, priority)
+    except (AttributeError, OSError):  # pragma: no cover - not POSIX, or not allowed: the caller's priority
+        pass
+    return task()
+
+
+def run_tasks(tasks: Sequence[Callable[[], R]], workers: int,
+              stop: threading.Event | None = None) -> Iterator[R]:
+    """Each task's result, in order. ``tasks`` must be picklable (``functools.partial`` of a module-level function
+    with plain arguments) when ``workers`` > 0; they run ``workers`` at a time in worker processes, a few ahead of
+    the caller. With ``workers`` 0 they run in-process, one ahead in a helper thread. Stops early when ``stop`` is
+    set (tasks already running finish; their results are dropped)."""
+    done = 0
+    if workers > 0:
+        try:
+            priority = os.getpriority(os.PRIO_PROCESS, 0) + _NICE
+        except (AttributeError, OSError):  # pragma: no cover - not POSIX
+            priority = 0
+        results = joblib.Parallel(n_jobs=workers, backend="loky", return_as="generator", pre_dispatch="n_jobs + 1")(
+            joblib.delayed(_niced)(task, priority) for task in tasks)
+        try:
+            for result in results:
+                if stop is not None and stop.is_set():
+                    return
+                done += 1
+                yield result
+            return
+        except BrokenProcessPool:
+            logger.warning("a worker process of a pass-wide job died (out of memory?); the remaining %d pages are "
+                           "read in-process", len(tasks) - done)
+        finally:
+            results.close()
+    for result in read_ahead(tasks[done:], prefetch=1, stop=stop):
+        yield result  # type: ignore[misc]  # (tasks return their own errors; read_ahead passes them on)

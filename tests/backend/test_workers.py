@@ -1,0 +1,119 @@
+"""Pass-wide jobs in worker processes (:mod:`eval_viewer.backend.workers`): when they are used, that results come
+back in order, that a worker dying loses nothing, and that a damaged page says the same in a worker as in-process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from health_run import N, write_health_run
+
+from eval_viewer.backend import LogStore, PassKey
+from eval_viewer.backend.bulk import PassPages
+from eval_viewer.backend.health_summary import compute_health
+from eval_viewer.backend.sources import FsspecSource, LocalSource
+from eval_viewer.backend.workers import ENV, MIN_BYTES, job_workers, run_tasks
+from eval_viewer.log_format import page_name
+
+KEY = PassKey("planted", "val", 0)
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("workers")
+    write_health_run(root / "planted", epochs=1)
+    return root
+
+
+def _pages(tmp_path: Path, sizes: list[int]) -> PassPages:
+    for i, size in enumerate(sizes):
+        (tmp_path / page_name(i)).write_bytes(b"\0" * size)
+    return PassPages(KEY, LocalSource(tmp_path), tuple((page_name(i), (i,)) for i in range(len(sizes))), False)
+
+
+def test_small_passes_single_pages_and_memory_sources_stay_in_process(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setattr("joblib.cpu_count", lambda: 4)
+    for folder in ("small", "one", "big"):
+        (tmp_path / folder).mkdir()
+    assert job_workers(_pages(tmp_path / "small", [1000, 1000])) == 0, "small: a worker's start costs more"
+    assert job_workers(_pages(tmp_path / "one", [MIN_BYTES + 1])) == 0, "a single page is one task"
+    big = _pages(tmp_path / "big", [MIN_BYTES // 2 + 1] * 3)
+    assert job_workers(big) == 3, "one per page, up to one per core"
+    monkeypatch.setattr("joblib.cpu_count", lambda: 1)
+    assert job_workers(big) == 0, "one core: nothing to gain"
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/workers-test/x", b"1")
+    memory = FsspecSource("memory://workers-test")
+    assert not memory.process_shared and LocalSource(tmp_path).process_shared
+    monkeypatch.setenv(ENV, "2")
+    assert job_workers(PassPages(KEY, memory, big.pages, False)) == 0, "another process sees no memory:// files"
+
+
+def test_the_environment_sets_the_number_of_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    pages = _pages(tmp_path, [10, 10, 10])
+    monkeypatch.setenv(ENV, "2")
+    assert job_workers(pages) == 2
+    monkeypatch.setenv(ENV, "0")
+    assert job_workers(pages) == 0
+    monkeypatch.setenv(ENV, "many")
+    with caplog.at_level(logging.WARNING):
+        assert job_workers(pages) == 0  # the default for these 30 bytes
+    assert "EVAL_VIEWER_JOB_WORKERS='many' is not a number" in caplog.text
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _die_unless(parent: int, x: int) -> int:
+    """Kills the worker process it runs in (as the kernel's OOM killer would); runs normally in-process."""
+    if os.getpid() != parent and x == 3:
+        os._exit(9)
+    return x * x
+
+
+def test_results_come_back_in_order(caplog: pytest.LogCaptureFixture) -> None:
+    tasks = [partial(_square, x) for x in range(12)]
+    assert list(run_tasks(tasks, 2)) == [x * x for x in range(12)]
+    assert list(run_tasks(tasks, 0)) == [x * x for x in range(12)]
+    stop = threading.Event()
+    stop.set()
+    assert list(run_tasks(tasks, 2, stop)) == [] and list(run_tasks(tasks, 0, stop)) == []
+
+
+def test_a_worker_that_dies_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    tasks = [partial(_die_unless, os.getpid(), x) for x in range(8)]
+    with caplog.at_level(logging.WARNING):
+        assert list(run_tasks(tasks, 2)) == [x * x for x in range(8)]
+    assert "a worker process of a pass-wide job died" in caplog.text
+    assert list(run_tasks([partial(_square, 5)] * 3, 2)) == [25] * 3, "the next job gets working workers again"
+
+
+def test_a_damaged_page_reads_the_same_in_a_worker_and_in_process(logs: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "logs"
+    shutil.copytree(logs, copy)
+    broken = copy / "planted" / "epoch_0" / "debugger" / page_name(1)
+    broken.write_bytes(broken.read_bytes()[:300])
+    summaries = []
+    for workers in (0, 2):
+        with LogStore(copy, cache_dir=tmp_path / f"cache{workers}", rescan_s=0, index_wait_s=30) as store:
+            summaries.append(compute_health(store, KEY, workers=workers))
+    inproc, worker = summaries
+    assert any(str(broken) in note for note in worker.notes) and worker.notes == inproc.notes
+    assert worker.idx.tolist() == inproc.idx.tolist() and 0 < len(worker.idx) < N, "the damaged page's datapoints left out"
+    assert worker.table() == inproc.table()
+    for name, arrays in inproc.arrays.items():
+        for field, values in arrays.items():
+            np.testing.assert_array_equal(worker.arrays[name][field], values, err_msg=f"{name}:{field}")
