@@ -66,10 +66,10 @@ TUNABLE = (
             "non-zero extremes"),
     Tunable("low_variance", "constant: std ≤", "constant when the standard deviation is at most this times "
             "max(|mean|, 1)", high=None),
-    Tunable("collapsed", "collapsed ≤", "a head is collapsed when its entropy is at most this fraction of the uniform "
-            "bound log(keys)"),
-    Tunable("collapsed_vs_typical", "or ≤ typical ×", "…or at most this fraction of the head's median entropy over "
-            "the pass"),
+    Tunable("collapsed", "collapsed ≤", "a head is collapsed when its entropy is at most this fraction of the "
+            "uniform bound log(keys)"),
+    Tunable("collapsed_vs_typical", "or ≤ typical ×", "…or at most this fraction of the head's median entropy "
+            "over the pass"),
     Tunable("uniform", "uniform ≥", "a head is uniform (no focus) when its entropy is at least this fraction of "
             "log(keys)"),
     Tunable("scale_jump", "scale jump ×", "a layer's RMS grew or shrank by at least this factor since the previous "
