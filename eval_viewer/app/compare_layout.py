@@ -131,21 +131,24 @@ def common_failures_panel(panel: Callable[..., Any]) -> html.Section:
 
 
 def failures_body() -> list[Any]:
-    """The common-failures panel's pass picker, percentile and share, caption, list and map."""
+    """The common-failures panel's pass picker, percentile and share, caption, list and map. Until two passes are
+    picked only the picker and the caption's prompt show (the options, the empty grid and map stay hidden)."""
     controls = html.Div([
         html.Label([html.Span("passes", className="ev-selector-label"),
                     dcc.Dropdown(id=ids.FAIL_PASSES, multi=True, placeholder="pick two or more runs or epochs…",
                                  className="ev-dropdown ev-fail-passes")], className="ev-fail-pick"),
-        html.Label([html.Span("worst", className="ev-selector-label"),
-                    dcc.Input(id=ids.FAIL_PERCENTILE, type="number", min=1, max=99, step=1, value=25, debounce=True,
-                              className="ev-threshold"),
-                    html.Span("% of each pass", className="ev-selector-label")],
-                   className="ev-threshold-box", title="a datapoint fails in a pass when it is in that pass's worst "
-                                                       "percentile of the metric chosen above (or NaN)"),
-        html.Div([html.Span("fails in", className="ev-selector-label"),
-                  dcc.RadioItems(id=ids.FAIL_AT_LEAST, value="most", inline=True, className="ev-delta-filter",
-                                 options=[{"label": f"{v} of them", "value": v} for v in AT_LEAST])],
-                 className="ev-fail-at-least"),
+        html.Div([  # shown once passes are picked: until then the panel is its picker and a one-line prompt
+            html.Label([html.Span("worst", className="ev-selector-label"),
+                        dcc.Input(id=ids.FAIL_PERCENTILE, type="number", min=1, max=99, step=1, value=25,
+                                  debounce=True, className="ev-threshold"),
+                        html.Span("% of each pass", className="ev-selector-label")],
+                       className="ev-threshold-box", title="a datapoint fails in a pass when it is in that pass's "
+                                                           "worst percentile of the metric chosen above (or NaN)"),
+            html.Div([html.Span("fails in", className="ev-selector-label"),
+                      dcc.RadioItems(id=ids.FAIL_AT_LEAST, value="most", inline=True, className="ev-delta-filter",
+                                     options=[{"label": f"{v} of them", "value": v} for v in AT_LEAST])],
+                     className="ev-fail-at-least"),
+        ], id=ids.FAIL_OPTIONS, className="ev-fail-options", hidden=True),
     ], className="ev-compare-controls")
     result = html.Div([
         dag.AgGrid(id=ids.FAIL_TABLE, columnDefs=[], rowData=[], getRowId="'' + params.data.idx",

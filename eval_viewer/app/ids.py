@@ -77,6 +77,7 @@ __all__ = [
     "FAIL_AT_LEAST",
     "FAIL_CAPTION",
     "FAIL_RESULT",
+    "FAIL_OPTIONS",
     "FAIL_TABLE",
     "FAIL_MAP",
     "VIEW_TABS",
@@ -245,6 +246,9 @@ FAIL_PERCENTILE = "ev-fail-percentile"
 FAIL_AT_LEAST = "ev-fail-at-least"
 FAIL_CAPTION = "ev-fail-caption"
 FAIL_RESULT = "ev-fail-result"
+"""The common failures' list and map: hidden while there is nothing to list (fewer than two passes, no failures)."""
+FAIL_OPTIONS = "ev-fail-options"
+"""The percentile and "fails in" controls: hidden until two passes are picked."""
 FAIL_TABLE = "ev-fail-table"
 FAIL_MAP = "ev-fail-map"
 

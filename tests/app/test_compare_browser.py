@@ -167,6 +167,31 @@ def _pick(dash_duo, dropdown: str, label: str) -> None:  # noqa: ANN001
     WebDriverWait(dash_duo.driver, 10, poll_frequency=0.1).until(lambda d: not d.execute_script(_OPEN_MENU))
 
 
+_SHOWN = "const e = document.querySelector(arguments[0]); return !!e && e.getClientRects().length > 0"
+_HEIGHT = "return document.querySelector(arguments[0]).getBoundingClientRect().height"
+
+
+def test_common_failures_stay_folded_until_two_passes_are_picked(dash_duo, serve, example_dir: Path) -> None:
+    """No passes picked: the panel is its picker and a one-line prompt, not an empty grid and an empty map."""
+    serve([example_dir], query="?run=trainer_run&metric=miou")
+    dash_duo.wait_for_contains_text(f"#{ids.FAIL_CAPTION}", "Pick two or more passes", timeout=20)
+    dash_duo.wait_for_element(f"#{ids.HISTORY} .js-plotly-plot", timeout=20)  # the overview is drawn around it
+    driver = dash_duo.driver
+    box = f".ev-fail-box:has(#{ids.FAIL_PASSES})"
+    for part in (ids.FAIL_RESULT, ids.FAIL_TABLE, ids.FAIL_MAP, ids.FAIL_OPTIONS):
+        assert not driver.execute_script(_SHOWN, f"#{part}"), f"{part} shows with no passes picked"
+    assert driver.execute_script(_HEIGHT, box) < 150  # title, picker, prompt: was ~470 px with the empty grid
+    _pick(dash_duo, f"#{ids.FAIL_PASSES}", "evaluator_run · test")
+    dash_duo.wait_for_contains_text(f"#{ids.FAIL_CAPTION}", "Pick two or more passes", timeout=20)
+    assert not driver.execute_script(_SHOWN, f"#{ids.FAIL_RESULT}")  # one pass: still nothing to list
+    _pick(dash_duo, f"#{ids.FAIL_PASSES}", "quantized_run · test")
+    dash_duo.wait_for_contains_text(f"#{ids.FAIL_CAPTION}", "fail in at least 2 of 2", timeout=20)
+    dash_duo.wait_for_element(f"#{ids.FAIL_MAP} .js-plotly-plot .heatmaplayer", timeout=20)
+    for part in (ids.FAIL_RESULT, ids.FAIL_TABLE, ids.FAIL_MAP, ids.FAIL_OPTIONS):
+        assert driver.execute_script(_SHOWN, f"#{part}"), f"{part} is hidden with two passes picked"
+    assert dash_duo.get_logs() == []
+
+
 def test_common_failures_of_two_runs_list_map_and_open(dash_duo, serve, example_dir: Path) -> None:
     runs = ("evaluator_run", "quantized_run")
     serve([example_dir], query="?run=evaluator_run&split=test&metric=miou")

@@ -297,12 +297,13 @@ def _register_common_failures(app: dash.Dash, store: LogStore) -> None:
         Output(ids.FAIL_MAP, "figure"),
         Output(ids.FAIL_CAPTION, "children"),
         Output(ids.FAIL_RESULT, "hidden"),
+        Output(ids.FAIL_OPTIONS, "hidden"),
         Input(ids.FAIL_PASSES, "value"),
         Input(ids.FAIL_PERCENTILE, "value"),
         Input(ids.FAIL_AT_LEAST, "value"),
         Input(ids.SELECTION, "data"),
     )
-    @guarded(lambda box: (no_update, [], no_update, box, True))
+    @guarded(lambda box: (no_update, [], no_update, box, True, no_update))
     def failures(tokens: list[str] | None, percentile: float | None, which: str | None,
                  selection: dict[str, Any] | None) -> tuple[Any, ...]:
         """The datapoints failing in at least the chosen share of the picked passes, for the header's metric."""
@@ -310,14 +311,14 @@ def _register_common_failures(app: dash.Dash, store: LogStore) -> None:
         keys = [parse_pass_token(t) for t in tokens or []]
         if len(keys) < 2 or not metric:
             hint = "Pick two or more passes (runs or epochs) to see the datapoints that fail in most of them."
-            return no_update, [], no_update, hint, True
+            return no_update, [], no_update, hint, True, len(keys) < 2
         cf, table, higher = failures_of(store, keys, str(metric), float(percentile or 25))
         minimum = at_least(which or "most", len(keys))
         rows = failure_rows(cf, table, minimum)
         shown = [row["idx"] for row in rows[:FAIL_MAP_ROWS]]
         figure = failure_map_figure(cf, keys, table, shown)
         return (failure_columns(keys), rows, figure, failure_caption(cf, keys, minimum, len(rows), higher),
-                not rows)
+                not rows, False)
 
     @app.callback(
         Output(ids.URL, "search", allow_duplicate=True),
