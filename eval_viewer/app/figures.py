@@ -48,6 +48,11 @@ def empty_figure(message: str, height: int = 220) -> go.Figure:
     return _layout(fig, height=height)
 
 
+LEVEL_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot")
+"""Dash patterns of the evaluator runs' levels, one per run in turn: two runs at the same value (a model and its
+quantized copy) interleave their colours instead of one line hiding the other."""
+
+
 def history_figure(
     histories: Mapping[str, Sequence[tuple[int | None, float]]],
     metric: str,
@@ -55,7 +60,11 @@ def history_figure(
     selected_run: str | None = None,
     selected_epoch: int | None = None,
 ) -> go.Figure:
-    """One line per trainer run over its epochs; an evaluator run (no epochs) is a dashed level across the plot."""
+    """One line per trainer run over its epochs; an evaluator run (no epochs) is a dashed level across the plot.
+
+    Runs are named in a legend beside the plot (an evaluator's with its value), not by labels on the lines: labels
+    of runs ending at the same value were drawn on top of each other, and a legend stays readable for many runs
+    (it scrolls, and a click hides a run). Trainer runs come first, in ``histories`` order."""
     fig = go.Figure()
     colours = iter(OTHERS * (len(histories) // len(OTHERS) + 1))
     levels: list[tuple[str, float]] = []
@@ -64,7 +73,7 @@ def history_figure(
         width = 3 if run == selected_run else 1.5
         trained = [(e, v) for e, v in points if e is not None]
         if not trained:
-            levels.extend((run, v) for e, v in points if e is None)
+            levels.extend((run, v) for e, v in points if e is None and math.isfinite(v))
             continue
         fig.add_trace(
             go.Scatter(
@@ -73,18 +82,26 @@ def history_figure(
                 hovertemplate=f"{run}<br>epoch %{{x}}<br>{metric} %{{y:.4g}}<extra></extra>",
             )
         )
-    for run, value in levels:
-        if math.isfinite(value):
-            colour = SELECTED if run == selected_run else next(colours)
-            fig.add_hline(y=value, line={"dash": "dash", "color": colour, "width": 2},
-                          annotation_text=run, annotation_position="top left")
-    if selected_epoch is not None and len(fig.data):
-        fig.add_vline(x=selected_epoch, line={"color": "#c4cad6", "width": 1})
-    if not len(fig.data) and not levels:
+    epochs = [e for trace in fig.data for e in trace.x]
+    span = [min(epochs), max(epochs)] if epochs else [0, 1]
+    for k, (run, value) in enumerate(levels):
+        colour = SELECTED if run == selected_run else next(colours)
+        fig.add_trace(
+            go.Scatter(
+                x=span, y=[value, value], name=f"{run}  {value:.4g}", mode="lines",
+                line={"color": colour, "width": 3 if run == selected_run else 2,
+                      "dash": LEVEL_DASHES[k % len(LEVEL_DASHES)]},
+                hovertemplate=f"{run} (no epochs)<br>{metric} {value:.4g}<extra></extra>",
+            )
+        )
+    if not len(fig.data):
         return empty_figure(f"No aggregated {metric!r} in any run")
-    fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0}, showlegend=len(fig.data) > 1)
-    fig.update_xaxes(dtick=1 if len(fig.data) and max(len(t.x) for t in fig.data) <= 12 else None)
-    return _layout(fig, height=OVERVIEW_HEIGHT, xtitle="epoch" if len(fig.data) else "", ytitle=metric)
+    if selected_epoch is not None and epochs:
+        fig.add_vline(x=selected_epoch, line={"color": "#c4cad6", "width": 1})
+    fig.update_layout(showlegend=len(fig.data) > 1, legend={"x": 1.02, "y": 1, "xanchor": "left", "yanchor": "top",
+                                                            "font": {"size": 11}, "tracegroupgap": 2})
+    fig.update_xaxes(dtick=1 if epochs and max(len(t.x) for t in fig.data) <= 12 else None, visible=bool(epochs))
+    return _layout(fig, height=OVERVIEW_HEIGHT, xtitle="epoch" if epochs else "", ytitle=metric)
 
 
 def _bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
