@@ -34,7 +34,6 @@ arrays are read on their own (:func:`~.pickles.materialize`), so memory stays bo
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,7 +46,7 @@ import numpy as np
 from eval_viewer.backend.kinds import ViewerHints
 from eval_viewer.backend.model import PassKey
 from eval_viewer.backend.pages import open_page
-from eval_viewer.backend.pickles import LazyArray, PageBuffer, materialize, parse_page
+from eval_viewer.backend.pickles import LAZY_TYPES, LazyArray, PageBuffer, materialize, parse_page
 from eval_viewer.backend.records import to_plain
 from eval_viewer.backend.sources import RangeFile, Source
 from eval_viewer.backend.untrusted import safe_dtype
@@ -136,14 +135,11 @@ class _Views:
                 raise PageError(f"{self.name}: corrupt array header ({lazy!r}): raw bytes can only be read as plain "
                                 "numbers")
             hit = self.dtypes[id(dtype)] = (dtype, safe_dtype(dtype, self.name))
-        safe = hit[1]
-        shape, offset = lazy.shape, lazy.offset
-        count = math.prod(shape)
-        if offset < 0 or min(shape, default=0) < 0 or offset + count * safe.itemsize > self.size:
+        try:  # numpy's constructor checks offset, shape and size against the buffer (the cheapest view there is)
+            out = np.ndarray(lazy.shape, hit[1], self.data, lazy.offset, None, "F" if lazy.order == "F" else "C")
+        except (TypeError, ValueError):
             raise PageError(f"{self.name}: corrupt or truncated: an array ({lazy!r}) lies outside the page "
-                            f"({self.size} bytes)")
-        order = "F" if lazy.order == "F" else "C"
-        out = np.frombuffer(self.data, dtype=safe, count=count, offset=offset).reshape(shape, order=order)
+                            f"({self.size} bytes)") from None
         if not out.dtype.isnative:
             out = out.astype(out.dtype.newbyteorder("="))
             out.flags.writeable = False
@@ -153,15 +149,18 @@ class _Views:
         kind = type(value)
         if kind is dict:
             return {k: self.plain(v) for k, v in value.items()}
-        if kind is LazyArray or kind.__name__ == "_HeaderArray":
+        if kind in LAZY_TYPES:
             return self.array(value) if value.value is None else self.plain(value.value)
-        if kind in (str, int, float, bool, type(None)):
+        if kind in _SCALARS:
             return value
         if kind is list:
             return [self.plain(v) for v in value]
         if kind is tuple:
             return tuple(self.plain(v) for v in value)
         return materialize(value, self.buffer, self.name, to_plain)  # anything else, the general way
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _values(content: Mapping[int, Any], fobj: RangeFile, name: str, wanted: Iterable[int],

@@ -51,7 +51,8 @@ from eval_viewer.backend.sources import RangeFile, Stat
 from eval_viewer.backend.untrusted import Budget, PendingArray, finish, safe_dtype
 from eval_viewer.errors import PageError, UntrustedPickleError
 
-__all__ = ["LazyArray", "ParsedPage", "PageBuffer", "parse_page", "materialize", "load_skeleton", "TRUST_HINT"]
+__all__ = ["LazyArray", "LAZY_TYPES", "ParsedPage", "PageBuffer", "parse_page", "materialize", "load_skeleton",
+           "TRUST_HINT"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,10 @@ class _HeaderArray(LazyArray):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise UntrustedPickleError(f"{_CTX.current.path}: an array header is called with arguments, not filled in")
+
+
+LAZY_TYPES = frozenset({LazyArray, _HeaderArray})
+"""The exact types a parsed page's arrays have (for a type lookup instead of ``isinstance`` in hot loops)."""
 
 
 class _Context:
