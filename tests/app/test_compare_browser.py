@@ -219,3 +219,16 @@ def test_common_failures_of_two_runs_list_map_and_open(dash_duo, serve, example_
     wait_for_datapoint(dash_duo, order[0])
     assert url_state(dash_duo)["run"] == "quantized_run"
     assert dash_duo.get_logs() == []
+
+
+def test_a_training_snapshot_as_the_vs_pass_is_named_in_its_selector(dash_duo, serve, example_dir: Path) -> None:
+    """The run's pass list leaves its snapshots out (the Training tab reaches them); a link comparing with one still
+    shows it by name in "vs pass" (the selector was blank: its value had no option)."""
+    steps = sorted(int(p.name.split("_")[-1]) for p in (example_dir / "trainer_run" / "train").iterdir()
+                   if p.name.split("_")[-1].isdigit())
+    assert steps, "the example has training snapshots"
+    serve([example_dir], query=f"?run=trainer_run&split=val&epoch=9&metric=miou&vs_run=trainer_run&vs_split=train"
+                               f"&vs_step={steps[-1]}")
+    dash_duo.wait_for_contains_text(f"#{ids.VS_PASS}", f"train step {steps[-1]}", timeout=20)
+    assert url_state(dash_duo)["vs_step"] == str(steps[-1])
+    assert dash_duo.get_logs() == []

@@ -127,7 +127,7 @@ def register(app: dash.Dash, store: LogStore) -> None:
             return (new_search, run_opts, None, [], None, True, [], None, "all", None, None, None,
                     None if known is not None else no_update, True)
         b = vs_pass(store, vs)
-        options = pass_options(store.run(b.run))
+        options = pass_options(store.run(b.run), b)  # b listed even where the run's list leaves it out (a snapshot)
         meta = list(store.meta_table(state.pass_key))
         selection = _selection(store, to_query(state))
         return (new_search, run_opts, b.run, options, pass_value(b.split, b.step), len(options) < 2,
