@@ -188,18 +188,18 @@ class AttentionDebugger(ForwardDebugger):
 
         PyTorch's own transformer modules inside it (or it itself) are recorded from their weights and run untouched,
         with the watching paused while they run (see :mod:`._torch_attention`), so their fast paths and nested
-        tensors behave exactly as without capture.
+        tensors behave exactly as without capture. ``_leave`` is registered last: when ``module`` is itself an
+        ``nn.TransformerEncoder``, its layers are replayed by ``_resume``, a forward hook on the same module, and
+        hooks run in registration order, so the count of calls (and the warning when there are none) comes after.
         """
-        handles = [
-            module.register_forward_pre_hook(self._enter, with_kwargs=True),
-            module.register_forward_hook(self._leave, always_call=True),
-        ]
+        handles = [module.register_forward_pre_hook(self._enter, with_kwargs=True)]
         for root in _native_roots(module):
             handles.append(root.register_forward_pre_hook(self._pause, with_kwargs=True))
             if not isinstance(root, torch.nn.TransformerEncoder):  # an encoder's layers are replayed in _resume
                 handles.extend(layer.register_forward_pre_hook(self._record_native, with_kwargs=True)
                                for layer in native_layers(root))
             handles.append(root.register_forward_hook(self._resume, always_call=True))
+        handles.append(module.register_forward_hook(self._leave, always_call=True))
         return handles
 
     def _pause(self, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
