@@ -7,9 +7,10 @@ datapoint an image, a mask, attention ``(heads, 64, 64)`` float16 and a feature 
 
 * raw: every page of both passes read from disk into memory (``read_bytes``), the bytes per second the disk gives;
 * summary: :func:`eval_viewer.backend.summary.compute_summary` over both passes (every datapoint read, every layer and
-  head compared; pages read whole by :mod:`eval_viewer.backend.bulk`), its time, rate over the same page bytes, CPU
-  time and peak RSS: once with the store's own start-up work (page index, skeletons) done first, as in the app, and
-  once started the moment the store opens, beside that work;
+  head compared; pages read whole by :mod:`eval_viewer.backend.bulk`, a task per page in worker processes), its
+  time, rate over the same page bytes and peak RSS: with the store's own start-up work (page index, skeletons) done
+  first, as in the app, as the first job of a process (workers start with it), a second job (workers running) and
+  in-process (``workers=0``, the way before); and once started the moment the store opens, beside that work;
 * the per-datapoint way, for comparison: 1,000 consecutive pairs read through ``LogStore.datapoint`` and compared by
   ``compare_items`` (what the summary did before), extrapolated to the pass;
 * paired view: the app's ``paired`` callback POSTed through Flask's test client for 20 random datapoints (each opened
@@ -115,27 +116,42 @@ def phase_raw(root: Path) -> dict[str, Any]:
 
 def phase_summary(root: Path, cache: Path, indexed: bool) -> dict[str, Any]:
     """``indexed``: the store has finished its own start-up work (page index, per-datapoint skeletons, kept in the
-    cache dir across restarts) before the summary starts, as in the app once a pass has been opened; else the summary
-    starts the moment the store opens, beside that work. Pages are evicted from the OS cache right before the timing
-    either way."""
+    cache dir across restarts) before the summary starts, as in the app once a pass has been opened; the summary is
+    then timed three times, pages evicted from the OS cache before each: the first job of this process (its worker
+    processes start with it), the same job again (workers running, as in an app that has run a job before), and
+    in-process (``workers=0``, the way before worker processes). Else the summary starts the moment the store opens,
+    beside that work (timed once, a first job)."""
+    import psutil
+
     from eval_viewer.backend import LogStore, PassKey
     from eval_viewer.backend.summary import compute_summary
+    from eval_viewer.backend.workers import job_workers
 
+    a, b = PassKey("fp", "test"), PassKey("q8", "test")
     _drop(_pages(root))
     with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600) as store:
         if indexed:
-            store.scores(PassKey("fp", "test"))
-            store.scores(PassKey("q8", "test"))
+            store.scores(a)
+            store.scores(b)
             store.wait_background(600)
+        times, cpu, tables = {}, {}, []
+        workers_rss = 0
+        for label, workers in (("first", None), ("warm", None), ("in_process", 0)) if indexed else (("first", None),):
             _drop(_pages(root))
-        t0 = time.perf_counter()
-        cpu0 = time.process_time()
-        summary = compute_summary(store, PassKey("fp", "test"), PassKey("q8", "test"))
-        seconds = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-    rows = summary.table()
-    return {"s": seconds, "cpu_s": cpu, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rows": len(rows), "worst": [rows[0].layer, rows[0].head, rows[0].score]}
+            t0 = time.perf_counter()
+            cpu0 = time.process_time()
+            summary = compute_summary(store, a, b, workers=workers)
+            times[label] = time.perf_counter() - t0
+            cpu[label] = time.process_time() - cpu0
+            tables.append(summary.table())
+            if label == "first":
+                workers_rss = sum(c.memory_info().rss for c in psutil.Process().children(recursive=True))
+        count = job_workers(store.pass_pages(a), store.pass_pages(b))
+    rows = tables[-1]
+    return {"s": times, "cpu_s": cpu, "workers": count, "workers_rss_mb": workers_rss / 2**20,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rows": len(rows), "worst": [rows[0].layer, rows[0].head, rows[0].score],
+            "same": all(t == tables[0] for t in tables)}
 
 
 def phase_naive(root: Path, cache: Path, pairs: int = 1000) -> dict[str, Any]:
@@ -233,20 +249,31 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['dp_bytes'] / 1024:.1f} KiB per datapoint: attention {HEADS}x{TOKENS}x{TOKENS} f16, "
           f"feature map 16x16x16 f16)")
     print(f"raw read of every page, cold: {raw['s']:.1f} s, {raw_rate:,.0f} MiB/s")
-    for what, run in (("store indexed first", summary), ("store just opened", fresh)):
-        speed = mb / run["s"]
-        print(f"layer x head summary, cold pages, {what}: {run['s']:.1f} s (CPU {run['cpu_s']:.1f} s), "
-              f"{speed:,.0f} MiB/s = {100 * speed / raw_rate:.0f} % of the raw rate, "
-              f"{args.datapoints / run['s']:,.0f} datapoint pairs/s, peak RSS {run['peak_rss_mb']:,.0f} MiB; "
-              f"{run['rows']} rows, worst {run['worst']}")
+    runs = [(f"store indexed first, {summary['workers']} worker processes, the first job (workers start with it)",
+             summary, "first"),
+            (f"store indexed first, {summary['workers']} worker processes already running (a second job)", summary,
+             "warm"),
+            ("store indexed first, in-process (workers=0, as before)", summary, "in_process"),
+            (f"store just opened, {fresh['workers']} worker processes, the first job", fresh, "first")]
+    for what, run, label in runs:
+        seconds = run["s"][label]
+        speed = mb / seconds
+        print(f"layer x head summary, cold pages, {what}: {seconds:.1f} s (CPU of the caller "
+              f"{run['cpu_s'][label]:.1f} s), {speed:,.0f} MiB/s = {100 * speed / raw_rate:.0f} % of the raw rate, "
+              f"{args.datapoints / seconds:,.0f} datapoint pairs/s")
+    print(f"  {summary['rows']} rows, worst {summary['worst']}; peak RSS of the caller {summary['peak_rss_mb']:,.0f} "
+          f"MiB, of the workers together {summary['workers_rss_mb']:,.0f} MiB after the first job; in-process / warm "
+          f"workers: {summary['s']['in_process'] / summary['s']['warm']:.2f}x; "
+          + ("workers and in-process: the same table" if summary["same"] else "MISMATCH between workers and "
+             "in-process"))
     per_pair = naive["s"] / naive["pairs"]
     print(f"the per-datapoint way (LogStore.datapoint + compare_items, {naive['pairs']} pairs, cold pages): "
           f"{1 / per_pair:,.0f} datapoint pairs/s, {args.datapoints * per_pair:.1f} s for the pass; the page-level "
-          f"summary is {args.datapoints * per_pair / summary['s']:.1f}x faster")
+          f"summary (warm workers) is {args.datapoints * per_pair / summary['s']['warm']:.1f}x faster")
     print(f"open a paired view (server time, first open of each): p50 {statistics.median(t):.0f} ms, "
           f"p95 {t[int(0.95 * (len(t) - 1))]:.0f} ms, max {t[-1]:.0f} ms (n={len(t)}), "
           f"response p50 {statistics.median(paired['sizes']) / 1024:.0f} KiB")
-    return 0
+    return 0 if summary["same"] else 1
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ come from the maps. Then, in fresh processes with the pages evicted from the OS 
 
 * raw: every page read from disk into memory (``read_bytes``), the bytes per second the disk gives;
 * health: :func:`eval_viewer.backend.health_summary.compute_health` over the pass (every datapoint read through the
-  bulk reader, every item measured, the table built), its time, rate over the same page bytes, and peak RSS; the
-  planted problems are checked to be found (counts printed);
+  bulk reader, every item measured, the table built; a task per page in worker processes), its time and rate over
+  the same page bytes: the first job of a process (its workers start with it), a second job (workers running), and
+  in-process (``workers=0``, the way before); the planted problems are checked to be found (counts printed);
 * naive (``--naive N``): the first N datapoints through ``LogStore.datapoint`` + :func:`~.health.health` one by one,
   the per-click path, scaled to the pass for comparison.
 
@@ -131,20 +132,34 @@ def phase_raw(root: Path) -> dict[str, Any]:
 
 
 def phase_health(root: Path, cache: Path) -> dict[str, Any]:
+    """The summary three times in one process, pages evicted before each: the first job (its worker processes start
+    with it, what a fresh server or notebook pays), the same job again (workers already running, as in an app that
+    has run a job before), and in-process (``workers=0``, the way before worker processes, for the ratio)."""
+    import psutil
+
     from eval_viewer.backend import LogStore, PassKey
     from eval_viewer.backend.health_summary import compute_health
+    from eval_viewer.backend.workers import job_workers
 
+    key = PassKey(RUN, "test")
     _drop(_pages(root))
     with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600) as store:
-        store.scores(PassKey(RUN, "test"))  # starts the index and the skeletons, which parse every page once
+        store.scores(key)  # starts the index and the skeletons, which parse every page once
         store.wait_background(600)  # timed alone: not against that background parse of the same pages
-        _drop(_pages(root))
-        t0 = time.perf_counter()
-        summary = compute_health(store, PassKey(RUN, "test"))
-        seconds = time.perf_counter() - t0
+        times, tables = {}, []
+        for label, workers in (("first", None), ("warm", None), ("in_process", 0)):
+            _drop(_pages(root))
+            t0 = time.perf_counter()
+            summary = compute_health(store, key, workers=workers)
+            times[label] = time.perf_counter() - t0
+            tables.append(summary.table())
+            if label == "warm":
+                workers_rss = sum(c.memory_info().rss for c in psutil.Process().children(recursive=True))
+        count = job_workers(store.pass_pages(key))
     rows = {f"{r.layer}:{r.kind}": r.datapoints for r in summary.table()}
-    return {"s": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rows": rows, "datapoints": int(summary.idx.size)}
+    return {"s": times, "workers": count, "workers_rss_mb": workers_rss / 2**20,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rows": rows, "datapoints": int(summary.idx.size), "same": all(t == tables[0] for t in tables)}
 
 
 def phase_bulk(root: Path, cache: Path) -> dict[str, Any]:
@@ -221,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(args.dir, ignore_errors=True)
     mb = info["bytes"] / 2**20
     raw_s = (raw["s"] + raw_after["s"]) / 2
-    raw_rate, rate = mb / raw_s, mb / summary["s"]
+    raw_rate = mb / raw_s
     n = args.datapoints
     expected = {"backbone.layer3:nan": len(range(0, n, NAN_EVERY)),
                 "encoder.attn:attention_collapsed": len(range(0, n, COLLAPSE_EVERY))}
@@ -231,17 +246,27 @@ def main(argv: list[str] | None = None) -> int:
           f"{'maps only, entropies from the maps' if args.maps_only else 'with the capture summary'})")
     print(f"raw read of every page, cold: {raw['s']:.1f} s before, {raw_after['s']:.1f} s after, mean "
           f"{raw_rate:,.0f} MiB/s")
-    print(f"health summary, cold: {summary['s']:.1f} s, {rate:,.0f} MiB/s = {100 * rate / raw_rate:.0f} % of the raw "
-          f"rate, {n / summary['s']:,.0f} datapoints/s, peak RSS {summary['peak_rss_mb']:,.0f} MiB")
+    times = summary["s"]
+    for label, what in (("first", f"{summary['workers']} worker processes, the first job (workers start with it)"),
+                        ("warm", f"{summary['workers']} worker processes, already running (a second job)"),
+                        ("in_process", "in-process (workers=0, as before)")):
+        rate = mb / times[label]
+        print(f"health summary, cold pages, {what}: {times[label]:.1f} s, {rate:,.0f} MiB/s = "
+              f"{100 * rate / raw_rate:.0f} % of the raw rate, {n / times[label]:,.0f} datapoints/s")
+    print(f"  peak RSS of the caller {summary['peak_rss_mb']:,.0f} MiB, of the workers together "
+          f"{summary['workers_rss_mb']:,.0f} MiB after the job; in-process / warm workers: "
+          f"{times['in_process'] / times['warm']:.2f}x")
     print(f"bulk reader alone (read, parse, hand out the checked debuggers' arrays; no checks), cold: {bulk['s']:.1f} s, "
           f"{mb / bulk['s']:,.0f} MiB/s = {100 * (mb / bulk['s']) / raw_rate:.0f} % of the raw rate; "
-          f"the checks add {summary['s'] - bulk['s']:+.1f} s")
+          f"the checks add {times['in_process'] - bulk['s']:+.1f} s in-process")
     print(f"found: {summary['rows']} (planted: {expected})")
     if naive is not None:
         per = naive["s"] / naive["n"]
         print(f"naive (LogStore.datapoint + health, one by one), cold: {naive['n']} datapoints in {naive['s']:.1f} s, "
-              f"{1000 * per:.2f} ms each, {per * n:.0f} s for the pass (x{per * n / summary['s']:.1f} the summary)")
+              f"{1000 * per:.2f} ms each, {per * n:.0f} s for the pass (x{per * n / times['warm']:.1f} the summary)")
     ok = all(summary["rows"].get(k) == v for k, v in expected.items()) and summary["datapoints"] == n
+    print("workers and in-process: the same table" if summary["same"] else "MISMATCH between workers and in-process")
+    ok = ok and summary["same"]
     print("planted problems found on the right layers and datapoints" if ok else "MISMATCH in the planted problems")
     return 0 if ok else 1
 
