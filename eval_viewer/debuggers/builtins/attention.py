@@ -109,10 +109,12 @@ class AttentionDebugger(ForwardDebugger):
     """Per-head attention maps of every attention call inside the module ``layer_name`` (see the module docstring).
 
     ``grid=(h, w)`` names the key/query token grid when it is not a square (plus class tokens) that can be inferred;
-    ``infer_grid=False`` turns inference off for sequences that are not images. ``dtype=torch.float16`` halves the
-    page size. ``groups=G`` declares that the kernel's leading dimension is ``batch × G`` in batch-major order when
-    that cannot be read from the module's inputs (see :mod:`eval_viewer.debuggers.layouts`); ``group_axis`` names
-    that axis in the output (SAM2's mask decoder: one entry per prompt). ``windows``: how windowed attention is kept,
+    ``infer_grid=False`` turns inference off for sequences that are not images. ``dtype=torch.float16`` stores the kept
+    weights (maps, top-k values, chosen rows) rounded to float16, halving their bytes, and the byte budget counts
+    them at that size; summaries and stats stay float32. ``groups=G`` declares that the kernel's leading dimension is
+    ``batch × G`` in batch-major order when that cannot be read from the module's inputs (see
+    :mod:`eval_viewer.debuggers.layouts`); ``group_axis`` names that axis in the output (SAM2's mask decoder: one
+    entry per prompt). ``windows``: how windowed attention is kept,
     ``"stitch"`` (rows over the whole image's key grid, pooled to ``max_tokens`` keys), ``"local"`` (rows over the
     query's own window, exact at any size, with each window's place on the image) or ``"auto"`` (stitched when the
     image's key grid fits ``max_tokens`` unpooled, else local: pooling keys in blocks as large as a window would
