@@ -92,6 +92,8 @@ def run_tasks(tasks: Sequence[Callable[[], R]], workers: int,
     the caller. With ``workers`` 0 they run in-process, one ahead in a helper thread. Stops early when ``stop`` is
     set (tasks already running finish; their results are dropped)."""
     done = 0
+    if stop is not None and stop.is_set():
+        return
     if workers > 0:
         try:
             priority = os.getpriority(os.PRIO_PROCESS, 0) + _NICE

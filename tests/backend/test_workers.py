@@ -91,6 +91,13 @@ def test_results_come_back_in_order(caplog: pytest.LogCaptureFixture) -> None:
     stop = threading.Event()
     stop.set()
     assert list(run_tasks(tasks, 2, stop)) == [] and list(run_tasks(tasks, 0, stop)) == []
+    for workers in (0, 2):
+        stop.clear()
+        got = []
+        for result in run_tasks(tasks, workers, stop):
+            got.append(result)
+            stop.set()  # stopped after the first result: nothing more comes
+        assert got == [0]
 
 
 def test_a_worker_that_dies_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
