@@ -105,6 +105,8 @@ __all__ = [
     "health_threshold",
     "HEALTH_THRESHOLD_MESSAGE",
     "HEALTH_THRESHOLD_RESET",
+    "CARD_BADGES_TYPE",
+    "card_badges",
 ]
 
 # State: the URL is the single source of truth; SELECTION mirrors its run/pass/metric part so the overview only
@@ -276,6 +278,15 @@ HEALTH_THRESHOLD_TYPE = "ev-health-threshold"
 HEALTH_THRESHOLD_MESSAGE = "ev-health-threshold-message"
 """Why a threshold just typed was refused (empty while they are all good)."""
 HEALTH_THRESHOLD_RESET = "ev-health-threshold-reset"
+
+
+CARD_BADGES_TYPE = "ev-card-badges"
+
+
+def card_badges(debugger: Any) -> dict[str, Any]:
+    """The health badges of the datapoint view's card of ``debugger`` (filled in again when the pass's health
+    summary finishes while the view is open)."""
+    return {"type": CARD_BADGES_TYPE, "debugger": debugger}
 
 
 def health_threshold(field: Any) -> dict[str, Any]:

@@ -35,8 +35,10 @@ def _control(key: str, role: str) -> dict[str, Any]:
     return ids.graph(key, role)
 
 
-VIEW_IDS = ViewIds(body=ids.item_body, graph=_control, fold=ids.item_fold, toggle=ids.item_toggle)
-"""The ids the app gives an item's container, its interactive parts and, for a debug item, its fold."""
+VIEW_IDS = ViewIds(body=ids.item_body, graph=_control, fold=ids.item_fold, toggle=ids.item_toggle,
+                   badges=ids.card_badges)
+"""The ids the app gives an item's container, its interactive parts, for a debug item its fold, and a debug card's
+health badges."""
 
 
 def _choices(attention: AttentionChoice | None) -> dict[str, tuple[int | None, int | None]] | None:

@@ -62,6 +62,10 @@ class ViewIds:
     way to a quick page: a closed item costs the browser its head only). None: every item drawn."""
     toggle: Callable[[str], Any] | None = None
     """The head of a foldable item: a click on it opens or folds the item."""
+    badges: Callable[[str], Any] | None = None
+    """The container of a debug card's health badges, by debugger name, there even while the card has none: the
+    app fills it in when the pass's health summary finishes (dead channels, a head against its typical range) without
+    drawing the card again."""
 
 
 def item_key(section: str, name: str, key: str) -> str:
@@ -239,8 +243,10 @@ def _debug(record: DatapointRecord, image: np.ndarray | None, ids: ViewIds | Non
         body = [_item(item, item_key("debug", name, item.key), image, ids, record, opened, choices)
                 for item in items]
         wide = any(item.kind in WIDE_KINDS for item in items)
-        cards.append(Group([Text(name, cls="ev-card-title", style="h3"),
-                            health_badges(health.get(name, ())) if health else None,
+        badges = health_badges(health.get(name, ())) if health else None
+        if ids is not None and ids.badges is not None:
+            badges = Group([badges], cls="ev-health-slot", id=ids.badges(name))
+        cards.append(Group([Text(name, cls="ev-card-title", style="h3"), badges,
                             Group(body or [Text("saved nothing", cls="ev-empty")], cls="ev-card-body")],
                            cls="ev-card ev-card-wide" if wide else "ev-card", data={"debugger": name}))
     return cards

@@ -126,6 +126,23 @@ def test_ids_name_the_items_and_every_one_resolves() -> None:
     assert graph_ids == [{"graph": item_key("debug", "attn", "weights"), "role": "attention-image"}]
 
 
+def test_with_a_badges_id_every_debug_card_has_a_badge_slot_even_without_flags() -> None:
+    """The app fills a card's badges in later (its pass's summary finishing): the slot must be there to fill."""
+    from dataclasses import replace
+
+    from eval_viewer.backend.health import Flag
+
+    record = _full_record()
+    flag = Flag("attn", "weights", "attn", "attention_collapsed", 0.01, head=1)
+    view = datapoint_view(record, ids=replace(IDS, badges=lambda name: {"badges": name}), health=[flag])
+    slots = [n for n in walk(view) if isinstance(n, Group) and isinstance(n.id, dict) and "badges" in n.id]
+    assert [s.id["badges"] for s in slots] == ["layer.4", "attn", "empty"]
+    assert [len(s.children) for s in slots] == [0, 1, 0]  # only the flagged card holds badges now
+    assert "collapsed head 1" in text_of(slots[1])
+    assert not [n for n in walk(datapoint_view(record, ids=IDS, health=[flag]))
+                if isinstance(n, Group) and "ev-health-slot" in n.cls.split()]  # no slots unasked
+
+
 def test_notebook_views_of_one_item_and_of_the_whole_datapoint() -> None:
     from eval_viewer.display.notebook import datapoint_view as notebook_datapoint_view
     from eval_viewer.display.notebook import item_view

@@ -12,6 +12,10 @@ The thresholds live in the URL (``health_dead=...``, :mod:`eval_viewer.app.healt
 which the summary listens to (the overview's other panels do not redraw for a threshold). The failure table and the
 datapoint view read them from the URL, so all three flag with the same thresholds. A value that is not one is refused
 where it was typed, with the reason, and changes nothing.
+
+A summary that finishes while a datapoint is open (the user opened one from the table while it ran) fills in that
+view's card badges again (``badges``): the flags only the whole pass knows (channels dead on every datapoint, a head
+far below its typical entropy) appear on their cards; nothing else of the view is drawn again.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from eval_viewer.app.compare_views import progress_bar
 from eval_viewer.app.dash_view import to_dash
 from eval_viewer.app.failure_table import health_field
 from eval_viewer.app.health_state import TUNABLE, check, input_values, overrides, thresholds_of
-from eval_viewer.app.state import parse_query, to_query
+from eval_viewer.app.state import parse_query, resolve, to_query
 from eval_viewer.backend import LogStore, PassKey
-from eval_viewer.backend.health_summary import HealthJobs, previous_pass, scale_jump_rows
-from eval_viewer.display.health import health_table
+from eval_viewer.backend.health_summary import HealthJobs, datapoint_flags, previous_pass, scale_jump_rows
+from eval_viewer.display.health import flags_by_debugger, health_badges, health_table
 from eval_viewer.display.view import Text
 from eval_viewer.errors import ViewerError
 
@@ -46,6 +50,11 @@ def table_filter(layer: str, kind: str) -> dict[str, Any]:
 
 def _cell_id(layer: str, kind: str) -> Any:
     return ids.health_cell(layer, kind) if kind != "scale_jump" else None  # the table has no scale-jump column
+
+
+def _badges(flags: Any) -> Any:
+    node = health_badges(flags)
+    return to_dash(node) if node is not None else []
 
 
 def typed_thresholds(typed: dict[str, Any]) -> tuple[dict[str, float | None], list[str]]:
@@ -163,6 +172,29 @@ def register(app: dash.Dash, store: LogStore) -> None:
         if not isinstance(trigger, dict) or not ctx.triggered[0].get("value"):
             raise PreventUpdate  # the table was (re)drawn, nothing was clicked
         return table_filter(str(trigger["layer"]), str(trigger["kind"]))
+
+    @app.callback(
+        Output(ids.card_badges(ALL), "children"),
+        Input(ids.HEALTH_READY, "data"),
+        State(ids.URL, "search"),
+        prevent_initial_call=True,
+    )
+    @guarded(lambda box: [no_update] * len(ctx.outputs_list))
+    def badges(ready: str | None, search: str | None) -> list[Any]:
+        """The open datapoint's card badges with its pass's summary, which just finished (under the URL's
+        thresholds; another pass's or other thresholds' summary changes nothing)."""
+        slots = [out["id"]["debugger"] for out in ctx.outputs_list]
+        if not ready or not slots:
+            raise PreventUpdate  # a new summary started, or no datapoint view is open
+        try:
+            state = resolve(store, parse_query(search), strict=True).state
+        except ViewerError:
+            raise PreventUpdate from None  # the view says what is wrong with the link
+        if state.idx is None or state.vs is not None or jobs.ready(state.pass_key, state.health) is None:
+            raise PreventUpdate
+        record = store.datapoint(state.pass_key, state.idx)
+        cards = flags_by_debugger(datapoint_flags(store, state.pass_key, record, jobs, state.health))
+        return [_badges(cards.get(name, ())) for name in slots]
 
     app.clientside_callback(  # the table's rows gain their health columns: ask for the blocks again
         ClientsideFunction(namespace="evalViewer", function_name="refreshTable"),
