@@ -106,7 +106,10 @@ def register(app: dash.Dash, store: LogStore) -> None:
             new_search = wanted if wanted != (search or "") else no_update
         changed = overrides(state.health)
         shown = dict(zip((t.field for t in TUNABLE), input_values(state.health)))
-        return new_search, [shown.get(f, "") for f in fields], None, changed if changed != known else no_update
+        values = [shown.get(f, "") for f in fields]
+        if trigger == ids.URL and values == [v or "" for v in typed]:  # a step through datapoints: nothing to redo
+            return no_update, [no_update] * len(fields), no_update, changed if changed != known else no_update
+        return new_search, values, None, changed if changed != known else no_update
 
     @app.callback(
         Output(ids.HEALTH_PROGRESS, "children"),
