@@ -56,6 +56,9 @@ __all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "H
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
+MEASURED = ("extreme_tolerance", "min_values")
+"""The :class:`HealthThresholds` fields that change what is measured; every other field only changes what is flagged
+(:func:`~.health.flag_columns`), applied to the measures afterwards."""
 
 
 @dataclass(frozen=True)
@@ -355,16 +358,28 @@ class HealthJobs(BackgroundJobs[HealthSummary]):
                             None if files is None else [files.source.identity, files.folder, repr(files.debug)]]
         return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:24]
 
+    def _keys(self, key: PassKey, t: HealthThresholds) -> tuple[str, str, HealthThresholds]:
+        """``(key of t's view, key of the job that measures for it, the thresholds that job measures with)``: only
+        :data:`MEASURED` fields change what is measured; the others only flag, so they are a view of one job."""
+        measured = HealthThresholds(**{name: getattr(t, name) for name in MEASURED})
+        base = self.job_key(key, measured)
+        view = base if t == measured else self.alias(self.job_key(key, t), base,
+                                                      lambda summary: dataclasses.replace(summary, thresholds=t))
+        return view, base, measured
+
     def start(self, key: PassKey, thresholds: HealthThresholds | None = None) -> str:
-        """Start (or join) the summary of pass ``key``; returns the key :meth:`status` takes."""
+        """Start (or join) the summary of pass ``key``; returns the key :meth:`status` takes. Thresholds that only
+        change what is flagged reuse the measures of a job already run (no second read of the pass)."""
         key, t = PassKey.of(key), thresholds or HealthThresholds()
-        return self.begin(self.job_key(key, t),
-                          lambda progress, stop: compute_health(self._store, key, t, progress, stop),
-                          f"The health summary of {key} failed")
+        view, base, measured = self._keys(key, t)
+        self.begin(base, lambda progress, stop: compute_health(self._store, key, measured, progress, stop),
+                   f"The health summary of {key} failed")
+        return view
 
     def ready(self, key: PassKey, thresholds: HealthThresholds | None = None) -> HealthSummary | None:
         """The finished summary of ``key`` if there is one now (never starts or waits)."""
-        status = self.status(self.job_key(PassKey.of(key), thresholds or HealthThresholds()))
+        key = PassKey.of(key)
+        status = self.status(self._keys(key, thresholds or HealthThresholds())[0])
         return status.summary if status is not None and status.finished else None
 
     def summary(self, key: PassKey, thresholds: HealthThresholds | None = None,

@@ -72,6 +72,8 @@ class BackgroundJobs(Generic[S]):
         base = cache_dir if cache_dir is not None else getattr(store, "cache_dir", None)
         self._dir = Path(base) / self.folder if base is not None else None
         self._jobs: dict[str, _Job[S]] = {}
+        self._aliases: dict[str, tuple[str, Callable[[S], S]]] = {}
+        self._derived: dict[str, tuple[S, S]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._one_at_a_time = threading.Lock()
@@ -101,14 +103,28 @@ class BackgroundJobs(Generic[S]):
                          daemon=True).start()
         return key
 
+    def alias(self, key: str, base: str, derive: Callable[[S], S]) -> str:
+        """Make ``key`` a view of job ``base`` whose result is ``derive(base's result)``: a cheap re-reading of a
+        finished result (new flag thresholds over the same measures) instead of a second job. Returns ``key``."""
+        with self._lock:
+            self._aliases[key] = (base, derive)
+        return key
+
     def status(self, key: str) -> JobStatus[S] | None:
-        job = self._jobs.get(key)
+        base, derive = self._aliases.get(key, (key, None))
+        job = self._jobs.get(base)
         if job is None:
             return None
-        return JobStatus(job.done, job.total, job.finished.is_set(), job.error, job.summary, job.cached)
+        summary = job.summary
+        if summary is not None and derive is not None:
+            derived = self._derived.get(key)
+            if derived is None or derived[0] is not summary:  # derived once per result (views ask on every request)
+                derived = self._derived[key] = (summary, derive(summary))
+            summary = derived[1]
+        return JobStatus(job.done, job.total, job.finished.is_set(), job.error, summary, job.cached)
 
     def wait(self, key: str, timeout: float | None = None) -> JobStatus[S] | None:
-        job = self._jobs.get(key)
+        job = self._jobs.get(self._aliases.get(key, (key, None))[0])
         if job is not None:
             job.finished.wait(timeout)
         return self.status(key)

@@ -288,3 +288,21 @@ def test_the_summary_view_names_layers_kinds_counts_and_cells(store: LogStore) -
     cells = {tuple(node.id) for node in walk(view) if isinstance(node, Group) and node.id is not None}
     assert ("backbone.layer3", "nan") in cells and ("backbone.layer4", "scale_jump") in cells
     assert list(texts(health_table([], N))) == [f"No problems found in {N} datapoints."]
+
+
+def test_thresholds_that_only_flag_reuse_the_measures_of_a_finished_summary(logs: Path, tmp_path: Path) -> None:
+    """A threshold that changes only what is flagged is a view of the summary already measured: ready at once (no
+    second read of the pass) and equal to measuring again; one that changes the measures needs its own job."""
+    key = PassKey("planted", "val", 0)
+    flag_only = HealthThresholds(dead=0.5, uniform=0.5, collapsed=0.2, saturated=0.01)
+    with LogStore(logs, cache_dir=tmp_path / "cache", rescan_s=0, index_wait_s=30) as store:
+        jobs = HealthJobs(store)
+        jobs.summary(key, timeout=60)
+        view = jobs.ready(key, flag_only)
+        assert view is not None and view.thresholds == flag_only, "a view of the finished job, nothing started"
+        fresh = compute_health(store, key, flag_only)
+        assert view.table() == fresh.table() and view.table() != jobs.ready(key).table()
+        assert all(view.flags(i) == fresh.flags(i) for i in range(N))
+        assert jobs.ready(key, HealthThresholds(extreme_tolerance=0.1)) is None, "a measured field: its own job"
+        status = jobs.status(jobs.start(key, flag_only))
+        assert status is not None and status.finished and status.summary is view
