@@ -20,7 +20,7 @@ import logging
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any
@@ -180,20 +180,32 @@ class HealthSummary:
             np.minimum(current, np.where(h.mask, c.position, np.iinfo(np.int64).max), out=current)
         return out
 
-    def layer_columns(self, num_datapoints: int) -> dict[str, list[Any]]:
+    def layer_columns(self, num_datapoints: int, jumps: Mapping[int, Sequence[Flag]] | None = None,
+                      ) -> dict[str, list[Any]]:
         """For the failure table, per kind present: each datapoint's flagged layers in forward order as a tuple (None
-        where none); and ``"health"``: how many (layer, kind) problems each datapoint has."""
+        where none); and ``"health"``: how many (layer, kind) problems each datapoint has. ``jumps``: the scale-jump
+        flags of each datapoint against a reference pass (:func:`scale_jump_rows`), a ``scale_jump`` column."""
         per_kind: dict[str, list[list[str]]] = {}
         count = np.zeros(num_datapoints, dtype=np.int64)
         ordered = sorted(self.hits.items(), key=lambda item: (item[0][0].position, item[0][0].layer))
         seen: dict[str, set[tuple[int, str]]] = {}
-        for (c, kind, _head), h in ordered:
+        found = [(kind, c.layer, self.idx[h.mask].tolist()) for (c, kind, _head), h in ordered]
+        by_layer: dict[str, list[int]] = {}
+        for idx, flags in sorted((jumps or {}).items()):
+            for flag in flags:
+                by_layer.setdefault(flag.layer, []).append(idx)
+        position: dict[str, int] = {}
+        for c in self.columns:
+            position.setdefault(c.layer, c.position)
+        found += [("scale_jump", layer, by_layer[layer])
+                  for layer in sorted(by_layer, key=lambda name: position.get(name, len(position)))]
+        for kind, layer, indices in found:
             lists = per_kind.setdefault(kind, [[] for _ in range(num_datapoints)])
             done = seen.setdefault(kind, set())
-            for idx in self.idx[h.mask].tolist():
-                if 0 <= idx < num_datapoints and (idx, c.layer) not in done:
-                    done.add((idx, c.layer))
-                    lists[idx].append(c.layer)
+            for idx in indices:
+                if 0 <= idx < num_datapoints and (idx, layer) not in done:
+                    done.add((idx, layer))
+                    lists[idx].append(layer)
                     count[idx] += 1
         columns: dict[str, list[Any]] = {kind: [tuple(v) if v else None for v in per_kind[kind]]
                                          for kind in KINDS if kind in per_kind}

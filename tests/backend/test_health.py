@@ -156,6 +156,11 @@ def test_pass_summary_scale_jump_and_healthy_run(store: LogStore) -> None:
     assert [(r.layer, r.datapoints, r.total) for r in rows] == [("backbone.layer4", len(CLEAN), len(CLEAN))]
     assert rows[0].worst == pytest.approx(JUMP, rel=0.05)
     assert sorted(flags) == list(CLEAN)
+    plain, with_jumps = b.layer_columns(N), b.layer_columns(N, flags)  # the failure table's scale_jump column
+    assert "scale_jump" not in plain
+    assert [i for i, v in enumerate(with_jumps["scale_jump"]) if v] == list(CLEAN)
+    assert with_jumps["scale_jump"][CLEAN[0]] == ("backbone.layer4",)
+    assert [x - y for x, y in zip(with_jumps["health"], plain["health"])] == [int(i in CLEAN) for i in range(N)]
     healthy = [compute_health(store, ("healthy", "val", e)) for e in (0, 1)]
     assert healthy[0].table() == [] and healthy[1].table() == []
     assert scale_jump_rows(*healthy) == ([], {})
