@@ -17,7 +17,7 @@ never run again in them (no ``if __name__ == "__main__"`` guard needed). Each ta
 in-process; a worker that dies (killed for memory) stops the pool, and the remaining tasks then run in-process, with a
 warning.
 
-Small passes (under :data:`MIN_BYTES` of pages, or a single page) and sources other processes cannot see
+Smaller passes (under :data:`MIN_BYTES` of pages, or a single page) and sources other processes cannot see
 (``memory://``) run in-process, one task ahead in a helper thread (:func:`~.bulk.read_ahead`).
 ``EVAL_VIEWER_JOB_WORKERS`` sets the number of workers (``0``: always in-process).
 """
@@ -42,9 +42,10 @@ logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
 ENV = "EVAL_VIEWER_JOB_WORKERS"
-MIN_BYTES = 64 << 20
-"""Passes with fewer page bytes than this run in-process: a worker's start and the results' trip back would cost more
-than a second core gives."""
+MIN_BYTES = 256 << 20
+"""Passes with fewer page bytes than this run in-process. Starting the workers costs 0.5-2 s (measured on 2 cores,
+idle to loaded) and a page costs about 0.3 s of CPU per 100 MB, so a second core pays for their start from a few
+hundred MB on; once started they stay for the next job (loky keeps idle workers for 5 minutes)."""
 MAX_WORKERS = 8
 _NICE = 5
 """How much lower than the caller's priority a worker runs."""
