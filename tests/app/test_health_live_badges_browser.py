@@ -2,8 +2,9 @@
 Chromium, without drawing the view again.
 
 Ordering is made certain with the real job runner: health summaries run one at a time, so the test first starts a
-summary of its own (the same pass under other thresholds, a real computation) that waits for the test's word; the
-summary the overview starts queues behind it. The datapoint is opened from the table meanwhile, so it is drawn from
+summary of its own (the same pass measured with another ``min_values``, a real computation, the job
+``HealthJobs.start`` would begin for it) that waits for the test's word; the summary the overview starts queues
+behind it. The datapoint is opened from the table meanwhile, so it is drawn from
 its record alone: its layer3 card has the NaN badge, but the aux_relu card cannot yet say that aux.1's channels are
 dead on *every* datapoint (:mod:`health_run` makes that ReLU dead). Then the test lets the summaries run."""
 
@@ -48,7 +49,7 @@ def test_pass_level_badges_appear_on_the_open_datapoint(dash_duo, serve, tmp_pat
     store = serve([logs], query="?run=planted&metric=loss&idx=0")  # a datapoint link: no summary started yet
     jobs = HealthJobs.of(store)
     go = threading.Event()
-    other = dataclasses.replace(HealthThresholds(), dead=0.9)
+    other = dataclasses.replace(HealthThresholds(), min_values=8)  # a measured field: a job of its own
 
     def first(progress, stop):  # noqa: ANN001, ANN202
         go.wait(60)

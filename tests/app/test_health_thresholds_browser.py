@@ -17,11 +17,11 @@ import pytest
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from app_steps import click_table_row, url_state, wait_for_datapoint
+from app_steps import click_table_row, table_column, url_state, wait_for_datapoint
 from eval_viewer.app import ids
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))
-from health_run import DIM, N, POISONED, write_health_run  # noqa: E402  (a backend test helper: the capture run)
+from health_run import DIM, JUMP, N, POISONED, write_health_run  # noqa: E402  (a backend test helper: the capture run)
 
 pytestmark = pytest.mark.browser
 
@@ -64,6 +64,7 @@ def test_a_threshold_changes_the_flags_everywhere_and_the_url_holds_it(dash_duo,
     assert dash_duo.find_element(f"#{ids.HEALTH_THRESHOLD_MESSAGE}").text == ""
     assert dash_duo.find_element(NAN).text.startswith(f"{len(POISONED)} / {N}")  # the other flags are unchanged
 
+    table_column(dash_duo, "saturated")  # the table's health columns under these thresholds are in place
     cell.click()  # the failure table's health filter uses the same thresholds
     dash_duo.wait_for_contains_text(f"#{ids.TABLE_CAPTION}", f"{flagged} of {N} datapoints match", timeout=15)
     first = int(click_table_row(dash_duo, 0))
@@ -85,4 +86,31 @@ def test_a_threshold_changes_the_flags_everywhere_and_the_url_holds_it(dash_duo,
         lambda d: "health_saturated" not in url_state(dash_duo), "the defaults stayed in the URL")
     WebDriverWait(dash_duo.driver, 30, poll_frequency=0.1).until(
         lambda d: d.execute_script(_COUNT, SATURATED) == 0, "the saturated cell stayed with the default threshold")
+    assert dash_duo.get_logs() == []
+
+
+JUMP_CELL = f"#{ids.HEALTH_BODY} [id*='{ids.HEALTH_CELL_TYPE}'][id*='backbone.layer4'][id*='\"scale_jump\"']"
+
+
+def test_scale_jumps_filter_the_table_and_follow_their_threshold(dash_duo, serve, tmp_path: Path) -> None:
+    """Epoch 1 of the planted run multiplies layer4's weights by JUMP: a click on its scale-jump count lists the
+    datapoints whose layer4 RMS jumped against epoch 0 (all but the POISONED, NaN in both); a threshold above JUMP
+    takes the jump away."""
+    jumped = N - len(POISONED)
+    logs = tmp_path / "logs"
+    write_health_run(logs / "planted", epochs=2)
+    serve([logs], query="?run=planted&split=val&epoch=1&metric=loss")
+    cell = dash_duo.wait_for_element(JUMP_CELL, timeout=30)
+    assert cell.text.startswith(f"{jumped} / {jumped}") and f"×{JUMP:g}" in cell.text
+    table_column(dash_duo, "scale jump")  # the failure table has the column once epoch 0's summary is done too
+    cell.click()
+    dash_duo.wait_for_contains_text(f"#{ids.TABLE_CAPTION}", f"{jumped} of {N} datapoints match", timeout=15)
+    assert int(click_table_row(dash_duo, 0)) not in POISONED
+
+    dash_duo.find_element(f"#{ids.BACK}").click()
+    box = dash_duo.find_element(f"input[id*='{ids.HEALTH_THRESHOLD_TYPE}'][id*='\"scale_jump\"']")
+    box.send_keys(f"{JUMP * 10:g}" + Keys.ENTER)
+    WebDriverWait(dash_duo.driver, 30, poll_frequency=0.1).until(
+        lambda d: d.execute_script(_COUNT, JUMP_CELL) == 0, "the scale jump stayed above its threshold")
+    assert url_state(dash_duo)["health_scale_jump"] == f"{JUMP * 10:g}"
     assert dash_duo.get_logs() == []

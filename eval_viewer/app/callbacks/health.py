@@ -3,7 +3,8 @@
 The summary runs in :class:`~eval_viewer.backend.health_summary.HealthJobs` (one background thread per pass; the
 result is cached on disk), polled by ``HEALTH_POLL`` while it runs, as the comparison summary is. For an epoch the
 previous captured epoch of the run is summarised too, for its scale jumps. When the summary is done its job key goes
-into ``HEALTH_READY``: the failure table then rebuilds its columns with the health flags and empties its block cache.
+into ``HEALTH_READY`` (and again, marked, once the previous epoch's is done too): the failure table then rebuilds its
+columns with the health flags (scale jumps included) and empties its block cache.
 A click on a (layer, kind) count sets the failure table's filter to the datapoints with that problem at that layer,
 so ← → walk exactly those (the arrows follow the table's filter).
 
@@ -49,7 +50,7 @@ def table_filter(layer: str, kind: str) -> dict[str, Any]:
 
 
 def _cell_id(layer: str, kind: str) -> Any:
-    return ids.health_cell(layer, kind) if kind != "scale_jump" else None  # the table has no scale-jump column
+    return ids.health_cell(layer, kind)
 
 
 def _badges(flags: Any) -> Any:
@@ -97,10 +98,11 @@ def register(app: dash.Dash, store: LogStore) -> None:
         trigger = ctx.triggered_id
         new_search: Any = no_update
         if trigger == ids.HEALTH_THRESHOLD_RESET or isinstance(trigger, dict):
-            values, errors = typed_thresholds({} if trigger == ids.HEALTH_THRESHOLD_RESET else dict(zip(fields, typed)))
+            typed_values, errors = typed_thresholds({} if trigger == ids.HEALTH_THRESHOLD_RESET
+                                                    else dict(zip(fields, typed)))
             if errors:
                 return no_update, [no_update] * len(fields), "; ".join(errors) + ". Nothing was changed.", no_update
-            chosen = thresholds_of(values)
+            chosen = thresholds_of(typed_values)
             state = replace(state, health=chosen if overrides(chosen) else None)
             wanted = to_query(state)
             new_search = wanted if wanted != (search or "") else no_update
@@ -161,6 +163,8 @@ def register(app: dash.Dash, store: LogStore) -> None:
             if previous.summary is not None:
                 rows = rows + scale_jump_rows(previous.summary, status.summary)[0]
                 note += f" · scale jumps against {before.label}"
+                with_jumps = f"{job_key}+{before.label}"  # the table gains its scale-jump column
+                done = with_jumps if with_jumps != ready else no_update
         body = health_table(rows, int(status.summary.idx.size), notes=status.summary.notes, cell_id=_cell_id)
         return progress_bar(status.done, status.total, note), to_dash(body), True, job_key, done
 
