@@ -24,10 +24,10 @@ import numpy as np
 from eval_viewer.app.state import ViewState
 from eval_viewer.app.table_query import Table, list_column, number_column, text_column
 from eval_viewer.backend import LogStore, Scores
-from eval_viewer.backend.health_summary import HealthJobs
+from eval_viewer.backend.health_summary import HealthJobs, HealthSummary, previous_pass, scale_jump_rows
 
 __all__ = ["LoadedTable", "TableCache", "table_data", "metric_field", "meta_field", "is_number_column",
-           "without_index_copy", "health_field", "HEALTH_COUNT"]
+           "without_index_copy", "health_field", "health_of", "HEALTH_COUNT"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,15 @@ class LoadedTable:
     """The health summary's columns when it was done as the table was built (None: not yet, or no debug outputs)."""
 
 
+def health_of(store: LogStore, state: ViewState) -> tuple[HealthSummary | None, HealthSummary | None]:
+    """The finished health summary of the state's pass under its thresholds, and that of the previous captured epoch
+    (the reference of its scale jumps), each None until it is done."""
+    jobs = HealthJobs.of(store)
+    summary = jobs.ready(state.pass_key, state.health)
+    before = previous_pass(store, state.pass_key) if summary is not None else None
+    return summary, jobs.ready(before, state.health) if before is not None else None
+
+
 class TableCache:
     """``get(state)``: the :class:`LoadedTable` of a resolved state's run, epoch and metric, its health columns
     flagged under the state's thresholds; the last few are kept.
@@ -128,14 +137,15 @@ class TableCache:
         with self._lock:
             scores = self._store.scores(state.pass_key)
             status = self._store.debug_status(state.pass_key)  # before reading meta: a change means rebuild
-            summary = HealthJobs.of(self._store).ready(state.pass_key, state.health)
-            status = (status, id(summary) if summary is not None else None)  # a finished health summary too
+            summary, reference = health_of(self._store, state)
+            status = (status, id(summary), id(reference))  # a finished health summary (and its reference) too
             cached = self._entries.get(key)
             if cached is not None and cached[0] == status and cached[1].scores is scores:
                 self._entries.move_to_end(key)
                 return cached[1]
             meta = without_index_copy(self._store.meta_table(state.pass_key))
-            health = summary.layer_columns(scores.num_datapoints) if summary is not None else None
+            jumps = scale_jump_rows(reference, summary)[1] if summary is not None and reference is not None else None
+            health = summary.layer_columns(scores.num_datapoints, jumps) if summary is not None else None
             loaded = LoadedTable(scores, state.metric, meta, table_data(scores, state.metric, meta, health), health)
             self._entries[key] = (status, loaded)
             self._entries.move_to_end(key)

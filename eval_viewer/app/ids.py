@@ -262,7 +262,8 @@ HEALTH_POLL = "ev-health-poll"
 """Ticks while the pass's health summary is being computed in the background."""
 HEALTH_JOB = "ev-health-job"
 HEALTH_READY = "ev-health-ready"
-"""The job key of the finished summary: the failure table rebuilds its columns (health flags) when it changes."""
+"""The job key of the finished summary (``+<previous epoch>`` once that one's is done too, for the scale jumps): the
+failure table rebuilds its columns (health flags) when it changes."""
 HEALTH_BODY = "ev-health-body"
 HEALTH_CELL_TYPE = "ev-health-cell"
 
