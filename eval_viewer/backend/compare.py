@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from eval_viewer.backend.divergence import attention_divergence, tensor_metrics
+from eval_viewer.backend.divergence import attention_divergence, tensor_metrics, topk_divergence
 from eval_viewer.backend.model import DatapointRecord, Item
 from eval_viewer.errors import ViewerError
 from eval_viewer.log_format import Kind
 
 __all__ = ["Alignment", "align", "Thresholds", "Deltas", "deltas", "ItemComparison", "compare_items",
-           "attention_weights", "attention_array", "array_of", "attention_metrics", "common_failures",
+           "attention_weights", "attention_array", "array_of", "attention_metrics", "TopK", "attention_top_k",
+           "topk_metrics", "TOPK_NOTE", "common_failures",
            "CommonFailures", "failures_across", "CompareError", "TOP_K", "TENSOR_KINDS", "DELTA_FILTERS"]
 
 TOP_K = 5
@@ -241,6 +242,66 @@ def attention_array(value: Any) -> np.ndarray | None:
     return array
 
 
+@dataclass(frozen=True)
+class TopK:
+    """Attention saved in the capture's top-k form (:mod:`eval_viewer.debuggers.builtins.attention`): each kept query
+    row's ``K`` largest weights (``values``) at keys ``index``, ``(heads, queries, K)``; which queries were kept; and
+    the capture's per-head entropy over *every* query, in bits (None when the value has no summary)."""
+
+    index: np.ndarray
+    values: np.ndarray
+    queries: tuple[int, ...] | None
+    entropy: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+
+TOPK_NOTE = ("top-k form (only each query's largest weights were saved): JSD is a lower bound (keys outside both "
+             "passes' top-k merged into one bucket), entropy is the capture's own over every query, top-k mass is over "
+             "the kept queries")
+
+
+def attention_top_k(value: Any) -> TopK | None:
+    """The top-k form of a saved attention value (``{"top_k": {"index", "values"}, "summary": ..., "query_index":
+    ...}``), or None when it holds none."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("top_k"), Mapping):
+        return None
+    index, values = array_of(value["top_k"].get("index")), array_of(value["top_k"].get("values"))
+    if index is None or values is None or index.shape != values.shape or index.ndim < 2:
+        return None
+    while values.ndim > 3 and values.shape[0] == 1:
+        index, values = index[0], values[0]
+    if values.ndim == 2:
+        index, values = index[None], values[None]
+    if values.ndim != 3:
+        return None
+    queries = value.get("query_index")
+    try:
+        kept = tuple(int(q) for q in queries) if queries is not None else None
+    except (TypeError, ValueError):
+        kept = None
+    entropy = None
+    summary = value.get("summary")
+    if isinstance(summary, Mapping):
+        nats = array_of(summary.get("entropy"))
+        if nats is not None and nats.reshape(-1).shape == (values.shape[0],):
+            entropy = nats.reshape(-1).astype(np.float64) / math.log(2)
+    return TopK(index, values, kept, entropy)
+
+
+def topk_metrics(a: TopK, b: TopK, k: int = TOP_K) -> dict[str, np.ndarray]:
+    """Per head of two top-k captures of the same queries: :func:`~.divergence.topk_divergence` (``jsd`` a lower
+    bound, ``topk_*`` exact over the kept queries) and the captures' own ``entropy_a`` / ``entropy_b`` (NaN without a
+    summary); the same keys as :func:`attention_metrics`."""
+    out = topk_divergence(a.index, a.values, b.index, b.values, k)
+    heads = a.values.shape[0]
+    out["entropy_a"] = a.entropy if a.entropy is not None else np.full(heads, np.nan)
+    out["entropy_b"] = b.entropy if b.entropy is not None else np.full(heads, np.nan)
+    return {name: out[name] for name in ("jsd", "jsd_max", "entropy_a", "entropy_b", "topk_a", "topk_b")}
+
+
 def array_of(value: Any) -> np.ndarray | None:
     """The numeric array of a saved value: the value itself, or the first numeric array in a dict (``output``,
     ``feature_map``, ``gradcam``... first), as numpy; None when there is none."""
@@ -297,6 +358,9 @@ def _compare_item(name: str, item_a: Item, item_b: Item) -> ItemComparison:
     if item_a.kind == Kind.ATTENTION and item_b.kind == Kind.ATTENTION:
         wa, wb = attention_array(item_a.value), attention_array(item_b.value)
         if wa is None or wb is None:
+            ta, tb = attention_top_k(item_a.value), attention_top_k(item_b.value)
+            if ta is not None and tb is not None:
+                return _compare_top_k(name, item_a, ta, tb)
             return ItemComparison(name, item_a.key, item_a.kind, note="no attention weights in one of the passes")
         if wa.shape != wb.shape:
             return ItemComparison(name, item_a.key, item_a.kind, note=f"shapes differ: {wa.shape} and {wb.shape}")
@@ -311,6 +375,14 @@ def _compare_item(name: str, item_a: Item, item_b: Item) -> ItemComparison:
             return ItemComparison(name, item_a.key, item_a.kind)
         return ItemComparison(name, item_a.key, item_a.kind, tensor_metrics(xa, xb))
     return ItemComparison(name, item_a.key, item_a.kind)
+
+
+def _compare_top_k(name: str, item: Item, ta: TopK, tb: TopK) -> ItemComparison:
+    if ta.shape != tb.shape:
+        return ItemComparison(name, item.key, item.kind, note=f"top-k shapes differ: {ta.shape} and {tb.shape}")
+    if ta.queries != tb.queries:
+        return ItemComparison(name, item.key, item.kind, note="the passes kept different queries")
+    return ItemComparison(name, item.key, item.kind, topk_metrics(ta, tb), note=TOPK_NOTE)
 
 
 def compare_items(record_a: DatapointRecord, record_b: DatapointRecord) -> list[ItemComparison]:

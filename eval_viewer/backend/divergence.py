@@ -28,9 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["normalise", "js_divergence", "entropy", "top_k_mass", "relative_error", "cosine_similarity", "sqnr_db",
-           "tensor_metrics", "attention_divergence", "tensor_divergence", "ATTENTION_METRICS", "TENSOR_METRICS"]
+           "tensor_metrics", "attention_divergence", "topk_divergence", "tensor_divergence", "ATTENTION_METRICS",
+           "TOPK_METRICS", "TENSOR_METRICS"]
 
 ATTENTION_METRICS = ("jsd", "jsd_max", "entropy_a", "entropy_b", "topk_a", "topk_b")
+TOPK_METRICS = ("jsd", "jsd_max", "topk_a", "topk_b")
 TENSOR_METRICS = ("rel_error", "cosine", "sqnr_db")
 
 
@@ -333,3 +335,49 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
         out = {name: values.mean(axis=-1) for name, values in shaped.items()}
         out["jsd_max"] = jsd.max(axis=-1)
     return {name: out[name] for name in ATTENTION_METRICS}
+
+
+# -------------------------------------------------------------------------------------------- attention in top-k form
+def topk_divergence(index_a: np.ndarray, values_a: np.ndarray, index_b: np.ndarray, values_b: np.ndarray,
+                    k: int = 5) -> dict[str, np.ndarray]:
+    """Attention saved in the top-k form (each kept query row's ``K`` largest weights ``values`` at keys ``index``,
+    both ``(..., queries, K)``, rows of the full map summing to 1), compared per leading index (datapoint, head),
+    averaged over the queries:
+
+    * ``jsd`` (and ``jsd_max``, its worst query): a **lower bound** of the rows' JSD in bits. Both rows are
+      coarse-grained the same way, into the keys in both top-``K`` sets and one bucket holding the rest of each row's
+      mass; merging outcomes never increases a divergence, so the full maps' JSD is at least this, and equal to it
+      when the top-``K`` sets cover the rows' mass (``K`` = every key);
+    * ``topk_a`` / ``topk_b``: the mass of the ``k`` largest weights, exact (:func:`top_k_mass`); NaN when fewer than
+      ``k`` were saved (``K < k``: the mass of ``K`` would be another figure under the same name).
+
+    A query whose weights are not finite in either pass is left out of the means (NaN when a head has no other)."""
+    index_a, index_b = np.asarray(index_a), np.asarray(index_b)
+    if not (index_a.shape == index_b.shape == np.shape(values_a) == np.shape(values_b)) or index_a.ndim < 2:
+        raise ValueError(f"top-k shapes differ or lack a query axis: {index_a.shape}, {np.shape(values_a)}, "
+                         f"{index_b.shape}, {np.shape(values_b)}")
+    va = np.asarray(values_a, dtype=np.float64)
+    vb = np.asarray(values_b, dtype=np.float64)
+    match = index_a[..., :, None] == index_b[..., None, :]  # (..., queries, K, K): key i of a is key j of b
+    pa = np.where(match, va[..., :, None], 0.0)  # (a row's keys are distinct: each weight matched at most once)
+    pb = np.where(match, vb[..., None, :], 0.0)
+    rest_a = np.clip(1.0 - pa.sum(axis=(-2, -1)), 0.0, 1.0)
+    rest_b = np.clip(1.0 - pb.sum(axis=(-2, -1)), 0.0, 1.0)
+    half = 0.5 * (pa + pb)
+    rest = 0.5 * (rest_a + rest_b)
+    rows = 0.5 * (_xlogx_over(pa, half).sum(axis=(-2, -1)) + _xlogx_over(pb, half).sum(axis=(-2, -1))
+                  + _xlogx_over(rest_a, rest) + _xlogx_over(rest_b, rest))
+    kk = max(1, int(k))
+    if kk <= va.shape[-1]:
+        top_a = -np.partition(-va, kk - 1, axis=-1)[..., :kk].sum(-1)
+        top_b = -np.partition(-vb, kk - 1, axis=-1)[..., :kk].sum(-1)
+    else:
+        top_a = top_b = np.full(va.shape[:-1], np.nan)
+    bad = ~(np.isfinite(va).all(-1) & np.isfinite(vb).all(-1))
+    per_row = {"jsd": np.where(bad, np.nan, np.clip(rows, 0.0, 1.0)), "topk_a": np.where(bad, np.nan, top_a),
+               "topk_b": np.where(bad, np.nan, top_b)}
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a head with no valid query: its NaN is the answer
+        out = {name: np.nanmean(values, axis=-1) for name, values in per_row.items()}
+        out["jsd_max"] = np.nanmax(per_row["jsd"], axis=-1)
+    return {name: out[name] for name in TOPK_METRICS}

@@ -29,8 +29,17 @@ from typing import Any
 import numpy as np
 
 from eval_viewer.backend.bulk import Page, PassPages, read_page
-from eval_viewer.backend.compare import TOP_K, Alignment, align, array_of, attention_array, compare_items
-from eval_viewer.backend.divergence import attention_divergence, tensor_divergence
+from eval_viewer.backend.compare import (
+    TOP_K,
+    Alignment,
+    TopK,
+    align,
+    array_of,
+    attention_array,
+    attention_top_k,
+    compare_items,
+)
+from eval_viewer.backend.divergence import attention_divergence, tensor_divergence, topk_divergence
 from eval_viewer.backend.jobs import BackgroundJobs, JobStatus
 from eval_viewer.backend.model import PassKey
 from eval_viewer.backend.workers import job_workers, run_tasks
@@ -156,13 +165,16 @@ class _Layer:
     kind: str
     whole: bool
     """The item is the debugger's whole output (tagged as a whole, or one drawable value with annotations)."""
+    top_k: bool = False
+    """Attention saved in the capture's top-k form (no maps): compared by :func:`~.compare.topk_metrics`."""
 
     @property
     def name(self) -> str:
         return f"{self.debugger}/{self.key}" if self.key else self.debugger
 
-    def array(self, value: Any) -> np.ndarray | None:
-        """This item's array (attention weights in their saved dtype) in one datapoint's ``{debugger: output}``."""
+    def array(self, value: Any) -> np.ndarray | TopK | None:
+        """This item's array (attention weights in their saved dtype, or their :class:`~.compare.TopK` form) in one
+        datapoint's ``{debugger: output}``."""
         output = value.get(self.debugger) if isinstance(value, Mapping) else None
         if output is None:
             return None
@@ -170,7 +182,9 @@ class _Layer:
             if not isinstance(output, Mapping) or self.key not in output:
                 return None
             output = output[self.key]
-        return attention_array(output) if self.kind == Kind.ATTENTION else array_of(output)
+        if self.kind != Kind.ATTENTION:
+            return array_of(output)
+        return attention_top_k(output) if self.top_k else attention_array(output)
 
 
 def _plan(store: Any, a: PassKey, b: PassKey, alignment: Alignment, notes: dict[str, str],
@@ -189,7 +203,8 @@ def _plan(store: Any, a: PassKey, b: PassKey, alignment: Alignment, notes: dict[
             if cmp.metrics:
                 item = record_a.debug_item(cmp.debugger, cmp.key)
                 whole = cmp.key == "" or (isinstance(item.value, Mapping) and cmp.key in item.value)
-                layers.append(_Layer(cmp.debugger, cmp.key, cmp.kind, whole))
+                top_k = cmp.kind == Kind.ATTENTION and attention_array(item.value) is None
+                layers.append(_Layer(cmp.debugger, cmp.key, cmp.kind, whole, top_k))
         if layers:
             return layers
     notes.setdefault("", f"Nothing to compare: no attention or array item was measured in both passes in the first "
@@ -230,8 +245,11 @@ class _Accumulator:
         self.kinds: dict[str, str] = {}
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
 
-    def add(self, layer: _Layer, rows: list[int], xs: list[np.ndarray], ys: list[np.ndarray]) -> None:
+    def add(self, layer: _Layer, rows: list[int], xs: list[Any], ys: list[Any]) -> None:
         """Compare ``xs[i]`` with ``ys[i]`` for result row ``rows[i]``; same-shaped pairs go through in batches."""
+        if layer.top_k:
+            self._add_top_k(layer, rows, xs, ys)
+            return
         groups: dict[tuple[Any, ...], list[int]] = {}
         for pos, (x, y) in enumerate(zip(xs, ys)):
             if x.shape != y.shape:
@@ -250,6 +268,29 @@ class _Accumulator:
                 else:
                     metrics = {k: v[:, None] for k, v in tensor_divergence(left, right).items()}
                 self.store(layer, [rows[p] for p in part], metrics)
+
+    def _add_top_k(self, layer: _Layer, rows: list[int], xs: list[TopK], ys: list[TopK]) -> None:
+        """Top-k captures, batched by shape (the maths is elementwise over ``K x K`` key pairs per query)."""
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for pos, (x, y) in enumerate(zip(xs, ys)):
+            if x.shape != y.shape or x.queries != y.queries:
+                what = f"top-k shapes differ: {x.shape} and {y.shape}" if x.shape != y.shape else \
+                    "the passes kept different queries"
+                self.notes.setdefault(layer.name, f"{layer.name}: {what}")
+                continue
+            groups.setdefault(x.shape, []).append(pos)
+        for positions in groups.values():
+            for start in range(0, len(positions), _BATCH):
+                part = positions[start:start + _BATCH]
+                pairs = [(xs[p], ys[p]) for p in part]
+                metrics = topk_divergence(np.stack([x.index for x, _ in pairs]), np.stack([x.values for x, _ in pairs]),
+                                          np.stack([y.index for _, y in pairs]), np.stack([y.values for _, y in pairs]),
+                                          TOP_K)
+                heads = pairs[0][0].shape[0]
+                for name, side in (("entropy_a", 0), ("entropy_b", 1)):
+                    metrics[name] = np.stack([p[side].entropy if p[side].entropy is not None else np.full(heads, np.nan)
+                                              for p in pairs])
+                self.store(layer, [rows[p] for p in part], {m: metrics[m] for m in ATTENTION_COLUMNS})
 
     def store(self, layer: _Layer, rows: list[int], metrics: dict[str, np.ndarray]) -> None:
         width = next(iter(metrics.values())).shape[1]

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from eval_viewer.backend.compare import ItemComparison, compare_items
+from eval_viewer.backend.compare import TOPK_NOTE, ItemComparison, compare_items
 from eval_viewer.backend.model import DatapointRecord, Item
 from eval_viewer.display.datapoint import input_image, item_key, render_keyed
 from eval_viewer.display.diff import diff_map
@@ -68,15 +68,18 @@ def _delta_class(a: DatapointRecord, b: DatapointRecord, metric: str | None, hig
 def internals_table(cmp: ItemComparison) -> Node | None:
     """The per-datapoint internals of one compared item: a row per head (attention) or one row (arrays)."""
     m = cmp.metrics
-    if cmp.note:
+    if cmp.note and not m:
         return Text(f"not compared: {cmp.note}", cls="ev-empty")
     if "jsd" in m:
         heads = len(np.atleast_1d(m["jsd"]))
         rows = [(f"head {h}", *(_fmt(float(np.atleast_1d(m[c])[h]))
                                 for c in ("jsd", "jsd_max", "entropy_a", "entropy_b", "topk_a", "topk_b")))
                 for h in range(heads)]
-        return Table(rows, header=("", "JSD (bits)", "JSD max", "entropy a", "entropy b", "top-5 a", "top-5 b"),
-                     cls="ev-table ev-internals", row_headers=True)
+        bound = cmp.note == TOPK_NOTE  # only the largest weights were saved: the JSD is a lower bound
+        table = Table(rows, header=("", "JSD ≥ (bits)" if bound else "JSD (bits)", "JSD max ≥" if bound else "JSD max",
+                                    "entropy a", "entropy b", "top-5 a", "top-5 b"),
+                      cls="ev-table ev-internals", row_headers=True)
+        return Group([table, Text(cmp.note, cls="ev-caption")]) if cmp.note else table
     if "rel_error" in m:
         return Table([(_fmt(m["rel_error"]), _fmt(m["cosine"]), f"{_fmt(m['sqnr_db'])} dB")],
                      header=("rel. error", "cosine", "SQNR"), cls="ev-table ev-internals")
