@@ -89,21 +89,28 @@ def measure_arrays(x: np.ndarray, channels: bool, t: HealthThresholds) -> dict[s
     n = x.shape[0]
     flat = x.reshape(n, -1)
     out = {f: np.full(n, np.nan) for f in SCALAR_FIELDS}
+    dead = channels and x.ndim >= 3
+    if dead:
+        out["dead"] = np.zeros((n, x.shape[1]), dtype=bool)
     step = max(1, _CHUNK // max(flat.shape[1], 1))
     for start in range(0, n, step):
-        part = flat[start:start + step]
+        part = _wide(flat[start:start + step])  # once per chunk (comparing halves is several times slower)
         for name, values in _measure_rows(part, t).items():
             out[name][start:start + step] = values
-    if channels and x.ndim >= 3:
-        out["dead"] = ~np.any(x.reshape(n, x.shape[1], -1) != 0, axis=2)
+        if dead:  # (a NaN channel is not dead: NaN != 0)
+            out["dead"][start:start + step] = ~np.any(part.reshape(len(part), x.shape[1], -1) != 0, axis=2)
     return out
+
+
+def _wide(flat: np.ndarray) -> np.ndarray:
+    """``flat`` as float32 at least (half floats and integers are measured in float32)."""
+    return flat if flat.dtype.kind == "f" and flat.dtype.itemsize >= 4 else flat.astype(np.float32)
 
 
 def _measure_rows(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
     """The measures of a chunk of rows. A row whose sum is finite holds no NaN or Inf (they would carry into it),
     so only rows with a non-finite sum pay for the finite-aware path."""
-    if flat.dtype.kind != "f" or flat.dtype.itemsize < 4:
-        flat = flat.astype(np.float32)
+    flat = _wide(flat)
     n, total = flat.shape
     with np.errstate(invalid="ignore", over="ignore"):
         sums = flat.sum(axis=1, dtype=np.float64)
