@@ -26,6 +26,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--maps-only", action="store_true", help="attention without the capture's per-head summary")
+    parser.add_argument("--repeats", type=int, default=3, help="summary runs, interleaved with raw reads")
     parser.add_argument("--phase", choices=["raw", "health", "bulk", "naive"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
@@ -226,16 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     args.dir = args.dir or Path(tempfile.mkdtemp(prefix="bench-health-"))
     try:
         info = build(args.dir / "logs", args.datapoints, args.page_mb, args.maps_only)
-        raw = _run(args, "raw")
-        summary = _run(args, "health")
+        # raw and summary interleaved, medians: the disk's "cold" rate here varies 2x from read to read (the page
+        # cache eviction is partial on this machine, and the machine is shared)
+        raws, summaries = [], []
+        for _ in range(args.repeats):
+            raws.append(_run(args, "raw"))
+            summaries.append(_run(args, "health"))
+        raws.append(_run(args, "raw"))
         bulk = _run(args, "bulk")
-        raw_after = _run(args, "raw")  # the disk's rate again: the machine is shared, so bracket the measurement
         naive = _run(args, "naive") if args.naive else None
     finally:
         if made and not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)
     mb = info["bytes"] / 2**20
-    raw_s = (raw["s"] + raw_after["s"]) / 2
+    raw_s = statistics.median(r["s"] for r in raws)
+    summary = {**summaries[-1], "s": {label: statistics.median(run["s"][label] for run in summaries)
+                                      for label in summaries[0]["s"]},
+               "same": all(run["same"] for run in summaries)}
     raw_rate = mb / raw_s
     n = args.datapoints
     expected = {"backbone.layer3:nan": len(range(0, n, NAN_EVERY)),
@@ -244,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['dp_bytes'] / 1024:.1f} KiB per datapoint: attention {HEADS}x{TOKENS}x{TOKENS} f16, "
           f"feature map 16x16x16 f16, image, mask; attention "
           f"{'maps only, entropies from the maps' if args.maps_only else 'with the capture summary'})")
-    print(f"raw read of every page, cold: {raw['s']:.1f} s before, {raw_after['s']:.1f} s after, mean "
-          f"{raw_rate:,.0f} MiB/s")
+    reads = ", ".join(f"{r['s']:.1f}" for r in raws)
+    print(f"raw read of every page, cold: {reads} s, median "
+          f"{raw_rate:,.0f} MiB/s (summaries below: medians of {len(summaries)} runs, interleaved with these)")
     times = summary["s"]
     for label, what in (("first", f"{summary['workers']} worker processes, the first job (workers start with it)"),
                         ("warm", f"{summary['workers']} worker processes, already running (a second job)"),
