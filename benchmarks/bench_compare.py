@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-mb", type=float, default=100)
     parser.add_argument("--opens", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2, help="summary runs, interleaved with raw reads")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--phase", choices=["raw", "summary", "summary-cold-store", "naive", "paired"],
@@ -234,21 +235,31 @@ def main(argv: list[str] | None = None) -> int:
     args.dir = args.dir or Path(tempfile.mkdtemp(prefix="bench-compare-"))
     try:
         info = build(args.dir / "logs", args.datapoints, args.page_mb)
-        raw = _run(args, "raw")
+        raws = [_run(args, "raw")]
         fresh = _run(args, "summary-cold-store")
-        summary = _run(args, "summary")
+        summaries = []
+        for _ in range(args.repeats):  # interleaved with raw reads, medians: the "cold" read varies 2x here
+            summaries.append(_run(args, "summary"))
+            raws.append(_run(args, "raw"))
         naive = _run(args, "naive")
         paired = _run(args, "paired")
     finally:
         if made and not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)
     mb = info["bytes"] / 2**20
-    raw_rate = mb / raw["s"]
+    raw_s = statistics.median(r["s"] for r in raws)
+    raw_rate = mb / raw_s
+    summary = {**summaries[-1], "same": all(run["same"] for run in summaries),
+               "s": {label: statistics.median(run["s"][label] for run in summaries) for label in summaries[0]["s"]},
+               "cpu_s": {label: statistics.median(run["cpu_s"][label] for run in summaries)
+                         for label in summaries[0]["cpu_s"]}}
     t = sorted(x * 1000 for x in paired["times"])
     print(f"log: 2 passes x {args.datapoints:,} datapoints, {mb:,.0f} MiB of pages ({info['pages']} pages, "
           f"{info['dp_bytes'] / 1024:.1f} KiB per datapoint: attention {HEADS}x{TOKENS}x{TOKENS} f16, "
           f"feature map 16x16x16 f16)")
-    print(f"raw read of every page, cold: {raw['s']:.1f} s, {raw_rate:,.0f} MiB/s")
+    reads = ", ".join(f"{r['s']:.1f}" for r in raws)
+    print(f"raw read of every page, cold: {reads} s, median {raw_rate:,.0f} MiB/s (the summaries below: medians of "
+          f"{len(summaries)} runs interleaved with these reads; the store-just-opened run once, first)")
     runs = [(f"store indexed first, {summary['workers']} worker processes, the first job (workers start with it)",
              summary, "first"),
             (f"store indexed first, {summary['workers']} worker processes already running (a second job)", summary,
