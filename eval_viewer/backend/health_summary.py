@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -358,6 +359,10 @@ class HealthJobs(BackgroundJobs[HealthSummary]):
             jobs = _SHARED[store] = cls(store)
         return jobs
 
+    def __init__(self, store: Any, cache_dir: str | Path | None = None) -> None:
+        super().__init__(store, cache_dir)
+        self._jumps: dict[PassKey, tuple[tuple[int, int], dict[int, list[Flag]], tuple[Any, Any]]] = {}
+
     def decode(self, data: bytes) -> HealthSummary:
         return HealthSummary.from_bytes(data)
 
@@ -399,15 +404,36 @@ class HealthJobs(BackgroundJobs[HealthSummary]):
         """Start if needed and wait: the summary, or the :class:`ViewerError` that stopped it."""
         return self.result(self.start(key, thresholds), timeout)
 
+    def jumps(self, key: PassKey, thresholds: HealthThresholds | None = None) -> dict[int, list[Flag]] | None:
+        """Each datapoint's scale-jump flags against the run's previous captured pass (:func:`previous_pass`), when
+        both passes' summaries are finished now (never starts or waits); worked out once per pair of summaries."""
+        key = PassKey.of(key)
+        summary = self.ready(key, thresholds)
+        before = previous_pass(self._store, key) if summary is not None else None
+        reference = self.ready(before, thresholds) if before is not None else None
+        if summary is None or reference is None:
+            return None
+        pair = (id(reference), id(summary))
+        with self._lock:
+            hit = self._jumps.get(key)
+        if hit is None or hit[0] != pair:
+            hit = (pair, scale_jump_rows(reference, summary)[1], (reference, summary))  # (keeps the ids' objects)
+            with self._lock:
+                self._jumps[key] = hit
+        return hit[1]
+
 
 def datapoint_flags(store: Any, key: PassKey, record: DatapointRecord, jobs: HealthJobs | None = None,
                     thresholds: HealthThresholds | None = None) -> tuple[Flag, ...]:
     """The flags a view shows for ``record`` of pass ``key`` under ``thresholds`` (the defaults when None): from the
-    pass's finished summary under the same thresholds when there is one (dead channels and the heads' typical range
-    included), else from the record alone, now (never waits)."""
-    summary = (jobs or HealthJobs.of(store)).ready(PassKey.of(key), thresholds)
+    pass's finished summary under the same thresholds when there is one (dead channels, the heads' typical range and,
+    once the previous captured pass's summary is finished too, scale jumps against it), else from the record alone,
+    now (never waits)."""
+    jobs = jobs or HealthJobs.of(store)
+    summary = jobs.ready(PassKey.of(key), thresholds)
     if summary is not None and summary.row_of(record.idx) is not None:
-        return summary.flags(record.idx)
+        jumps = jobs.jumps(PassKey.of(key), thresholds) or {}
+        return summary.flags(record.idx) + tuple(jumps.get(record.idx, ()))
     return health(record, store.debugger_info(key), thresholds=thresholds)
 
 

@@ -311,3 +311,23 @@ def test_thresholds_that_only_flag_reuse_the_measures_of_a_finished_summary(logs
         assert jobs.ready(key, HealthThresholds(extreme_tolerance=0.1)) is None, "a measured field: its own job"
         status = jobs.status(jobs.start(key, flag_only))
         assert status is not None and status.finished and status.summary is view
+
+
+def test_card_flags_add_scale_jumps_once_both_summaries_are_done(logs: Path, tmp_path: Path) -> None:
+    from eval_viewer.backend.health_summary import datapoint_flags
+
+    key, before = PassKey("planted", "val", 1), PassKey("planted", "val", 0)
+    with LogStore(logs, cache_dir=tmp_path / "cache", rescan_s=0, index_wait_s=30) as store:
+        jobs = HealthJobs(store)
+        jobs.summary(key, timeout=60)
+
+        def kinds(idx: int) -> list[str]:
+            return [f.kind for f in datapoint_flags(store, key, store.datapoint(key, idx), jobs)]
+
+        assert "scale_jump" not in kinds(CLEAN[0]), "the previous epoch's summary is not done yet"
+        jobs.summary(before, timeout=60)
+        assert jobs.jumps(key) is jobs.jumps(key), "worked out once per pair of summaries"
+        jump = [f for f in datapoint_flags(store, key, store.datapoint(key, CLEAN[0]), jobs) if f.kind == "scale_jump"]
+        assert [(f.layer, f.first_bad_layer) for f in jump] == [("backbone.layer4", "backbone.layer4")]
+        assert jump[0].amount == pytest.approx(JUMP, rel=0.05) and "scale ×" in jump[0].text
+        assert "scale_jump" not in kinds(POISONED[0])
