@@ -101,6 +101,8 @@ def diff_map(item_a: Item, item_b: Item) -> Node | None:
         note = f"{int(values.sum())} of {values.size} pixels changed class" if top else "no pixel changed class"
     else:
         note = f"max {top:.3g}" if top else "no difference"
+    if not top:  # an all-background picture says nothing the caption does not
+        return Group([Caption(f"difference: {what} · {note}")], cls="ev-diff")
     return Group([Image(png_data_url(rgb), width=rgb.shape[1], height=rgb.shape[0], alt=f"difference: {what}",
                         cls="ev-diff-image"),
                   Caption(f"difference: {what} · {note}")], cls="ev-diff")

@@ -42,6 +42,9 @@ def test_diff_map_says_when_nothing_changed() -> None:
     heat = Item("gradcam", Kind.HEATMAP, RNG.random((8, 8)).astype(np.float32))
     same = diff_map(heat, heat)
     assert same is not None and any("no difference" in t for t in v.texts(same))
+    assert "<img" not in to_html(same), "an all-background picture is not drawn: the caption says it"
+    changed = Item("gradcam", Kind.HEATMAP, heat.value + 0.5)
+    assert "<img" in to_html(diff_map(heat, changed))
     mask_a = Item("mask", Kind.MASK, np.zeros((8, 8), np.uint8))
     mask_b = Item("mask", Kind.MASK, np.eye(8, dtype=np.uint8))
     node = diff_map(mask_a, mask_b)
@@ -86,3 +89,4 @@ def test_delta_class_respects_direction(metric: str) -> None:
         node = paired_view(a, b, metric, {"miou": True, "loss": False})
         cls = next(n for n in v.walk(node) if isinstance(n, v.Table) and "ev-delta-table" in n.cls).cls
         assert expected in cls
+
