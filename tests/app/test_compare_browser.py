@@ -167,7 +167,9 @@ def _pick(dash_duo, dropdown: str, label: str) -> None:  # noqa: ANN001
     WebDriverWait(dash_duo.driver, 10, poll_frequency=0.1).until(lambda d: not d.execute_script(_OPEN_MENU))
 
 
-_SHOWN = "const e = document.querySelector(arguments[0]); return !!e && e.getClientRects().length > 0"
+_SHOWN = ("const e = document.querySelector(arguments[0]); "
+          "return !!e && e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden'")
+_GRID_WIDTHS = "return [...document.querySelectorAll('.ag-root-wrapper')].map(e => e.getBoundingClientRect().width)"
 _HEIGHT = "return document.querySelector(arguments[0]).getBoundingClientRect().height"
 
 
@@ -181,6 +183,8 @@ def test_common_failures_stay_folded_until_two_passes_are_picked(dash_duo, serve
     for part in (ids.FAIL_RESULT, ids.FAIL_TABLE, ids.FAIL_MAP, ids.FAIL_OPTIONS):
         assert not driver.execute_script(_SHOWN, f"#{part}"), f"{part} shows with no passes picked"
     assert driver.execute_script(_HEIGHT, box) < 150  # title, picker, prompt: was ~470 px with the empty grid
+    widths = driver.execute_script(_GRID_WIDTHS)  # folded grids (these, the comparison's) keep a width: AG Grid
+    assert len(widths) >= 4 and min(widths) > 0, widths  # warns (#29) when it must fit columns into none
     _pick(dash_duo, f"#{ids.FAIL_PASSES}", "evaluator_run · test")
     dash_duo.wait_for_contains_text(f"#{ids.FAIL_CAPTION}", "Pick two or more passes", timeout=20)
     assert not driver.execute_script(_SHOWN, f"#{ids.FAIL_RESULT}")  # one pass: still nothing to list
