@@ -48,7 +48,7 @@ from eval_viewer.log_format import (
     write_scores,
 )
 
-from bench_compare import _drop, _pages  # noqa: E402  (a sibling script, not a package: the same log layout)
+from bench_compare import _drop, _pages, phase_raw  # noqa: E402  (a sibling script, not a package: the same layout)
 
 __all__ = ["main"]
 
@@ -122,14 +122,6 @@ def build(root: Path, datapoints: int, page_mb: float, maps_only: bool = False) 
     total = sum(p.stat().st_size for p in _pages(root))
     return {"bytes": total, "per_page": per_page, "dp_bytes": dp_bytes, "build_s": time.perf_counter() - started,
             "pages": len(_pages(root))}
-
-
-def phase_raw(root: Path) -> dict[str, Any]:
-    pages = _pages(root)
-    _drop(pages)
-    t0 = time.perf_counter()
-    total = sum(len(p.read_bytes()) for p in pages)
-    return {"s": time.perf_counter() - t0, "bytes": total}
 
 
 def phase_health(root: Path, cache: Path) -> dict[str, Any]:
@@ -266,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  peak RSS of the caller {summary['peak_rss_mb']:,.0f} MiB, of the workers together "
           f"{summary['workers_rss_mb']:,.0f} MiB after the job; in-process / warm workers: "
           f"{times['in_process'] / times['warm']:.2f}x")
-    print(f"bulk reader alone (read, parse, hand out the checked debuggers' arrays; no checks), cold: {bulk['s']:.1f} s, "
-          f"{mb / bulk['s']:,.0f} MiB/s = {100 * (mb / bulk['s']) / raw_rate:.0f} % of the raw rate; "
+    print(f"bulk reader alone (read, parse, hand out the checked debuggers' arrays; no checks), cold: "
+          f"{bulk['s']:.1f} s, {mb / bulk['s']:,.0f} MiB/s = {100 * (mb / bulk['s']) / raw_rate:.0f} % of the raw rate; "
           f"the checks add {times['in_process'] - bulk['s']:+.1f} s in-process")
     print(f"found: {summary['rows']} (planted: {expected})")
     if naive is not None:
