@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['workers_rss_mb']:,.0f} MiB after the job; in-process / warm workers: "
           f"{times['in_process'] / times['warm']:.2f}x")
     print(f"bulk reader alone (read, parse, hand out the checked debuggers' arrays; no checks), cold: "
-          f"{bulk['s']:.1f} s, {mb / bulk['s']:,.0f} MiB/s = {100 * (mb / bulk['s']) / raw_rate:.0f} % of the raw rate; "
-          f"the checks add {times['in_process'] - bulk['s']:+.1f} s in-process")
+          f"{bulk['s']:.1f} s, {mb / bulk['s']:,.0f} MiB/s = {100 * (mb / bulk['s']) / raw_rate:.0f} % of the raw "
+          f"rate; the checks add {times['in_process'] - bulk['s']:+.1f} s in-process")
     print(f"found: {summary['rows']} (planted: {expected})")
     if naive is not None:
         per = naive["s"] / naive["n"]
