@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.support.ui import WebDriverWait
 
 from eval_viewer.app import create_app, ids
@@ -54,8 +55,21 @@ def click_table_row(dash_duo, row_index: int) -> str:  # noqa: ANN001
         lambda d: d.execute_script(_ROW_IDX, f"#{ids.TABLE} .ag-pinned-left-cols-container {row} [col-id='idx']"),
         f"row {row_index} of the table never showed a datapoint",
     )
-    dash_duo.find_element(f"#{ids.TABLE} .ag-center-cols-container {row} .ag-cell").click()
+    _click(dash_duo, f"#{ids.TABLE} .ag-center-cols-container {row} .ag-cell")
     return idx
+
+
+def _click(dash_duo, selector: str, tries: int = 5) -> None:  # noqa: ANN001
+    """Click the element at ``selector``. The table draws its rows and headers again when a health summary finishes
+    (its columns change), so an element found just before that is gone when clicked: then it is found again, as a
+    user would click again."""
+    for attempt in range(tries):
+        try:
+            dash_duo.find_element(selector).click()
+            return
+        except StaleElementReferenceException:
+            if attempt == tries - 1:
+                raise
 
 
 _COLUMN = """
@@ -82,7 +96,7 @@ def sort_table(dash_duo, header: str, clicks: int = 1) -> None:  # noqa: ANN001
     """Click the header of the column ``header``: ascending after one click, descending after two."""
     cell = f"#{ids.TABLE} .ag-header-cell:not(.ag-floating-filter)[col-id='{table_column(dash_duo, header)}']"
     for sort in ("ascending", "descending")[:clicks]:
-        dash_duo.find_element(f"{cell} .ag-header-cell-label").click()
+        _click(dash_duo, f"{cell} .ag-header-cell-label")
         dash_duo.wait_for_element(f"{cell}[aria-sort='{sort}']", timeout=5)
 
 
