@@ -169,6 +169,7 @@ def _pick(dash_duo, dropdown: str, label: str) -> None:  # noqa: ANN001
 
 _SHOWN = ("const e = document.querySelector(arguments[0]); "
           "return !!e && e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden'")
+_TEXTS = "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)"
 _GRID_WIDTHS = "return [...document.querySelectorAll('.ag-root-wrapper')].map(e => e.getBoundingClientRect().width)"
 _HEIGHT = "return document.querySelector(arguments[0]).getBoundingClientRect().height"
 
@@ -210,8 +211,10 @@ def test_common_failures_of_two_runs_list_map_and_open(dash_duo, serve, example_
     assert _grid_row(dash_duo, ids.FAIL_TABLE, 0, "count") == "2"
     assert _grid_row(dash_duo, ids.FAIL_TABLE, both - 1, "idx") == str(order[both - 1])
     dash_duo.wait_for_element(f"#{ids.FAIL_MAP} .js-plotly-plot .heatmaplayer", timeout=20)  # datapoints x runs
-    ticks = {e.text for e in dash_duo.find_elements(f"#{ids.FAIL_MAP} .ytick text")}
-    assert ticks == {f"#{i}" for i in order[:both]}  # one map row per listed datapoint
+    expected = {f"#{i}" for i in order[:both]}  # one map row per listed datapoint (read in one step: Plotly may
+    WebDriverWait(dash_duo.driver, 10, poll_frequency=0.1).until(  # draw the map again as its row unfolds)
+        lambda d: set(d.execute_script(_TEXTS, f"#{ids.FAIL_MAP} .ytick text")) == expected,
+        f"the map's rows are not the listed datapoints {sorted(expected)}")
     _click_row(dash_duo, ids.FAIL_TABLE, 0)  # the idx cell: the first run it fails in
     wait_for_datapoint(dash_duo, order[0])
     state = url_state(dash_duo)
