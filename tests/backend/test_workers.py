@@ -84,7 +84,7 @@ def _die_unless(parent: int, x: int) -> int:
     return x * x
 
 
-def test_results_come_back_in_order(caplog: pytest.LogCaptureFixture) -> None:
+def test_results_come_back_in_order() -> None:
     tasks = [partial(_square, x) for x in range(12)]
     assert list(run_tasks(tasks, 2)) == [x * x for x in range(12)]
     assert list(run_tasks(tasks, 0)) == [x * x for x in range(12)]
