@@ -144,7 +144,9 @@ def assert_sections_and_cards(dash_duo, debuggers: Sequence[str]) -> None:  # no
     """All four section headings, and one card per debugger, titled with its name, holding a drawn figure (the
     debug items are opened first, as a user does)."""
     open_debug_items(dash_duo)
-    titles = [el.text.strip() for el in dash_duo.find_elements(f"#{ids.DATAPOINT_BODY} .ev-section-title")]
+    titles = [t.strip() for t in dash_duo.driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText);",
+        f"#{ids.DATAPOINT_BODY} .ev-section-title")]  # read in one step: a title read one by one can go stale
     assert [t.lower() for t in titles] == [t.lower() for t in SECTION_TITLES]
     cards = dash_duo.driver.execute_script(_CARDS, f"#{ids.DATAPOINT_BODY} .ev-card", DRAWN)
     assert [card["title"] for card in cards] == list(debuggers)

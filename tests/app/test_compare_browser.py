@@ -14,6 +14,7 @@ import joblib
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -159,10 +160,17 @@ def _pick(dash_duo, dropdown: str, label: str) -> None:  # noqa: ANN001
     """Choose ``label`` in a multi-select dropdown as a user does (open it, click the option), then close it."""
     if not dash_duo.driver.execute_script(_OPEN_MENU):
         dash_duo.find_element(dropdown).click()
-    option = WebDriverWait(dash_duo.driver, 10, poll_frequency=0.1).until(
-        lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option") if o.text == label),
-                       None), f"no option {label!r}")
-    option.click()
+    for attempt in range(5):  # the menu may be drawn again while it opens: a stale option is found again
+        try:
+            option = WebDriverWait(dash_duo.driver, 10, poll_frequency=0.1,
+                                   ignored_exceptions=[StaleElementReferenceException]).until(
+                lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option")
+                                if o.text == label), None), f"no option {label!r}")
+            option.click()
+            break
+        except StaleElementReferenceException:
+            if attempt == 4:
+                raise
     dash_duo.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
     WebDriverWait(dash_duo.driver, 10, poll_frequency=0.1).until(lambda d: not d.execute_script(_OPEN_MENU))
 

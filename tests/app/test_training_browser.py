@@ -131,9 +131,13 @@ def pass_labels(dash_duo) -> list[str]:  # noqa: ANN001
     """The Pass selector's options, as its opened list shows them."""
     dash_duo.find_element(f"#{ids.PASS}").click()
     options = ".dash-dropdown-content[data-state=open] [role=option]"
-    WebDriverWait(dash_duo.driver, 10, poll_frequency=0.2).until(
-        lambda _: dash_duo.driver.find_elements("css selector", options), "the Pass selector never opened")
-    labels = [" ".join(o.text.split()) for o in dash_duo.driver.find_elements("css selector", options)]
+    # read in one step inside the browser: the list may be drawn again while it opens, and an option read one by
+    # one from Python can go stale in between (CI saw it once)
+    texts = WebDriverWait(dash_duo.driver, 10, poll_frequency=0.2).until(
+        lambda d: d.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0]), o => o.innerText);", options) or None,
+        "the Pass selector never opened")
+    labels = [" ".join(t.split()) for t in texts]
     dash_duo.find_element(f"#{ids.PASS}").click()  # closed again
     WebDriverWait(dash_duo.driver, 10, poll_frequency=0.2).until(
         lambda _: not dash_duo.driver.find_elements("css selector", options), "the Pass selector never closed")
