@@ -11,6 +11,9 @@ arrays. For a page on object storage that means the skeleton costs no request at
 
 The file name carries the page's size and version (mtime and inode, or ETag), so a changed page never meets a stale
 skeleton, and checking for one is a single local ``stat``. Skeleton files are unpickled through the same allow-list as pages.
+
+The same parse also writes the page's layout as columns (:mod:`.columns`, ``cache_dir/columns``), which pass-wide
+jobs read instead of parsing the page again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from eval_viewer.backend import columns as page_columns
+from eval_viewer.backend.columns import PageColumns, build_columns
 from eval_viewer.backend.pickles import load_skeleton
 from eval_viewer.backend.sources import Stat
 from eval_viewer.errors import PageError
@@ -73,12 +78,36 @@ class SkeletonStore:
 
     def __init__(self, cache_dir: Path, *, trust: bool) -> None:
         self.root = cache_dir / "skeletons"
+        self.columns_root = cache_dir / "columns"
         self._trust = trust
 
     def path_for(self, page: str, stat: Stat) -> Path:
         """``page`` is the page's full name (source identity + path), ``stat`` its version."""
         digest = hashlib.sha1(page.encode()).hexdigest()[:24]
         return self.root / f"{digest}-{stat.token}.skel"
+
+    def columns_path(self, page: str, stat: Stat) -> Path:
+        """Columns written by a trusting process are only read by one (``-trusted``): see :mod:`.columns`."""
+        digest = hashlib.sha1(page.encode()).hexdigest()[:24]
+        return self.columns_root / f"{digest}-{stat.token}{'-trusted' if self._trust else ''}.cols"
+
+    def columns(self, page: str, stat: Stat) -> PageColumns | None:
+        """The page version's columns, or None when there are none (or they are unreadable)."""
+        return page_columns.load(self.columns_path(page, stat), page)
+
+    def save_columns(self, page: str, stat: Stat, content: Mapping[int, Any]) -> None:
+        """Write the columns of a parsed page; any failure only leaves the page without them."""
+        try:
+            data = page_columns.encode(build_columns(content))
+            if len(data) > max(_MAX_RATIO * stat.size, 1 << 20):
+                logger.warning("No column cache for %s: %d bytes for a page of %d", page, len(data), stat.size)
+                return
+            path = self.columns_path(page, stat)
+            atomic_write_bytes(path, data)
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs speed
+            logger.info("No column cache for %s (%s)", page, exc)
+            return
+        _remove_older(self.columns_root, path)
 
     def has(self, page: str, stat: Stat) -> bool:
         return self.path_for(page, stat).is_file()
@@ -108,7 +137,9 @@ class SkeletonStore:
         return load_skeleton(entries.blob(idx), name, trust=self._trust)
 
     def save(self, page: str, stat: Stat, content: Mapping[int, Any]) -> None:
-        """Write the skeletons of a parsed page; a value that cannot be pickled just leaves the page without one."""
+        """Write the skeletons of a parsed page, and its columns; a value that cannot be pickled just leaves the page
+        without one."""
+        self.save_columns(page, stat, content)
         try:
             order = sorted(int(i) for i in content)
             blobs = [pickle.dumps(content[i], protocol=pickle.HIGHEST_PROTOCOL) for i in order]
@@ -128,13 +159,15 @@ class SkeletonStore:
         except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs speed
             logger.info("No skeleton cache for %s (%s)", page, exc)
             return
-        self._remove_older(page, path)
+        _remove_older(self.root, path)
 
-    def _remove_older(self, page: str, keep: Path) -> None:
-        prefix = keep.name.split("-", 1)[0] + "-"
-        try:
-            for entry in os.scandir(self.root):
-                if entry.name.startswith(prefix) and entry.name != keep.name:
-                    Path(entry.path).unlink(missing_ok=True)
-        except OSError:
-            pass
+
+def _remove_older(root: Path, keep: Path) -> None:
+    """Remove the files of older versions of ``keep``'s page (same name hash, other version)."""
+    prefix = keep.name.split("-", 1)[0] + "-"
+    try:
+        for entry in os.scandir(root):
+            if entry.name.startswith(prefix) and entry.name != keep.name:
+                Path(entry.path).unlink(missing_ok=True)
+    except OSError:
+        pass

@@ -441,7 +441,8 @@ class LogStore:
         pages = tuple((index.page_path(name), tuple(indices))
                       for name, indices in sorted(by_page.items(), key=lambda item: item[1][0]))
         return PassPages(key, files.source, pages, self._trust, dict(index.debuggers), self.viewer_hints(key),
-                         tuple(problems) + index.problems)
+                         tuple(problems) + index.problems, self._skeletons,
+                         {index.page_path(name): index.page_id(name) for name in by_page})
 
     def viewer_hints(self, key: PassLike) -> ViewerHints:
         """What the pass's viewer sidecars declare (``RUN/viewer.json``, then the pass folder's, then the one beside
