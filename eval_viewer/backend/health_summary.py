@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from eval_viewer.backend.bulk import PassPages, read_page
+from eval_viewer.backend.bulk import PassPages, read_page, reused_buffers
 from eval_viewer.backend.health import (
     FAMILIES,
     KINDS,
@@ -284,16 +284,17 @@ def measure_pass_page(pages: PassPages, rel: str, order: ForwardOrder | None, t:
     """One task of :func:`compute_health` (run in a worker process on a large pass): page ``rel`` read and every
     datapoint's checked items measured; ``order`` None takes the page's own first datapoint's. A page that cannot
     be read comes back as its :class:`PageError`."""
-    try:
-        page = read_page(pages, rel, select=checked(pages.debuggers))
-    except PageError as exc:
-        logger.warning("%s", exc)
-        return exc
-    idx = list(page.values)
-    values = [page.values[i] for i in idx]
-    first = record_of(pages.key, idx[0], values[0], pages)
-    order = order or forward_order(pages.debuggers, list(first.debug))
-    return idx, measure_page(pages.key, idx, values, first, pages, order, t), order
+    with reused_buffers():  # (only the measures leave this block)
+        try:
+            page = read_page(pages, rel, select=checked(pages.debuggers))
+        except PageError as exc:
+            logger.warning("%s", exc)
+            return exc
+        idx = list(page.values)
+        values = [page.values[i] for i in idx]
+        first = record_of(pages.key, idx[0], values[0], pages)
+        order = order or forward_order(pages.debuggers, list(first.debug))
+        return idx, measure_page(pages.key, idx, values, first, pages, order, t), order
 
 
 def _first_order(store: Any, key: PassKey, pages: PassPages) -> ForwardOrder | None:

@@ -270,9 +270,10 @@ class _RangeReader:
 class PageBuffer(RangeFile):
     """A page read whole into memory (one sequential read, :mod:`.bulk`): :func:`parse_page` parses its structure
     straight from the buffer and :func:`materialize` hands its arrays out as read-only views of it, so the page's bytes
-    are in memory once, however many arrays are taken from it. ``data`` must be the page's ``stat.size`` bytes."""
+    are in memory once, however many arrays are taken from it. ``data`` must be the page's ``stat.size`` bytes (bytes,
+    or a read-only view of a buffer :func:`~.bulk.reused_buffers` reuses)."""
 
-    def __init__(self, data: bytes, stat: Stat, name: str) -> None:
+    def __init__(self, data: bytes | memoryview, stat: Stat, name: str) -> None:
         super().__init__(stat, name)
         self.data = data
         self._view = memoryview(data)

@@ -78,6 +78,13 @@ class RangeFile(ABC):
     def read_at(self, offset: int, n: int) -> bytes:
         """Up to ``n`` bytes from ``offset`` (fewer only at the end of the file)."""
 
+    def read_into(self, offset: int, view: memoryview) -> int:
+        """Fill ``view`` (writable bytes) from ``offset``; the number of bytes read (fewer only at the end of the
+        file). Reading into memory already in use costs no fresh page faults (:func:`~.bulk.reused_buffers`)."""
+        data = self.read_at(offset, len(view))
+        view[: len(data)] = data
+        return len(data)
+
     def close(self) -> None:  # noqa: B027 - a no-op by default
         pass
 
@@ -195,6 +202,15 @@ class _LocalFile(RangeFile):
             chunks.append(chunk)
             done += len(chunk)
         return b"".join(chunks)
+
+    def read_into(self, offset: int, view: memoryview) -> int:
+        done = 0
+        while done < len(view):  # (a short read only at the end of the file, or on some file systems)
+            got = os.preadv(self._fd, [view[done:]], offset + done)
+            if not got:
+                break
+            done += got
+        return done
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from eval_viewer.backend.bulk import Page, PassPages, read_page
+from eval_viewer.backend.bulk import Page, PassPages, read_page, reused_buffers
 from eval_viewer.backend.compare import (
     TOP_K,
     Alignment,
@@ -375,19 +375,20 @@ def compare_page(pages_a: PassPages, rel_a: str, pages_b: PassPages, rels_b: lis
     select = {layer.debugger: None for layer in layers}
     notes: dict[str, str] = {}
     out = _Batches(notes, threads)
-    loaded: list[Page] = []
-    for pages, rel, wanted in ((pages_a, rel_a, pairs[:, 1]), *((pages_b, r, pairs[:, 2]) for r in rels_b)):
-        try:
-            loaded.append(read_page(pages, rel, select=select, indices=set(wanted.tolist())))
-        except PageError as exc:
-            logger.warning("%s", exc)
-            notes.setdefault(str(exc), str(exc))
-            if pages is pages_a:
-                return notes, [], len(pairs)
-    values_b: dict[int, Any] = {}
-    for page in loaded[1:]:
-        values_b.update(page.values)
-    _compare_rows(loaded[0].values, values_b, pairs, layers, out)
+    with reused_buffers():  # (only the metrics leave this block)
+        loaded: list[Page] = []
+        for pages, rel, wanted in ((pages_a, rel_a, pairs[:, 1]), *((pages_b, r, pairs[:, 2]) for r in rels_b)):
+            try:
+                loaded.append(read_page(pages, rel, select=select, indices=set(wanted.tolist())))
+            except PageError as exc:
+                logger.warning("%s", exc)
+                notes.setdefault(str(exc), str(exc))
+                if pages is pages_a:
+                    return notes, [], len(pairs)
+        values_b: dict[int, Any] = {}
+        for page in loaded[1:]:
+            values_b.update(page.values)
+        _compare_rows(loaded[0].values, values_b, pairs, layers, out)
     return notes, out.batches, len(pairs)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from eval_viewer.backend import LogStore, PassKey
-from eval_viewer.backend.bulk import iter_datapoints, iter_pages, read_page
+from eval_viewer.backend.bulk import iter_datapoints, iter_pages, read_page, reused_buffers
 from eval_viewer.errors import PageError, UntrustedPickleError
 from eval_viewer.log_format import DEBUGGER_DIR, EVALUATION_SCORES, index_name
 
@@ -190,3 +190,24 @@ def test_read_ahead_keeps_a_schedule_of_two_passes_in_step(tmp_path: Path, make_
     assert [type(g).__name__ for g in got] == ["Page", "Page", "PageError", "Page"]
     assert sorted(got[1].values) == list(range(6, 12)) and "page_1.pkl" in str(got[2])
     np.testing.assert_array_equal(got[3].values[9]["gradcam"], outputs_of(9, None)["gradcam"])
+
+
+def test_a_job_task_reads_its_pages_into_buffers_it_reuses(tmp_path: Path, make_store: Callable[..., LogStore],
+                                                           outputs_of: Callable[..., dict[str, Any]]) -> None:
+    """Inside ``reused_buffers`` each page goes into a buffer the thread keeps for its next block (no fresh memory per
+    page), its arrays are read-only views of it, and what is read is right; outside, every page gets its own bytes."""
+    pages = make_store(_evaluator(tmp_path, per_page=4)).pass_pages(KEY)
+    buffers = []
+    for rel, indices in pages.pages + pages.pages:
+        with reused_buffers():
+            values = read_page(pages, rel).values
+            for idx in indices:
+                _same(values[idx], outputs_of(idx, None))
+            array = values[indices[0]]["layer4"]["feature_map"]
+            assert isinstance(array.base, bytearray) and not array.flags.writeable
+            with pytest.raises(ValueError):
+                array[...] = 0
+            buffers.append(array.base)
+    assert len({id(b) for b in buffers}) == 1  # (the pages are the same size here: one buffer for all six reads)
+    outside = read_page(pages, pages.pages[0][0]).values
+    assert isinstance(outside[0]["layer4"]["feature_map"].base, bytes)
