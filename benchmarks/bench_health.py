@@ -8,7 +8,8 @@ value is what our AttentionDebugger writes: the map plus its per-head ``summary`
 top-k mass, max); ``--maps-only`` leaves the summary out, as older captures and other tools do, so the entropies
 come from the maps. Then, in fresh processes with the pages evicted from the OS cache:
 
-* raw: every page read from disk into memory (``read_bytes``), the bytes per second the disk gives;
+* raw: every page read from disk into memory, the bytes per second the disk gives: the plain way (``read_bytes``,
+  fresh memory per page) and the fastest way found (``preadv`` into one reused buffer);
 * health: :func:`eval_viewer.backend.health_summary.compute_health` over the pass (every datapoint read through the
   bulk reader, every item measured, the table built; a task per page in worker processes), its time and rate over
   the same page bytes: the first job of a process (its workers start with it), a second job (workers running), and
@@ -48,7 +49,7 @@ from eval_viewer.log_format import (
     write_scores,
 )
 
-from bench_compare import _drop, _pages, phase_raw  # noqa: E402  (a sibling script, not a package: the same layout)
+from bench_compare import _drop, _pages, of_raw, phase_raw, raw_rates  # noqa: E402  (a sibling script, not a package: the same layout)
 
 __all__ = ["main"]
 
@@ -233,11 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         if made and not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)
     mb = info["bytes"] / 2**20
-    raw_s = statistics.median(r["s"] for r in raws)
+    plain_rate, reused_rate, raw_line = raw_rates(raws, mb)
     summary = {**summaries[-1], "s": {label: statistics.median(run["s"][label] for run in summaries)
                                       for label in summaries[0]["s"]},
                "same": all(run["same"] for run in summaries)}
-    raw_rate = mb / raw_s
     n = args.datapoints
     expected = {"backbone.layer3:nan": len(range(0, n, NAN_EVERY)),
                 "encoder.attn:attention_collapsed": len(range(0, n, COLLAPSE_EVERY))}
@@ -245,22 +245,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['dp_bytes'] / 1024:.1f} KiB per datapoint: attention {HEADS}x{TOKENS}x{TOKENS} f16, "
           f"feature map 16x16x16 f16, image, mask; attention "
           f"{'maps only, entropies from the maps' if args.maps_only else 'with the capture summary'})")
-    reads = ", ".join(f"{r['s']:.1f}" for r in raws)
-    print(f"raw read of every page, cold: {reads} s, median "
-          f"{raw_rate:,.0f} MiB/s (summaries below: medians of {len(summaries)} runs, interleaved with these)")
+    print(f"{raw_line} (summaries below: medians of {len(summaries)} runs, interleaved with these)")
     times = summary["s"]
     for label, what in (("first", f"{summary['workers']} worker processes, the first job (workers start with it)"),
                         ("warm", f"{summary['workers']} worker processes, already running (a second job)"),
                         ("in_process", "in-process (workers=0, as before)")):
         rate = mb / times[label]
         print(f"health summary, cold pages, {what}: {times[label]:.1f} s, {rate:,.0f} MiB/s = "
-              f"{100 * rate / raw_rate:.0f} % of the raw rate, {n / times[label]:,.0f} datapoints/s")
+              f"{of_raw(rate, plain_rate, reused_rate)}, {n / times[label]:,.0f} datapoints/s")
     print(f"  peak RSS of the caller {summary['peak_rss_mb']:,.0f} MiB, of the workers together "
           f"{summary['workers_rss_mb']:,.0f} MiB after the job; in-process / warm workers: "
           f"{times['in_process'] / times['warm']:.2f}x")
-    print(f"bulk reader alone (read, parse, hand out the checked debuggers' arrays; no checks), cold: "
-          f"{bulk['s']:.1f} s, {mb / bulk['s']:,.0f} MiB/s = {100 * (mb / bulk['s']) / raw_rate:.0f} % of the raw "
-          f"rate; the checks add {times['in_process'] - bulk['s']:+.1f} s in-process")
+    print(f"bulk reader alone (each page read into fresh memory, the checked debuggers' values built from its "
+          f"columns; no checks), cold: {bulk['s']:.1f} s, {mb / bulk['s']:,.0f} MiB/s = "
+          f"{of_raw(mb / bulk['s'], plain_rate, reused_rate)}")
     print(f"found: {summary['rows']} (planted: {expected})")
     if naive is not None:
         per = naive["s"] / naive["n"]

@@ -109,22 +109,22 @@ def _wide(flat: np.ndarray) -> np.ndarray:
 
 def _measure_rows(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
     """The measures of a chunk of rows. A row whose sum is finite holds no NaN or Inf (they would carry into it),
-    so only rows with a non-finite sum pay for the finite-aware path."""
+    so every row is measured the plain way and only rows with a non-finite sum are measured again, the finite-aware
+    way, over their plain results."""
     flat = _wide(flat)
-    n, total = flat.shape
     with np.errstate(invalid="ignore", over="ignore"):
         sums = flat.sum(axis=1, dtype=np.float64)
-    bad = ~np.isfinite(sums)
-    if bad.any():
-        out = {f: np.full(n, np.nan) for f in ("nan", "inf", "zeros", "saturated", "mean", "std", "scale")}
-        good = np.flatnonzero(~bad)
-        if good.size:
-            for name, values in _measure_rows(flat[good], t).items():
-                out[name][good] = values
-        rows = np.flatnonzero(bad)
-        for name, values in _measure_unclean(flat[rows], t).items():
-            out[name][rows] = values
-        return out
+        out = _measure_clean(flat, sums, t)
+    bad = np.flatnonzero(~np.isfinite(sums))
+    if bad.size:
+        for name, values in _measure_unclean(flat[bad], t).items():
+            out[name][bad] = values
+    return out
+
+
+def _measure_clean(flat: np.ndarray, sums: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
+    """The measures of rows holding no NaN or Inf (``sums``: each row's sum, float64)."""
+    n, total = flat.shape
     zeros = total - np.count_nonzero(flat, axis=1)
     mean = sums / total
     square = np.einsum("ij,ij->i", flat, flat, dtype=np.float64) / total

@@ -260,7 +260,8 @@ def compute_health(store: Any, key: PassKey, thresholds: HealthThresholds | None
     tasks = [partial(measure_pass_page, pages, rel, order, t) for rel, _ in pages.pages]
     parts: list[tuple[int, dict[Column, dict[str, np.ndarray]]]] = []
     indices: list[int] = []
-    for done in run_tasks(tasks, count, stop):
+    warm = [partial(pages.source.warm, rel) for rel, _ in pages.pages]
+    for done in run_tasks(tasks, count, stop, warm):
         if isinstance(done, PageError):
             problems.append(str(done))
             continue

@@ -348,10 +348,12 @@ def _compare_pages(store: Any, a: PassKey, b: PassKey, alignment: Alignment, lay
         result.notes.setdefault(problem, problem)
     count = job_workers(pages_a, pages_b) if workers is None else workers
     threads = 1 if count else _THREADS  # (workers: one process per core already)
+    schedule = _schedule(pages_a, pages_b, alignment)
     tasks = [partial(compare_page, pages_a, rel_a, pages_b, rels_b, pairs, layers, threads)
-             for rel_a, rels_b, pairs in _schedule(pages_a, pages_b, alignment)]
+             for rel_a, rels_b, pairs in schedule]
+    warm = [partial(_warm, pages_a, rel_a, pages_b, rels_b) for rel_a, rels_b, _ in schedule]
     done = 0
-    for notes, batches, rows in run_tasks(tasks, count, stop):
+    for notes, batches, rows in run_tasks(tasks, count, stop, warm):
         for key, note in notes.items():
             result.notes.setdefault(key, note)
         for batch in batches:
@@ -363,6 +365,13 @@ def _compare_pages(store: Any, a: PassKey, b: PassKey, alignment: Alignment, lay
         raise ViewerError("The comparison was stopped")
     if progress is not None and done < alignment.size:
         progress(alignment.size, alignment.size)  # pairs on no page at all: nothing to compare
+
+
+def _warm(pages_a: PassPages, rel_a: str, pages_b: PassPages, rels_b: list[str]) -> None:
+    """A task's pages read into the OS cache ahead of it (:func:`~.workers.run_tasks`)."""
+    pages_a.source.warm(rel_a)
+    for rel in rels_b:
+        pages_b.source.warm(rel)
 
 
 def compare_page(pages_a: PassPages, rel_a: str, pages_b: PassPages, rels_b: list[str], pairs: np.ndarray,

@@ -47,6 +47,8 @@ MIN_BYTES = 256 << 20
 idle to loaded) and a page costs about 0.3 s of CPU per 100 MB, so a second core pays for their start from a few
 hundred MB on; once started they stay for the next job (loky keeps idle workers for 5 minutes)."""
 MAX_WORKERS = 8
+WARM_AHEAD = 2
+"""How many tasks past the running ones have their pages read into the OS cache ahead (:func:`run_tasks`)."""
 _NICE = 5
 """How much lower than the caller's priority a worker runs."""
 
@@ -86,15 +88,65 @@ def _niced(task: Callable[[], R], priority: int) -> R:
     return task()
 
 
-def run_tasks(tasks: Sequence[Callable[[], R]], workers: int,
-              stop: threading.Event | None = None) -> Iterator[R]:
+def run_tasks(tasks: Sequence[Callable[[], R]], workers: int, stop: threading.Event | None = None,
+              warm: Sequence[Callable[[], None]] | None = None) -> Iterator[R]:
     """Each task's result, in order. ``tasks`` must be picklable (``functools.partial`` of a module-level function
     with plain arguments) when ``workers`` > 0; they run ``workers`` at a time in worker processes, a few ahead of
     the caller. With ``workers`` 0 they run in-process, one ahead in a helper thread. Stops early when ``stop`` is
-    set (tasks already running finish; their results are dropped)."""
+    set (tasks already running finish; their results are dropped).
+
+    ``warm[i]``, when given, reads task ``i``'s pages into the OS cache (:meth:`~.sources.Source.warm`). A thread of
+    the caller runs them in order, at most :data:`WARM_AHEAD` tasks past the last finished one, so the disk reads
+    the next pages while the workers compute: without it each worker reads its page and then computes, the workers
+    fall into step, and the disk idles while both compute."""
     done = 0
     if stop is not None and stop.is_set():
         return
+    warmer = _Warmer(warm, max(workers, 1) + WARM_AHEAD) if warm else None
+    try:
+        for result in _run(tasks, workers, stop):
+            done += 1
+            if warmer is not None:
+                warmer.advance(done)
+            yield result
+    finally:
+        if warmer is not None:
+            warmer.close()
+
+
+class _Warmer:
+    """Runs the ``warm`` calls of :func:`run_tasks` in a thread, never more than ``depth`` past the tasks done."""
+
+    def __init__(self, calls: Sequence[Callable[[], None]], depth: int) -> None:
+        self._calls, self._depth, self._limit, self._closed = calls, depth, depth, False
+        self._cond = threading.Condition()
+        threading.Thread(target=self._loop, name="eval-viewer-warm", daemon=True).start()
+
+    def _loop(self) -> None:
+        for i, call in enumerate(self._calls):
+            with self._cond:
+                while not self._closed and i >= self._limit:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            try:
+                call()
+            except Exception as exc:  # noqa: BLE001 - warming only saves time; the task reports real problems
+                logger.debug("warming a page failed: %s", exc)
+
+    def advance(self, done: int) -> None:
+        with self._cond:
+            self._limit = done + self._depth
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+
+def _run(tasks: Sequence[Callable[[], R]], workers: int, stop: threading.Event | None) -> Iterator[R]:
+    done = 0
     if workers > 0:
         try:
             priority = os.getpriority(os.PRIO_PROCESS, 0) + _NICE

@@ -18,7 +18,7 @@ from eval_viewer.backend import LogStore, PassKey
 from eval_viewer.backend.bulk import PassPages
 from eval_viewer.backend.health_summary import compute_health
 from eval_viewer.backend.sources import FsspecSource, LocalSource
-from eval_viewer.backend.workers import ENV, MIN_BYTES, job_workers, run_tasks
+from eval_viewer.backend.workers import ENV, MIN_BYTES, WARM_AHEAD, job_workers, run_tasks
 from eval_viewer.log_format import page_name
 
 KEY = PassKey("planted", "val", 0)
@@ -98,6 +98,35 @@ def test_results_come_back_in_order() -> None:
             got.append(result)
             stop.set()  # stopped after the first result: nothing more comes
         assert got == [0]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_pages_are_warmed_in_task_order_and_never_far_ahead(workers: int) -> None:
+    """The caller's warming thread reads the next tasks' pages in order, at most ``workers + WARM_AHEAD`` tasks past
+    the last finished one (warming runs beside the tasks, so only that bound and the order are certain)."""
+    warmed: list[int] = []
+    lock = threading.Lock()
+
+    def warm(i: int) -> None:
+        with lock:
+            warmed.append(i)
+
+    tasks = [partial(_square, x) for x in range(10)]
+    done = 0
+    for result in run_tasks(tasks, workers, warm=[partial(warm, i) for i in range(10)]):
+        with lock:
+            assert len(warmed) <= done + 1 + max(workers, 1) + WARM_AHEAD
+        assert result == done * done
+        done += 1
+    assert warmed == list(range(len(warmed)))
+
+
+def test_warming_a_page_never_fails(tmp_path: Path) -> None:
+    source = LocalSource(tmp_path)
+    (tmp_path / "page_0.pkl").write_bytes(b"x" * (3 << 20))
+    (tmp_path / "escape.pkl").symlink_to(shutil.which("python") or "/bin/sh")  # a link out of the log dir
+    for rel in ("page_0.pkl", "missing.pkl", "escape.pkl", ""):
+        source.warm(rel)  # (what it warms is not visible from Python; that it returns is)
 
 
 def test_a_worker_that_dies_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
