@@ -12,7 +12,8 @@ come from the maps. Then, in fresh processes with the pages evicted from the OS 
   fresh memory per page) and the fastest way found (``preadv`` into one reused buffer);
 * health: :func:`eval_viewer.backend.health_summary.compute_health` over the pass (every datapoint read through the
   bulk reader, every item measured, the table built; a task per page in worker processes), its time and rate over
-  the same page bytes: the first job of a process (its workers start with it), a second job (workers running), and
+  the same page bytes: the first job of a server (its store starts the workers when the pass is opened,
+  ``prepare_workers``), the first job of a notebook (its workers start with it), a second job (workers running), and
   in-process (``workers=0``, the way before); the planted problems are checked to be found (counts printed);
 * naive (``--naive N``): the first N datapoints through ``LogStore.datapoint`` + :func:`~.health.health` one by one,
   the per-click path, scaled to the pass for comparison.
@@ -125,10 +126,11 @@ def build(root: Path, datapoints: int, page_mb: float, maps_only: bool = False) 
             "pages": len(_pages(root))}
 
 
-def phase_health(root: Path, cache: Path) -> dict[str, Any]:
-    """The summary three times in one process, pages evicted before each: the first job (its worker processes start
-    with it, what a fresh server or notebook pays), the same job again (workers already running, as in an app that
-    has run a job before), and in-process (``workers=0``, the way before worker processes, for the ratio)."""
+def phase_health(root: Path, cache: Path, server: bool = True) -> dict[str, Any]:
+    """The summary three times in one process, pages evicted before each: the first job (``server``: as in the app,
+    whose store starts the worker processes when the pass is opened; else as in a notebook, where they start with the
+    job), the same job again (workers already running), and in-process (``workers=0``, the way before worker
+    processes, for the ratio)."""
     import psutil
 
     from eval_viewer.backend import LogStore, PassKey
@@ -137,7 +139,7 @@ def phase_health(root: Path, cache: Path) -> dict[str, Any]:
 
     key = PassKey(RUN, "test")
     _drop(_pages(root))
-    with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600) as store:
+    with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600, prepare_workers=server) as store:
         store.scores(key)  # starts the index and the skeletons, which parse every page once
         store.wait_background(600)  # timed alone: not against that background parse of the same pages
         times, tables = {}, []
@@ -206,13 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--maps-only", action="store_true", help="attention without the capture's per-head summary")
     parser.add_argument("--repeats", type=int, default=3, help="summary runs, interleaved with raw reads")
-    parser.add_argument("--phase", choices=["raw", "health", "bulk", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["raw", "health", "health-notebook", "bulk", "naive"],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
         cache = args.dir / "cache"
         shutil.rmtree(cache, ignore_errors=True)
         result = (phase_raw(args.dir / "logs") if args.phase == "raw" else
                   phase_health(args.dir / "logs", cache) if args.phase == "health" else
+                  phase_health(args.dir / "logs", cache, server=False) if args.phase == "health-notebook" else
                   phase_bulk(args.dir / "logs", cache) if args.phase == "bulk" else
                   phase_naive(args.dir / "logs", cache, args.naive))
         print(json.dumps(result))
@@ -223,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         info = build(args.dir / "logs", args.datapoints, args.page_mb, args.maps_only)
         # raw and summary interleaved, medians: the disk's "cold" rate here varies 2x from read to read (the page
         # cache eviction is partial on this machine, and the machine is shared)
-        raws, summaries = [], []
+        raws, summaries, notebooks = [], [], []
         for _ in range(args.repeats):
             raws.append(_run(args, "raw"))
             summaries.append(_run(args, "health"))
+            notebooks.append(_run(args, "health-notebook"))
         raws.append(_run(args, "raw"))
         bulk = _run(args, "bulk")
         naive = _run(args, "naive") if args.naive else None
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_rate, reused_rate, raw_line = raw_rates(raws, mb)
     summary = {**summaries[-1], "s": {label: statistics.median(run["s"][label] for run in summaries)
                                       for label in summaries[0]["s"]},
-               "same": all(run["same"] for run in summaries)}
+               "same": all(run["same"] for run in summaries + notebooks)}
     n = args.datapoints
     expected = {"backbone.layer3:nan": len(range(0, n, NAN_EVERY)),
                 "encoder.attn:attention_collapsed": len(range(0, n, COLLAPSE_EVERY))}
@@ -247,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{'maps only, entropies from the maps' if args.maps_only else 'with the capture summary'})")
     print(f"{raw_line} (summaries below: medians of {len(summaries)} runs, interleaved with these)")
     times = summary["s"]
-    for label, what in (("first", f"{summary['workers']} worker processes, the first job (workers start with it)"),
+    times["notebook"] = statistics.median(run["s"]["first"] for run in notebooks)
+    for label, what in (("first", f"{summary['workers']} worker processes, the first job in the server (its store "
+                                  "started them when the pass was opened)"),
+                        ("notebook", f"{summary['workers']} worker processes, the first job in a notebook (they start "
+                                     "with it)"),
                         ("warm", f"{summary['workers']} worker processes, already running (a second job)"),
                         ("in_process", "in-process (workers=0, as before)")):
         rate = mb / times[label]

@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = LogStore(args.log_dir, trust_pickles=args.trust_pickles, cache_dir=args.cache_dir,
                          cache_bytes=args.cache_mb * 2**20, rescan_s=args.rescan,
                          storage_options=args.storage_options, follow_symlinks=args.follow_symlinks,
-                         dataset=args.dataset)
+                         dataset=args.dataset, prepare_workers=True)
     except ViewerError as err:
         return _fail(str(err))
     problem = _port_problem(args.host, args.port)

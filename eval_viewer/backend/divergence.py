@@ -176,16 +176,15 @@ _HALF_LAYOUT = {4: (np.uint32, 16, 13, _F16_SCALE), 8: (np.uint64, 48, 42, _F64_
 into place, and the scale that corrects the exponent's bias."""
 
 
-def _half_by_bits(raw: np.ndarray, out: np.ndarray) -> bool:
-    """Write float16 ``raw`` into ``out`` (float32 or float64, same shape) by its bits: exponent and mantissa shifted
-    into place and scaled (2^112 for float32, 2^1008 for float64), the sign put back; exact for every finite half,
-    subnormals too, and several times faster than numpy's half cast. False, writing nothing, when ``raw`` holds an
-    infinite or NaN half."""
+def half_to_float(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Float16 ``raw`` into ``out`` (float32 or float64, same shape), by its bits: exponent and mantissa shifted into
+    place and scaled (2^112 for float32, 2^1008 for float64), the sign put back; exact for every finite half,
+    subnormals too, and several times faster than numpy's half cast. Infinite and NaN halves (exponent all ones)
+    are then put in from numpy's cast of just those values."""
     bits = raw.view(np.uint16)
-    top = int(bits.max())
+    top = int(bits.max()) if bits.size else 0
     signed = top >= 0x8000
-    if not (top < 0x7C00 or (signed and int(np.bitwise_and(bits, 0x7FFF).max()) < 0x7C00)):
-        return False
+    special = top >= 0x7C00 and (not signed or int(np.bitwise_and(bits, 0x7FFF).max()) >= 0x7C00)
     uint, sign_shift, shift, scale = _HALF_LAYOUT[out.dtype.itemsize]
     wide = out.view(uint)
     np.copyto(wide, bits, casting="safe")
@@ -197,26 +196,16 @@ def _half_by_bits(raw: np.ndarray, out: np.ndarray) -> bool:
     np.multiply(out, scale, out=out)
     if signed:
         np.bitwise_or(wide, sign, out=wide)
-    return True
-
-
-def _to_f32(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``raw`` as float32 in ``out`` (same shape): float16 by its bits (:func:`_half_by_bits`), a batch holding an
-    infinite or NaN half through numpy's cast."""
-    if raw.dtype == np.float16 and raw.size and _half_by_bits(raw, out):
-        return out
-    np.copyto(out, raw, casting="unsafe")
+    if special:
+        where = np.bitwise_and(bits, 0x7C00) == 0x7C00
+        out[where] = raw[where]
     return out
 
 
-def _to_f64(raw: np.ndarray, out: np.ndarray, half: np.ndarray | None = None) -> np.ndarray:
-    """``raw`` as float64 in ``out``: float16 by its bits (:func:`_half_by_bits`); a batch with an infinite or NaN
-    half through numpy's cast (via ``half``, a float32 buffer, when given)."""
+def _to_f64(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``raw`` as float64 in ``out``; float16 by its bits (:func:`half_to_float`)."""
     if raw.dtype == np.float16 and raw.size:
-        if _half_by_bits(raw, out):
-            return out
-        if half is not None:
-            raw = _to_f32(raw, half)
+        return half_to_float(raw, out)
     np.copyto(out, raw, casting="unsafe")
     return out
 
@@ -243,11 +232,10 @@ def _top_k(raw: np.ndarray, norm: np.ndarray, total: np.ndarray, k: int) -> np.n
 def _chunk_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, np.ndarray], start: int,
                 buffers: list[np.ndarray]) -> None:
     rows, keys = raw_p.shape
-    half = buffers[0][:rows]
-    p, q, lp, lq, m, lm = (b[:rows] for b in buffers[1:])
+    p, q, lp, lq, m, lm = (b[:rows] for b in buffers)
     ones = np.ones(keys)
-    _to_f64(raw_p, p, half)
-    _to_f64(raw_q, q, half)
+    _to_f64(raw_p, p)
+    _to_f64(raw_q, q)
     sp, sq = p @ ones, q @ ones
     end = start + rows
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -316,7 +304,7 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
     parts = max(1, min(int(threads), len(starts)))
 
     def work(part: int) -> None:
-        buffers = [np.empty((rows, keys), dtype=np.float32)] + [np.empty((rows, keys)) for _ in range(6)]
+        buffers = [np.empty((rows, keys)) for _ in range(6)]
         for start in starts[part::parts]:
             _chunk_rows(flat_p[start:start + rows], flat_q[start:start + rows], k, per_row, start, buffers)
 

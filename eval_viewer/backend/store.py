@@ -27,6 +27,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from eval_viewer.backend import workers
 from eval_viewer.backend.bulk import PassPages
 from eval_viewer.backend.index import DebugIndex, IndexStatus
 from eval_viewer.backend.kinds import ViewerHints, parse_viewer
@@ -72,7 +73,10 @@ class LogStore:
     ``storage_options`` go to fsspec for URLs (endpoints and credentials also come from the environment);
     ``follow_symlinks`` lets local log dirs follow links that lead outside them (off: such links are not served).
     ``dataset`` (``"module:callable"`` or a callable, :mod:`.dataset`) fills the inputs and labels a log did not save:
-    it runs the user's code, so only an explicit argument turns it on.
+    it runs the user's code, so only an explicit argument turns it on. ``prepare_workers`` starts the worker processes
+    of pass-wide jobs (:mod:`.workers`) in the background as soon as a pass large enough for them is opened, so the
+    first health or comparison summary does not wait for them (the server's choice; a notebook starts them with its
+    first job).
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class LogStore:
         storage_options: Mapping[str, Any] | None = None,
         follow_symlinks: bool = False,
         dataset: str | Callable[[int], Any] | None = None,
+        prepare_workers: bool = False,
     ) -> None:
         # --dataset runs the user's code: resolved first, so a bad spec fails before anything is opened
         self._dataset = load_dataset(dataset) if dataset is not None else None
@@ -107,6 +112,7 @@ class LogStore:
         self._skeletons = SkeletonStore(self._cache_dir, trust=trust_pickles)
         self._overrides = dict(higher_is_better or {})
         self._index_wait_s = index_wait_s
+        self._prepare_workers = prepare_workers
         self._lock = threading.RLock()
         self._indexes: dict[str, DebugIndex] = {}
         self._hints: dict[str, tuple[str, ViewerHints]] = {}
@@ -294,6 +300,10 @@ class LogStore:
                                    submit=self._submit, skeletons=self._skeletons)
                 self._indexes[ident] = index
         index.refresh(files.debug)  # one comparison when the listing is unchanged
+        if self._prepare_workers:
+            pages = files.debug.pages
+            workers.prepare(workers.workers_for(len(pages), (stat.size for stat in pages.values()),
+                                                files.source.process_shared))
         return index
 
     def _submit(self, fn: Any, *args: Any) -> None:

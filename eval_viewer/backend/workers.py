@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
@@ -35,7 +35,7 @@ import joblib
 
 from eval_viewer.backend.bulk import PassPages, read_ahead
 
-__all__ = ["job_workers", "run_tasks", "MIN_BYTES", "MAX_WORKERS", "ENV"]
+__all__ = ["job_workers", "workers_for", "prepare", "run_tasks", "MIN_BYTES", "MAX_WORKERS", "ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,20 @@ def job_workers(*passes: PassPages) -> int:
     """How many worker processes a job over ``passes`` uses: 0 (in-process) for small passes, a single page, or a
     source other processes cannot see; else one per core, at most one per page and :data:`MAX_WORKERS`."""
     pages = sum(len(p.pages) for p in passes)
+    shared = all(p.source.process_shared for p in passes)
+
+    def sizes() -> Iterator[int]:
+        for p in passes:
+            for rel, _ in p.pages:
+                stat = p.source.stat(rel)
+                yield stat.size if stat is not None else 0
+
+    return workers_for(pages, sizes(), shared)
+
+
+def workers_for(pages: int, sizes: Iterable[int], shared: bool) -> int:
+    """:func:`job_workers` for ``pages`` pages of the given byte ``sizes`` (read lazily: it stops at
+    :data:`MIN_BYTES`), on a source other processes can (``shared``) or cannot see."""
     chosen = os.environ.get(ENV, "").strip()
     if chosen:
         try:
@@ -64,18 +78,49 @@ def job_workers(*passes: PassPages) -> int:
         except ValueError:
             logger.warning("%s=%r is not a number of workers; using the default", ENV, chosen)
         else:
-            return min(wanted, pages, MAX_WORKERS) if all(p.source.process_shared for p in passes) else 0
-    if pages < 2 or not all(p.source.process_shared for p in passes):
+            return min(wanted, pages, MAX_WORKERS) if shared else 0
+    if pages < 2 or not shared:
         return 0
     total = 0
-    for p in passes:
-        for rel, _ in p.pages:
-            stat = p.source.stat(rel)
-            total += stat.size if stat is not None else 0
-            if total >= MIN_BYTES:
-                cores = joblib.cpu_count()  # (affinity and container limits respected)
-                return min(cores, pages, MAX_WORKERS) if cores > 1 else 0
+    for size in sizes:
+        total += size
+        if total >= MIN_BYTES:
+            cores = joblib.cpu_count()  # (affinity and container limits respected)
+            return min(cores, pages, MAX_WORKERS) if cores > 1 else 0
     return 0
+
+
+_PREPARED: set[int] = set()
+_PREPARE_LOCK = threading.Lock()
+
+
+def prepare(count: int) -> None:
+    """Start ``count`` workers now, in the background, so the first pass-wide job does not wait for them (0.5-2 s on 2
+    cores: processes started, numpy and the job modules imported). The server does this when a pass large enough
+    for workers is opened (``LogStore(prepare_workers=True)``); loky lets idle workers go after 5 minutes. Once per
+    process and count; never fails."""
+    if count < 1:
+        return
+    with _PREPARE_LOCK:
+        if count in _PREPARED:
+            return
+        _PREPARED.add(count)
+
+    def start() -> None:
+        try:
+            joblib.Parallel(n_jobs=count, backend="loky")(joblib.delayed(_ready)() for _ in range(count))
+        except Exception as exc:  # noqa: BLE001 - a job started later starts its workers itself
+            logger.info("could not start the job workers ahead (%s)", exc)
+
+    threading.Thread(target=start, name="eval-viewer-prepare-workers", daemon=True).start()
+
+
+def _ready() -> int:
+    """What a prepared worker does first: import what every task needs."""
+    import eval_viewer.backend.health_summary  # noqa: F401
+    import eval_viewer.backend.summary  # noqa: F401
+
+    return os.getpid()
 
 
 def _niced(task: Callable[[], R], priority: int) -> R:

@@ -23,7 +23,8 @@ from eval_viewer.backend.compare import (
     compare_items,
     deltas,
 )
-from eval_viewer.backend.divergence import cosine_similarity, entropy, js_divergence, relative_error, sqnr_db, top_k_mass
+from eval_viewer.backend.divergence import cosine_similarity, entropy, half_to_float, js_divergence, relative_error, \
+    sqnr_db, top_k_mass
 from eval_viewer.backend.model import PassKey
 from eval_viewer.backend.summary import LayerSummary, SummaryJobs, compute_summary
 from eval_viewer.log_format import DEBUGGER_DIR, EVALUATION_SCORES, FORMAT_VERSION, INDEX_DEBUGGERS, INDEX_META, \
@@ -414,3 +415,15 @@ def test_summary_with_nothing_readable_says_why(tmp_path: Path, make_store: Any)
     summary = compute_summary(make_store(logs), PassKey("fp", "test"), PassKey("q8", "test"))
     assert summary.arrays == {} and summary.table() == []
     assert summary.notes[0].startswith("Nothing to compare") and any(str(broken) in n for n in summary.notes)
+
+
+@pytest.mark.parametrize("wide", [np.float32, np.float64])
+def test_half_to_float_by_bits_equals_numpys_cast_for_every_half(wide: type) -> None:
+    """All 65,536 float16 bit patterns (subnormals, both zeros, infinities, NaNs), in batches with and without
+    special values and signs, as numpy casts them."""
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite_positive = every[: 0x7C00]
+    for raw in (every, every[::-1].copy(), finite_positive, -finite_positive, every.reshape(256, 256)[:, ::3]):
+        got = half_to_float(raw, np.empty(raw.shape, dtype=wide))
+        np.testing.assert_array_equal(got, raw.astype(wide))
+        assert np.array_equal(np.signbit(got), np.signbit(raw.astype(wide)))

@@ -7,8 +7,11 @@ import logging
 import os
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,3 +156,43 @@ def test_a_damaged_page_reads_the_same_in_a_worker_and_in_process(logs: Path, tm
     for name, arrays in inproc.arrays.items():
         for field, values in arrays.items():
             np.testing.assert_array_equal(worker.arrays[name][field], values, err_msg=f"{name}:{field}")
+
+
+def test_a_server_store_starts_the_workers_when_a_large_pass_is_opened(
+        logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prepare_workers`` starts the job workers in the background as soon as a pass that will use them is opened
+    (here the threshold is lowered to this small log); a store without it, or a pass too small, starts none."""
+    from eval_viewer.backend import workers
+
+    started: list[int] = []
+    monkeypatch.setattr(workers, "_PREPARED", set())
+    monkeypatch.setattr(workers.joblib, "Parallel", _Recording(started))
+    with LogStore(logs, cache_dir=tmp_path / "c1", rescan_s=0) as store:
+        store.scores(KEY)
+    with LogStore(logs, cache_dir=tmp_path / "c2", rescan_s=0, prepare_workers=True) as store:
+        store.scores(KEY)  # too small for workers
+    monkeypatch.setattr(workers, "MIN_BYTES", 1)
+    monkeypatch.setenv(ENV, "")
+    with LogStore(logs, cache_dir=tmp_path / "c3", rescan_s=0) as store:
+        store.scores(KEY)
+    assert started == []
+    with LogStore(logs, cache_dir=tmp_path / "c4", rescan_s=0, prepare_workers=True) as store:
+        store.scores(KEY)
+        store.scores(KEY)  # once per process
+        deadline = time.monotonic() + 10
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.05)
+    expected = job_workers(store.pass_pages(KEY))
+    assert expected >= 1 and started == [expected]
+
+
+class _Recording:
+    """Stands in for ``joblib.Parallel`` to see what ``prepare`` asks for without starting processes in a test."""
+
+    def __init__(self, started: list[int]) -> None:
+        self.started = started
+
+    def __call__(self, n_jobs: int, backend: str) -> Callable[[Any], list[Any]]:
+        assert backend == "loky"
+        self.started.append(n_jobs)
+        return lambda calls: [None for _ in calls]
