@@ -133,6 +133,9 @@ class DebugIndex:
         self._ready.set()
         self._generation = 0
         self._listing: DebugListing | None = None
+        """The listing the published index was built from."""
+        self._requested: DebugListing | None = None
+        """The listing of the latest :meth:`refresh` (being read when it differs from ``_listing``)."""
         self._sigs: dict[str, Stat] = {}
         self._page_indices: dict[str, list[int]] = {}
         self._scanned_meta: dict[str, Meta] = {}
@@ -223,14 +226,27 @@ class DebugIndex:
     def refresh(self, listing: DebugListing, force: bool = False) -> None:
         """Take the folder's current listing; pages no index or cache covers are scanned in the background.
 
-        Reads the index files (small) when the listing changed; never lists the folder itself.
+        Reads the index files (small) when the listing changed; never lists the folder itself. Until what it read is
+        published, the index says it is not ready: a reader in between (the app draws a datapoint while the index files
+        are still being fetched) must see "indexing" and look again, never the new listing against the old index
+        (which said "pages not in its index" and found nothing, as if done).
         """
         with self._lock:
-            if not force and listing == self._listing:
+            if not force and listing == self._requested:
                 return
-            self._listing = listing
+            self._requested = listing
             self._generation += 1
             generation = self._generation
+            self._ready.clear()
+        try:
+            self._take(listing, generation)
+        except BaseException:
+            with self._lock:
+                if generation == self._generation:  # nothing may wait for a refresh that failed
+                    self._ready.set()
+            raise
+
+    def _take(self, listing: DebugListing, generation: int) -> None:
         sigs = dict(listing.pages)
         indexed: dict[str, list[int]] = {}
         index_meta: Meta = {}
@@ -248,6 +264,7 @@ class DebugIndex:
                 continue
             except Exception as exc:  # noqa: BLE001 - OSError locally, anything from remote storage
                 index_problems.append(f"{self.source.url(path)}: cannot read the index ({exc}); pages will be scanned")
+                logger.warning("%s", index_problems[-1])
                 continue
             for page, indices in parsed.pages.items():
                 if page in sigs:
@@ -280,6 +297,7 @@ class DebugIndex:
             if generation != self._generation:
                 return
             # Copies: the background scan adds to the published dicts while this thread still reads its own.
+            self._listing = listing
             self._sigs = dict(sigs)
             self._page_indices = dict(page_indices)
             self._scanned_meta = scanned_meta
@@ -363,14 +381,17 @@ class DebugIndex:
         except FileNotFoundError:
             return
         except Exception as exc:  # noqa: BLE001 - OSError locally, anything from remote storage
+            message = f"{self.source.url(self.page_path(name))}: cannot read ({exc})"
+            logger.warning("%s", message)
             with self._lock:
-                self._page_problems[name] = (None, f"{self.source.url(self.page_path(name))}: cannot read ({exc})")
+                self._page_problems[name] = (None, message)
             return
         with fobj:
             stat = fobj.stat
             try:
                 page = parse_page(fobj, fobj.name, trust=self._trust)
             except PageError as exc:
+                logger.warning("%s", exc)
                 with self._lock:
                     if generation == self._generation:
                         self._page_problems[name] = (stat, str(exc))

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,8 +31,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(args: list[str], timeout: float = 60.0) -> tuple[subprocess.Popen[str], str]:
-    """Start the CLI; return it and the URL it printed once it is serving."""
+def _serve(args: list[str], timeout: float = 60.0) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """Start the CLI; return it, the URL it printed once it is serving, and the lines it prints (read on by a thread
+    to the end, as a terminal would: a pipe nobody reads fills up and stops the server at its next log line)."""
     proc = subprocess.Popen([sys.executable, "-m", "eval_viewer", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     deadline = time.monotonic() + timeout
@@ -43,10 +45,11 @@ def _serve(args: list[str], timeout: float = 60.0) -> tuple[subprocess.Popen[str
         if "serving" in line:  # printed just before the server binds: wait until it accepts connections
             url = line.rsplit(" at ", 1)[1].strip()
             port = int(url.rstrip("/").rsplit(":", 1)[1])
+            threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # type: ignore[arg-type]
             while time.monotonic() < deadline:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    return proc, url
+                    return proc, url, lines
                 except OSError:
                     time.sleep(0.1)
         if not line and proc.poll() is not None:
@@ -63,7 +66,7 @@ def test_the_cli_serves_logs_from_a_bucket(dash_duo, upload, bucket: str, exampl
                                            tmp_path: Path) -> None:
     ours = upload(example_copy, f"s3://{bucket}/group/ours")
     reference = upload(write_reference_log(tmp_path / "reference"), f"s3://{bucket}/group/reference")
-    proc, url = _serve(["--log-dir", ours, "--log-dir", reference, "--port", str(_free_port()),
+    proc, url, printed = _serve(["--log-dir", ours, "--log-dir", reference, "--port", str(_free_port()),
                         "--cache-dir", str(tmp_path / "cache")])
     try:
         dash_duo.driver.get(f"{url}?run=ref_run&split=val&epoch={REFERENCE_EPOCHS[0]}&idx=5")
@@ -89,3 +92,4 @@ def test_the_cli_serves_logs_from_a_bucket(dash_duo, upload, bucket: str, exampl
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        print("".join(printed[-200:]))  # what the server said (shown when the test fails)

@@ -11,7 +11,10 @@ import joblib
 
 from backend_logs import N, datapoint_outputs, scores_payload, write_json, write_pages
 from eval_viewer.backend import LogStore
-from eval_viewer.log_format import DEBUGGER_DIR, VALIDATION_SCORES, epoch_dir_name
+from eval_viewer.backend.index import DebugIndex
+from eval_viewer.backend.snapshot import take_snapshot
+from eval_viewer.backend.sources import LocalSource
+from eval_viewer.log_format import DEBUGGER_DIR, EVALUATION_SCORES, VALIDATION_SCORES, epoch_dir_name, is_index_name
 
 
 LAG_N = 120
@@ -157,3 +160,41 @@ def test_the_datapoints_a_crashed_writer_left_out_are_listed(tmp_path: Path) -> 
     write_json(no_debug / epoch_dir_name(0) / VALIDATION_SCORES, scores_payload(3, 0))
     with LogStore(no_debug, cache_dir=tmp_path / "cache3", rescan_s=0) as store:
         assert store.missing_debug(store.default_pass("scores_only")) is None
+
+
+class _SlowIndexFiles(LocalSource):
+    """A local log dir whose debugger index files take until ``gate`` opens to read, as on object storage under load
+    (``reading`` is set when a read has started)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gate, self.reading = threading.Event(), threading.Event()
+
+    def read_bytes(self, rel: str) -> bytes:
+        if is_index_name(rel.rsplit("/", 1)[-1]):
+            self.reading.set()
+            assert self.gate.wait(20)
+        return super().read_bytes(rel)
+
+
+def test_a_reader_during_a_refresh_sees_indexing_never_an_index_without_the_new_pages(tmp_path: Path) -> None:
+    """While a refresh is still fetching the index files of a new listing, the index is not ready (the app keeps
+    polling) and says nothing about pages missing from it; once published, every datapoint is found. (CI saw the
+    app draw a datapoint in between as "not in its index yet, nothing saved" and stop polling for good.)"""
+    write_json(tmp_path / "run" / EVALUATION_SCORES, scores_payload(N, 0))
+    write_pages(tmp_path / "run" / DEBUGGER_DIR, range(N), per_page=4, epoch=None, with_index=True)
+    source = _SlowIndexFiles(tmp_path)
+    (files,) = take_snapshot([source]).files.values()
+    listing = files.debug
+    index = DebugIndex(source, f"run/{DEBUGGER_DIR}", trust=False, cache_dir=None, submit=lambda fn, *a: fn(*a))
+    refresh = threading.Thread(target=index.refresh, args=(listing,))
+    refresh.start()
+    try:
+        assert source.reading.wait(20)
+        assert not index.status().ready
+        assert index.writing(missing=False) is None and index.page_of(3) is None
+    finally:
+        source.gate.set()
+        refresh.join(20)
+    assert index.status().ready and index.page_of(3) == "page_0.pkl" and index.writing(missing=False) is None
+    assert [index.page_of(i) is not None for i in range(N)] == [True] * N
