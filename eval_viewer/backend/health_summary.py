@@ -1,6 +1,7 @@
 """The per-pass health summary: every datapoint measured once, then flagged with what only the whole pass knows.
 
-:func:`compute_health` reads a pass page by page (:mod:`.bulk`: one read and one parse per page), measures every
+:func:`compute_health` reads a pass page by page (:mod:`.bulk`: one read per page, its datapoints built from its
+cached columns), measures every
 checkable debug item of every datapoint (:func:`~.health.measure`) and keeps the measures as arrays over datapoints
 per column. From them :class:`HealthSummary` derives the pass context (a head's typical entropy, channels dead on every
 datapoint), each datapoint's flags, the layers × kinds table with counts of datapoints (:meth:`HealthSummary.table`),

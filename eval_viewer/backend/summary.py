@@ -1,7 +1,7 @@
 """The pass-wide "where inside the model" summary: every matched datapoint's internals compared, layer × head.
 
-:func:`compute_summary` reads both passes page by page (:mod:`.bulk`: one read and one parse per page; a task per
-page, in worker processes on large passes: :mod:`.workers`) and keeps, per compared debug item (a *layer*:
+:func:`compute_summary` reads both passes page by page (:mod:`.bulk`: one read per page, its datapoints built from
+its cached columns; a task per page, in worker processes on large passes: :mod:`.workers`) and keeps, per compared debug item (a *layer*:
 ``debugger`` or ``debugger/key``) and per head, the per-datapoint metrics of :func:`~.compare.compare_items`,
 computed for a page of datapoints at once (:func:`~.divergence.attention_divergence`,
 :func:`~.divergence.tensor_divergence`: the figures the paired view shows, to 1e-9), so the summary table
@@ -322,8 +322,8 @@ def compute_summary(store: Any, a: PassKey, b: PassKey, by: str | None = None,
                     stop: threading.Event | None = None, workers: int | None = None) -> LayerSummary:
     """Compare the internals of every matched datapoint of passes ``a`` and ``b`` (read through ``store``).
 
-    One task per page of a (:func:`compare_page`: that page and the pages of b its pairs need, each one read and
-    one parse by :mod:`.bulk`), run in worker processes on large passes (:mod:`.workers`; ``workers`` overrides how
+    One task per page of a (:func:`compare_page`: that page and the pages of b its pairs need, each read once by
+    :mod:`.bulk`), run in worker processes on large passes (:mod:`.workers`; ``workers`` overrides how
     many, 0 for in-process); each layer's pairs are compared in batches (:func:`~.divergence.attention_divergence`,
     :func:`~.divergence.tensor_divergence`). The layers are those measured in the first matched datapoint pair; a
     page that cannot be read leaves its rows NaN and a note naming it."""

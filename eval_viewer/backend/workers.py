@@ -1,21 +1,25 @@
 """Pass-wide jobs on every core: one task per page, run in worker processes.
 
 A pass-wide job (the health summary, the layer × head comparison) reads every page of a pass. Reading is one
-sequential read per page, but parsing the page (the allow-listed unpickler) and measuring its arrays hold the
-interpreter lock, so in one process the job uses one core however many the machine has: measured on the
-20,000-datapoint benchmark log, the health summary ran at a third of the rate the disk gives the same bytes, and the
-bulk reader alone at about half (``benchmarks/RESULTS.md``, Health). Here each task reads, parses *and measures* its
-page (or a page of pass a and the pages of b it needs) in a worker process and sends back only its small
-per-datapoint results: the pages never cross a process boundary, and every page is read through the same
-allow-listed, budgeted reader as in the server.
+sequential read per page, but building a page's datapoints and measuring its arrays hold the interpreter lock, so in
+one process the job uses one core however many the machine has. Here each task reads *and measures* its page (or a
+page of pass a and the pages of b it needs) in a worker process and sends back only its small per-datapoint results:
+the pages never cross a process boundary, and every page is read through the same allow-listed, budgeted reader as in
+the server (its datapoints built from the page's cached columns, :mod:`.columns`, into a buffer the worker reuses,
+:func:`~.bulk.reused_buffers`).
+
+Each worker reads its page and then computes, so left alone the workers fall into step and the disk idles while they
+all compute: :func:`run_tasks` also runs a thread in the caller that reads the next tasks' pages into the OS cache
+(``warm``), a few tasks ahead, so the workers' reads come from memory. Measured on 2 cores (``benchmarks/RESULTS.md``,
+Health): the health summary of a 886 MiB pass in 0.7 s, about the rate the disk gives the same bytes.
 
 The workers are joblib's (``joblib.Parallel`` on its loky backend, the library the pages are written with): kept
 alive between jobs, since the app runs one job after another and a job should not pay a process start each time;
 started fresh, so none of the server's threads or the locks they hold are copied into them and a user's script is
-never run again in them (no ``if __name__ == "__main__"`` guard needed). Each task lowers its worker's priority
-(``nice``), so the app's requests keep the cores first. A task's exception reaches the caller as it would
-in-process; a worker that dies (killed for memory) stops the pool, and the remaining tasks then run in-process, with a
-warning.
+never run again in them (no ``if __name__ == "__main__"`` guard needed). The server starts them ahead (:func:`prepare`)
+when a pass large enough for them is opened. Each task lowers its worker's priority (``nice``), so the app's requests
+keep the cores first. A task's exception reaches the caller as it would in-process; a worker that dies (killed for
+memory) stops the pool, and the remaining tasks then run in-process, with a warning.
 
 Smaller passes (under :data:`MIN_BYTES` of pages, or a single page) and sources other processes cannot see
 (``memory://``) run in-process, one task ahead in a helper thread (:func:`~.bulk.read_ahead`).
@@ -44,8 +48,9 @@ R = TypeVar("R")
 ENV = "EVAL_VIEWER_JOB_WORKERS"
 MIN_BYTES = 256 << 20
 """Passes with fewer page bytes than this run in-process. Starting the workers costs 0.5-2 s (measured on 2 cores,
-idle to loaded) and a page costs about 0.3 s of CPU per 100 MB, so a second core pays for their start from a few
-hundred MB on; once started they stay for the next job (loky keeps idle workers for 5 minutes)."""
+idle to loaded) and a page costs 0.1 s (health) to 0.5 s (comparison) of CPU per 100 MB, so a second core pays for
+their start from a few hundred MB on; once started they stay for the next job (loky keeps idle workers for 5
+minutes)."""
 MAX_WORKERS = 8
 WARM_AHEAD = 2
 """How many tasks past the running ones have their pages read into the OS cache ahead (:func:`run_tasks`)."""
