@@ -99,15 +99,10 @@ class SkeletonStore:
         """Write the columns of a parsed page; any failure only leaves the page without them."""
         try:
             data = page_columns.encode(build_columns(content))
-            if len(data) > max(_MAX_RATIO * stat.size, 1 << 20):
-                logger.warning("No column cache for %s: %d bytes for a page of %d", page, len(data), stat.size)
-                return
-            path = self.columns_path(page, stat)
-            atomic_write_bytes(path, data)
         except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs speed
             logger.info("No column cache for %s (%s)", page, exc)
             return
-        _remove_older(self.columns_root, path)
+        _write("column", self.columns_path(page, stat), data, page, stat.size)
 
     def has(self, page: str, stat: Stat) -> bool:
         return self.path_for(page, stat).is_file()
@@ -148,18 +143,26 @@ class SkeletonStore:
             for row, (idx, blob) in enumerate(zip(order, blobs)):
                 table[row] = (idx, offset, len(blob))
                 offset += len(blob)
-            total = _HEAD + table.nbytes + sum(len(b) for b in blobs)
-            if total > max(_MAX_RATIO * stat.size, 1 << 20):  # skeletons are a fraction of their page, always
-                logger.warning("No skeleton cache for %s: %d bytes for a page of %d", page, total, stat.size)
-                return
             data = b"".join([_MAGIC, len(order).to_bytes(8, "little"), table.tobytes(), *blobs])
-            self.root.mkdir(parents=True, exist_ok=True)
-            path = self.path_for(page, stat)
-            atomic_write_bytes(path, data)
         except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs speed
             logger.info("No skeleton cache for %s (%s)", page, exc)
             return
-        _remove_older(self.root, path)
+        _write("skeleton", self.path_for(page, stat), data, page, stat.size)
+
+
+def _write(what: str, path: Path, data: bytes, page: str, size: int) -> None:
+    """Write one cache file of ``page`` (``size`` bytes) and remove its older versions. A file more than
+    :data:`_MAX_RATIO` times its page is not written (skeletons and columns are a fraction of their page, always:
+    the disk holds what is really stored); a failure only costs speed."""
+    if len(data) > max(_MAX_RATIO * size, 1 << 20):
+        logger.warning("No %s cache for %s: %d bytes for a page of %d", what, page, len(data), size)
+        return
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        logger.info("No %s cache for %s (%s)", what, page, exc)
+        return
+    _remove_older(path.parent, path)
 
 
 def _remove_older(root: Path, keep: Path) -> None:
