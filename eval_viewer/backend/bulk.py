@@ -6,8 +6,9 @@ lies on disk: each page in **one sequential read** into memory (:class:`~.pickle
 **once** by the same allow-listed, budgeted unpickler as every other read (:func:`~.pickles.parse_page`: the ``trust``
 flag, the hostile-page bounds of :mod:`.untrusted`), and its arrays handed out as **read-only views of that buffer**
 (no second copy). A page whose layout is cached as columns (:mod:`.columns`, written when the index first parsed
-it) is not parsed again: its datapoints are built from the columns over the same buffer, about a tenth of the cost of a
-parse. The next page is read in a helper thread while the caller works on this one (``prefetch``), so the disk and
+it) is not parsed again: only the byte ranges of the wanted datapoints' selected arrays are read (the whole page when
+all of it is wanted; a part of it when a job splits the page, :func:`~.workers.page_parts`), and the datapoints are
+built from the columns over that buffer, about a tenth of the cost of a parse. The next page is read in a helper thread while the caller works on this one (``prefetch``), so the disk and
 the caller's numpy work overlap.
 
 Use::
@@ -217,18 +218,40 @@ def reused_buffers() -> Iterator[None]:
         _BUFFERS.free = sorted(_BUFFERS.free + held, key=len, reverse=True)[:_KEEP_BUFFERS]
 
 
-def _read_whole(fobj: RangeFile) -> bytes | memoryview:
-    """The whole file: into a reused buffer inside :func:`reused_buffers` (a read-only view of it), else new bytes."""
+def _read_span(fobj: RangeFile, ranges: Sequence[tuple[int, int]], name: str) -> tuple[int, bytes | memoryview]:
+    """``(start, data)``: the byte ``ranges`` of the file (sorted, apart) laid out in one buffer from the first one's
+    start, each read into its place (the gaps between them are not read); in a reused buffer inside
+    :func:`reused_buffers` (a read-only view of it), else new memory. A short read is a :class:`PageError`."""
+    if not ranges:
+        return 0, b""
+    start, end = ranges[0][0], ranges[-1][1]
+    if len(ranges) == 1 and _BUFFERS.held is None:
+        data: bytes | memoryview = fobj.read_at(start, end - start)
+        if len(data) != end - start:
+            raise PageError(f"{name}: changed while it was read ({len(data)} of {end - start} bytes from offset "
+                            f"{start}); is it still being written?")
+        return start, data
+    buffer = _take(end - start)
+    view = memoryview(buffer)[:end - start]
+    for lo, hi in ranges:
+        got = fobj.read_into(lo, view[lo - start:hi - start])
+        if got != hi - lo:
+            raise PageError(f"{name}: changed while it was read ({got} of {hi - lo} bytes from offset {lo}); is it "
+                            "still being written?")
+    return start, view.toreadonly()
+
+
+def _take(size: int) -> bytearray:
+    """A buffer of at least ``size`` bytes: inside :func:`reused_buffers` one this thread kept (the smallest that
+    fits), held until the block ends; else new."""
     if _BUFFERS.held is None:
-        return fobj.read_at(0, fobj.size)
-    size = fobj.size
+        return bytearray(size)
     fits = [b for b in _BUFFERS.free if len(b) >= size]
     buffer = min(fits, key=len) if fits else bytearray(size)
     if fits:
         _BUFFERS.free.remove(buffer)
     _BUFFERS.held.append(buffer)
-    view = memoryview(buffer)[:size]
-    return view[:fobj.read_into(0, view)].toreadonly()
+    return buffer
 
 
 def read_page(pages: PassPages, rel: str, *, select: Select | None = None, indices: Collection[int] | None = None,
@@ -244,18 +267,18 @@ def read_page(pages: PassPages, rel: str, *, select: Select | None = None, indic
     name = pages.source.url(rel)
     with open_page(pages.source, rel) as fobj:
         try:
+            cache_id = pages.ids.get(rel) if pages.cache is not None else None
+            columns = pages.cache.columns(cache_id, fobj.stat) if cache_id is not None else None
+            ranges = columns.ranges(wanted, select, name) if columns is not None else None
+            if ranges is not None and (not ranges or ranges[-1][1] - ranges[0][0] <= max_buffer):
+                # the page's layout is known: only the bytes of the wanted arrays read, no parse
+                start, data = _read_span(fobj, ranges, name)
+                values = columns.values(data, name, wanted, select, base=start)  # type: ignore[union-attr]
+                if values is not None:
+                    return Page(rel, name, values)
             if fobj.size <= max_buffer:
-                data = _read_whole(fobj)  # one sequential read
-                if len(data) != fobj.size:
-                    raise PageError(f"{name}: changed while it was read ({len(data)} of {fobj.size} bytes); "
-                                    "is it still being written?")
+                start, data = _read_span(fobj, [(0, fobj.size)], name)  # one sequential read
                 buffer = PageBuffer(data, fobj.stat, name)
-                cache_id = pages.ids.get(rel) if pages.cache is not None else None
-                columns = pages.cache.columns(cache_id, fobj.stat) if cache_id is not None else None
-                if columns is not None:  # the page's layout is known: its datapoints built without a parse
-                    values = columns.values(buffer.data, name, wanted, select)
-                    if values is not None:
-                        return Page(rel, name, values)
                 parsed = parse_page(buffer, name, trust=pages.trust)
                 if columns is None and cache_id is not None:  # the next job reads this page version by its columns
                     pages.cache.save_columns(cache_id, fobj.stat, parsed.content)

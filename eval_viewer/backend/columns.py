@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +142,50 @@ class PageColumns:
                             "(rewritten since it was indexed?)")
         return rows
 
-    def values(self, data: bytes, name: str, wanted: Collection[int],
-               select: Mapping[str, Collection[str] | None] | None) -> dict[int, Any] | None:
+    def ranges(self, wanted: Collection[int], select: Mapping[str, Collection[str] | None] | None, name: str,
+               gap: int = 1 << 20) -> list[tuple[int, int]] | None:
+        """The byte ranges of the page that :meth:`values` reads for ``wanted`` and ``select`` (array bytes; ranges
+        less than ``gap`` apart merged into one read), in order; None when a selected leaf is opaque."""
+        rows = self.rows(wanted, name)
+        spans: list[np.ndarray] = []
+        layouts = self.layout[rows]
+        for lay in np.unique(layouts).tolist():
+            template = self._template(lay, select)
+            if template is False:
+                return None
+            at = rows[layouts == lay]
+            for leaf, form in self._array_leaves(template):
+                starts = self.offsets[at, leaf]
+                spec = self.forms[form]
+                size = math.prod(spec[2]) * self._dtype(form, spec, name).itemsize
+                spans.append(np.stack([starts, starts + size], axis=1))
+        if not spans:
+            return []
+        edges = np.concatenate(spans)
+        edges = edges[np.argsort(edges[:, 0], kind="stable")]
+        merged: list[tuple[int, int]] = []
+        for lo, hi in edges.tolist():
+            if merged and lo <= merged[-1][1] + gap:
+                if hi > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], hi)
+            else:
+                merged.append((lo, hi))
+        return merged
+
+    def _array_leaves(self, node: Any) -> Iterator[tuple[int, int]]:
+        if type(node) is dict:
+            for child in node.values():
+                yield from self._array_leaves(child)
+        elif self.forms[node[1]][0] == ARRAY:
+            yield node
+
+    def values(self, data: bytes | memoryview, name: str, wanted: Collection[int],
+               select: Mapping[str, Collection[str] | None] | None, base: int = 0) -> dict[int, Any] | None:
         """``{idx: value}`` for ``wanted``, only the parts ``select`` keeps (as :func:`~.bulk.read_page` selects),
-        arrays as read-only views of ``data`` (the whole page); None when a selected leaf is opaque (the caller
-        parses the page instead). Built column by column, the datapoints of one layout together, so the work per
-        datapoint is numpy's array constructor and ``dict(zip(...))``."""
+        arrays as read-only views of ``data`` (the page's bytes from offset ``base`` on: the whole page, or the span
+        of :meth:`ranges`); None when a selected leaf is opaque (the caller parses the page instead). Built column by
+        column, the datapoints of one layout together, so the work per datapoint is numpy's array constructor and
+        ``dict(zip(...))``."""
         wanted = list(wanted)
         rows = self.rows(wanted, name)
         layouts = self.layout[rows]
@@ -157,7 +195,7 @@ class PageColumns:
             if template is False:
                 return None
             where = np.flatnonzero(layouts == lay)
-            for pos, value in zip(where.tolist(), self._build(template, rows[where], data, name)):
+            for pos, value in zip(where.tolist(), self._build(template, rows[where], data, name, base)):
                 built[pos] = value
         return dict(zip(wanted, built))
 
@@ -193,19 +231,19 @@ class PageColumns:
             return any(self._opaque(v) for v in node.values())
         return self.forms[node[1]][0] == OPAQUE
 
-    def _build(self, node: Any, rows: np.ndarray, data: bytes, name: str) -> list[Any]:
+    def _build(self, node: Any, rows: np.ndarray, data: bytes | memoryview, name: str, base: int) -> list[Any]:
         """The values of ``node`` (a template subtree) for the datapoints at ``rows``, one per row."""
         if type(node) is dict:
             keys = list(node)
             if not keys:
                 return [{} for _ in range(len(rows))]
-            children = [self._build(child, rows, data, name) for child in node.values()]
+            children = [self._build(child, rows, data, name, base) for child in node.values()]
             return [dict(zip(keys, values)) for values in zip(*children)]
         leaf, form = node
         spec = self.forms[form]
         kind = spec[0]
         if kind == ARRAY:
-            return self._arrays(form, spec, self.offsets[rows, leaf], data, name)
+            return self._arrays(form, spec, self.offsets[rows, leaf] - base, data, name)
         if kind == EMPTY:
             return [{} for _ in range(len(rows))]
         column = self.plain_values[leaf]
@@ -230,7 +268,7 @@ class PageColumns:
             dtype = self._dtypes[form] = safe_dtype(dtype, name)
         return dtype
 
-    def _arrays(self, form: int, spec: tuple[Any, ...], offsets: np.ndarray, data: bytes, name: str,
+    def _arrays(self, form: int, spec: tuple[Any, ...], offsets: np.ndarray, data: bytes | memoryview, name: str,
                 ) -> list[np.ndarray]:
         """Read-only views of ``data`` at ``offsets`` (native byte order; others are copied to it)."""
         dtype = self._dtype(form, spec, name)

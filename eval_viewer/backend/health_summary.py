@@ -21,7 +21,7 @@ import logging
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -49,7 +49,7 @@ from eval_viewer.backend.health import (
 from eval_viewer.backend.health_pages import RECORDER, concat, measure_page, record_of
 from eval_viewer.backend.jobs import BackgroundJobs, JobStatus
 from eval_viewer.backend.model import DatapointRecord, PassKey
-from eval_viewer.backend.workers import job_workers, run_tasks
+from eval_viewer.backend.workers import job_workers, page_parts, run_tasks
 from eval_viewer.errors import PageError, ViewerError
 
 __all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "HealthJobs", "HealthStatus",
@@ -258,13 +258,16 @@ def compute_health(store: Any, key: PassKey, thresholds: HealthThresholds | None
     total = pages.num_datapoints
     order = _first_order(store, key, pages)
     count = job_workers(pages) if workers is None else workers
-    tasks = [partial(measure_pass_page, pages, rel, order, t) for rel, _ in pages.pages]
+    schedule = page_parts(pages, count)
+    tasks = [partial(measure_pass_page, pages, rel, order, t, part) for rel, part in schedule]
+    warm = [partial(pages.source.warm, rel) if i == 0 or schedule[i - 1][0] != rel else None
+            for i, (rel, _) in enumerate(schedule)]  # (a page once, for its first part)
     parts: list[tuple[int, dict[Column, dict[str, np.ndarray]]]] = []
     indices: list[int] = []
-    warm = [partial(pages.source.warm, rel) for rel, _ in pages.pages]
     for done in run_tasks(tasks, count, stop, warm):
         if isinstance(done, PageError):
-            problems.append(str(done))
+            if str(done) not in problems:  # (said once, however many parts of the page failed)
+                problems.append(str(done))
             continue
         idx, columns, page_order = done
         order = order or page_order
@@ -282,13 +285,15 @@ def compute_health(store: Any, key: PassKey, thresholds: HealthThresholds | None
 
 
 def measure_pass_page(pages: PassPages, rel: str, order: ForwardOrder | None, t: HealthThresholds,
+                      part: Collection[int] | None = None,
                       ) -> tuple[list[int], dict[Column, dict[str, np.ndarray]], ForwardOrder] | PageError:
-    """One task of :func:`compute_health` (run in a worker process on a large pass): page ``rel`` read and every
-    datapoint's checked items measured; ``order`` None takes the page's own first datapoint's. A page that cannot
-    be read comes back as its :class:`PageError`."""
+    """One task of :func:`compute_health` (run in a worker process on a large pass): page ``rel`` read (only the
+    datapoints ``part`` when given, :func:`~.workers.page_parts`) and every datapoint's checked items measured;
+    ``order`` None takes the page's own first datapoint's. A page that cannot be read comes back as its
+    :class:`PageError`."""
     with reused_buffers():  # (only the measures leave this block)
         try:
-            page = read_page(pages, rel, select=checked(pages.debuggers))
+            page = read_page(pages, rel, select=checked(pages.debuggers), indices=None if part is None else set(part))
         except PageError as exc:
             logger.warning("%s", exc)
             return exc

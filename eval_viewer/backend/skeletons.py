@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import pickle
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,12 @@ class Entries:
         return data
 
 
+_RECENT: dict[Path, PageColumns] = {}
+"""The columns read last in this process, by file (the name holds the page's version: an entry is never stale)."""
+_RECENT_SIZE = 8
+_RECENT_LOCK = threading.Lock()
+
+
 class SkeletonStore:
     """Reads and writes skeleton files in ``cache_dir/skeletons``; every failure only costs a page parse.
 
@@ -92,8 +99,19 @@ class SkeletonStore:
         return self.columns_root / f"{digest}-{stat.token}{'-trusted' if self._trust else ''}.cols"
 
     def columns(self, page: str, stat: Stat) -> PageColumns | None:
-        """The page version's columns, or None when there are none (or they are unreadable)."""
-        return page_columns.load(self.columns_path(page, stat), page)
+        """The page version's columns, or None when there are none (or they are unreadable). The last few are kept
+        in memory: a job's tasks read parts of the same page one after another (:func:`~.workers.page_parts`)."""
+        path = self.columns_path(page, stat)
+        with _RECENT_LOCK:
+            found = _RECENT.get(path)
+        if found is None:
+            found = page_columns.load(path, page)
+            if found is not None:
+                with _RECENT_LOCK:
+                    _RECENT[path] = found
+                    while len(_RECENT) > _RECENT_SIZE:
+                        _RECENT.pop(next(iter(_RECENT)))
+        return found
 
     def save_columns(self, page: str, stat: Stat, content: Mapping[int, Any]) -> None:
         """Write the columns of a parsed page; any failure only leaves the page without them."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import numpy as np
 import pytest
 
 from eval_viewer.backend import LogStore, PassKey, bulk
-from eval_viewer.backend.bulk import PassPages, read_page
+from eval_viewer.backend.bulk import PassPages, read_page, reused_buffers
 from eval_viewer.backend.columns import build_columns, decode, encode
 from eval_viewer.backend.pages import open_page
 from eval_viewer.backend.pickles import PageBuffer, parse_page
+from eval_viewer.backend.sources import LocalSource
 from eval_viewer.errors import UntrustedPickleError
 from eval_viewer.log_format import DEBUGGER_DIR, EVALUATION_SCORES, FORMAT_VERSION, index_name, page_name
 
@@ -161,21 +163,30 @@ def test_a_leaf_a_column_cannot_hold_is_read_by_parsing(tmp_path: Path, make_sto
 
 def test_a_damaged_or_missing_column_file_costs_one_parse(tmp_path: Path, make_store: Callable[..., LogStore],
                                                          parses: list[str], caplog: pytest.LogCaptureFixture) -> None:
-    store = make_store(_write(tmp_path, _datapoint))
+    store = make_store(_write(tmp_path, _datapoint, per_page=3))
     pages = store.pass_pages(KEY)
     store.wait_background(20)
-    rel = pages.pages[0][0]
-    (path,) = _columns_files(tmp_path / "cache")
-    path.write_bytes(path.read_bytes()[:-9])  # truncated
-    with caplog.at_level(logging.WARNING):
-        _identical(read_page(pages, rel).values, _parsed(pages, rel, None))
-    assert len(parses) == 1 and "damaged column cache" in caplog.text
-    _identical(read_page(pages, rel).values, _parsed(pages, rel, None))  # rewritten by that parse
+    (first, _), (second, _) = pages.pages
+    missing, damaged = _columns_files(tmp_path / "cache")  # (in page order: the index wrote them in that order)
+    if not _holds(missing, pages, first):
+        missing, damaged = damaged, missing
+    missing.unlink()
+    _identical(read_page(pages, first).values, _parsed(pages, first, None))
+    assert len(parses) == 1 and missing.is_file()  # rewritten by that parse
+    read_page(pages, first)
     assert len(parses) == 1
-    path.unlink()
-    read_page(pages, rel)
-    read_page(pages, rel)
-    assert len(parses) == 2 and path.is_file()
+    damaged.write_bytes(damaged.read_bytes()[:-9])  # truncated
+    with caplog.at_level(logging.WARNING):
+        _identical(read_page(pages, second).values, _parsed(pages, second, None))
+    assert len(parses) == 2 and "damaged column cache" in caplog.text
+    read_page(pages, second)
+    assert len(parses) == 2
+
+
+def _holds(path: Path, pages: PassPages, rel: str) -> bool:
+    """Whether the column file ``path`` is the one of page ``rel``."""
+    stat = pages.source.stat(rel)
+    return stat is not None and pages.cache is not None and pages.cache.columns_path(pages.ids[rel], stat) == path
 
 
 def test_a_rewritten_page_never_meets_its_old_columns(tmp_path: Path, make_store: Callable[..., LogStore]) -> None:
@@ -236,3 +247,52 @@ class _Stat:
 
     def __init__(self, size: int) -> None:
         self.size, self.version = size, "v"
+
+
+class _Counting(LocalSource):
+    """A local log dir that counts the page bytes read from it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.bytes_read = 0
+
+    def open(self, rel: str) -> Any:
+        fobj = super().open(rel)
+        read_at, read_into = fobj.read_at, fobj.read_into
+
+        def counted_at(offset: int, n: int) -> bytes:
+            data = read_at(offset, n)
+            self.bytes_read += len(data)
+            return data
+
+        def counted_into(offset: int, view: memoryview) -> int:
+            got = read_into(offset, view)
+            self.bytes_read += got
+            return got
+
+        fobj.read_at, fobj.read_into = counted_at, counted_into  # type: ignore[method-assign]
+        return fobj
+
+
+def test_a_part_of_a_page_reads_about_its_own_bytes(tmp_path: Path, make_store: Callable[..., LogStore]) -> None:
+    """With the page's columns, reading some of its datapoints reads the bytes of their arrays (and what lies
+    between them), not the page: what lets a job split a page into parts (workers.page_parts)."""
+    def content(i: int) -> dict[str, Any]:
+        return {"dbg": {"x": np.full(50_000, i, dtype=np.float32)}}  # 200 kB a datapoint
+
+    run = _write(tmp_path, content)
+    store = make_store(run)
+    pages = store.pass_pages(KEY)
+    store.wait_background(20)
+    counting = _Counting(run)
+    pages = replace(pages, source=counting)
+    rel = pages.pages[0][0]
+    size = (run / rel).stat().st_size
+    got = read_page(pages, rel, indices={4})
+    np.testing.assert_array_equal(got.values[4]["dbg"]["x"], np.full(50_000, 4, dtype=np.float32))
+    assert list(got.values) == [4] and counting.bytes_read == 200_000 < size / 5
+    counting.bytes_read = 0
+    with reused_buffers():
+        got = read_page(pages, rel, indices={1, 2})
+        assert sorted(got.values) == [1, 2] and float(got.values[2]["dbg"]["x"][0]) == 2.0
+    assert 400_000 <= counting.bytes_read < size / 2

@@ -196,3 +196,30 @@ class _Recording:
         assert backend == "loky"
         self.started.append(n_jobs)
         return lambda calls: [None for _ in calls]
+
+
+def test_pages_with_columns_are_split_into_parts_on_workers(logs: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """On workers, a page whose columns are cached is read in parts of about TASK_BYTES (each part its own
+    datapoints, in order, all of them once); in-process, or without columns, pages stay whole. The summary is the
+    same either way."""
+    from eval_viewer.backend import workers
+
+    with LogStore(logs, cache_dir=tmp_path / "cache", rescan_s=0, index_wait_s=20) as store:
+        pages = store.pass_pages(KEY)
+        store.wait_background(20)
+        whole = compute_health(store, KEY, workers=0)
+        monkeypatch.setattr(workers, "TASK_BYTES", 1)  # every datapoint its own part
+        assert workers.page_parts(pages, 0) == [(rel, None) for rel, _ in pages.pages]
+        parts = workers.page_parts(pages, 2)
+        listed = dict(pages.pages)
+        assert [i for rel, part in parts for i in (listed[rel] if part is None else part)] == \
+            [i for _, indices in pages.pages for i in indices]
+        assert len(parts) == pages.num_datapoints
+        split = compute_health(store, KEY, workers=2)
+        assert split.table() == whole.table() and np.array_equal(split.idx, whole.idx)
+        for name, arrays in whole.arrays.items():
+            for field, values in arrays.items():
+                np.testing.assert_array_equal(split.arrays[name][field], values, err_msg=f"{name} {field}")
+        shutil.rmtree(tmp_path / "cache" / "columns")
+        assert workers.page_parts(pages, 2) == [(rel, None) for rel, _ in pages.pages]
