@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import posixpath
 from abc import ABC, abstractmethod
@@ -84,6 +85,12 @@ class RangeFile(ABC):
         data = self.read_at(offset, len(view))
         view[: len(data)] = data
         return len(data)
+
+    def map(self, offset: int, n: int) -> memoryview | None:
+        """The ``n`` bytes from ``offset`` mapped read-only into memory (no copy: the OS reads what is touched), or
+        None where files cannot be mapped. Only for worker processes (:func:`~.bulk.map_pages`): a file cut short
+        while mapped kills the process that touches the lost bytes."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - a no-op by default
         pass
@@ -215,6 +222,16 @@ class _LocalFile(RangeFile):
                 break
             done += got
         return done
+
+    def map(self, offset: int, n: int) -> memoryview | None:
+        if n <= 0 or offset < 0 or offset + n > os.fstat(self._fd).st_size:
+            return None  # (the read path says what is wrong)
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapped = mmap.mmap(self._fd, n + offset - start, access=mmap.ACCESS_READ, offset=start)
+        except (OSError, ValueError):
+            return None
+        return memoryview(mapped)[offset - start:]
 
     def close(self) -> None:
         if self._fd >= 0:

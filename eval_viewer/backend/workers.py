@@ -38,7 +38,7 @@ from typing import TypeVar
 import joblib
 import numpy as np
 
-from eval_viewer.backend.bulk import PassPages, read_ahead
+from eval_viewer.backend.bulk import PassPages, map_pages, read_ahead
 
 __all__ = ["job_workers", "workers_for", "page_parts", "prepare", "run_tasks", "MIN_BYTES", "MAX_WORKERS", "ENV",
            "TASK_BYTES"]
@@ -157,7 +157,9 @@ def _ready() -> int:
 
 
 def _niced(task: Callable[[], R], priority: int) -> R:
-    """``task()`` at ``priority`` (absolute, so a reused worker is not lowered again and again)."""
+    """``task()`` at ``priority`` (absolute, so a reused worker is not lowered again and again), in a process that
+    maps its pages (:func:`~.bulk.map_pages`)."""
+    map_pages()
     try:
         if os.getpriority(os.PRIO_PROCESS, 0) < priority:
             os.setpriority(os.PRIO_PROCESS, 0, priority)

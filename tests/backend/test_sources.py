@@ -3,6 +3,7 @@ like the same log on the local disk: same runs, passes, scores and datapoints, a
 
 from __future__ import annotations
 
+import mmap
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -254,3 +255,14 @@ def test_a_refresh_sees_what_another_writer_added_deep_in_an_s3_log(
     assert run.find("val", 2).has_debug
     record = store.datapoint(PassKey("trainer", "val", 2), 5)
     assert record.problems == () and record.debug_item("layer4", "feature_map").value.shape == (8, 4, 4)
+
+
+def test_a_local_file_maps_a_span_read_only(tmp_path: Path) -> None:
+    """RangeFile.map (used by job workers only): the span's bytes without a copy, read-only; None past the end."""
+    data = bytes(range(256)) * 40_000  # 10 MB, so spans start past the mapping granularity
+    (tmp_path / "page_0.pkl").write_bytes(data)
+    with LocalSource(tmp_path).open("page_0.pkl") as fobj:
+        for offset, n in ((0, 10), (12_345, 70_000), (len(data) - 5, 5), (mmap.ALLOCATIONGRANULARITY * 3 + 1, 1)):
+            view = fobj.map(offset, n)
+            assert view is not None and view.readonly and bytes(view) == data[offset:offset + n]
+        assert fobj.map(len(data) - 5, 6) is None and fobj.map(0, 0) is None
