@@ -5,13 +5,13 @@ sequential read per page, but building a page's datapoints and measuring its arr
 one process the job uses one core however many the machine has. Here each task reads *and measures* its page (or a
 page of pass a and the pages of b it needs) in a worker process and sends back only its small per-datapoint results:
 the pages never cross a process boundary, and every page is read through the same allow-listed, budgeted reader as in
-the server (its datapoints built from the page's cached columns, :mod:`.columns`, into a buffer the worker reuses,
-:func:`~.bulk.reused_buffers`).
+the server (its datapoints built from the page's cached columns, :mod:`.columns`, over the page's bytes mapped into
+the worker's memory, :func:`~.bulk.map_pages`).
 
 Each worker reads its page and then computes, so left alone the workers fall into step and the disk idles while they
 all compute: :func:`run_tasks` also runs a thread in the caller that reads the next tasks' pages into the OS cache
 (``warm``), a few tasks ahead, so the workers' reads come from memory. Measured on 2 cores (``benchmarks/RESULTS.md``,
-Health): the health summary of a 886 MiB pass in 0.6-0.75 s, 84-105 % of the rate of a plain read of its pages.
+Health): the health summary of a 886 MiB pass in about 0.64 s, 98-107 % of the rate of a plain read of its pages.
 
 The workers are joblib's (``joblib.Parallel`` on its loky backend, the library the pages are written with): kept
 alive between jobs, since the app runs one job after another and a job should not pay a process start each time;
