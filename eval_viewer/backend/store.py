@@ -113,6 +113,8 @@ class LogStore:
         self._overrides = dict(higher_is_better or {})
         self._index_wait_s = index_wait_s
         self._prepare_workers = prepare_workers
+        self._sized: dict[str, int] = {}
+        """Page count of each debug folder when the job workers were last considered for it."""
         self._lock = threading.RLock()
         self._indexes: dict[str, DebugIndex] = {}
         self._hints: dict[str, tuple[str, ViewerHints]] = {}
@@ -300,8 +302,9 @@ class LogStore:
                                    submit=self._submit, skeletons=self._skeletons)
                 self._indexes[ident] = index
         index.refresh(files.debug)  # one comparison when the listing is unchanged
-        if self._prepare_workers:
-            pages = files.debug.pages
+        pages = files.debug.pages
+        if self._prepare_workers and self._sized.get(ident) != len(pages):  # (once per listing size, not per request)
+            self._sized[ident] = len(pages)
             workers.prepare(workers.workers_for(len(pages), (stat.size for stat in pages.values()),
                                                 files.source.process_shared))
         return index
