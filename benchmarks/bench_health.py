@@ -50,7 +50,8 @@ from eval_viewer.log_format import (
     write_scores,
 )
 
-from bench_compare import _drop, _pages, of_raw, phase_raw, raw_rates  # noqa: E402  (a sibling script, not a package: the same layout)
+# a sibling script, not a package: the same layout
+from bench_compare import _drop, _pages, of_raw, phase_raw, raw_rates  # noqa: E402
 
 __all__ = ["main"]
 

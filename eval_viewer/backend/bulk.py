@@ -8,8 +8,8 @@ flag, the hostile-page bounds of :mod:`.untrusted`), and its arrays handed out a
 (no second copy). A page whose layout is cached as columns (:mod:`.columns`, written when the index first parsed
 it) is not parsed again: only the byte ranges of the wanted datapoints' selected arrays are read (the whole page when
 all of it is wanted; a part of it when a job splits the page, :func:`~.workers.page_parts`), and the datapoints are
-built from the columns over that buffer, about a tenth of the cost of a parse. The next page is read in a helper thread while the caller works on this one (``prefetch``), so the disk and
-the caller's numpy work overlap.
+built from the columns over that buffer, about a tenth of the cost of a parse. The next page is read in a helper
+thread while the caller works on this one (``prefetch``), so the disk and the caller's numpy work overlap.
 
 Use::
 
@@ -201,7 +201,7 @@ _KEEP_BUFFERS = 3
 
 @contextmanager
 def reused_buffers() -> Iterator[None]:
-    """Inside this block, the pages this thread reads whole go into buffers it keeps for its next block, instead of
+    """Inside this block, the page bytes this thread reads go into buffers it keeps for its next block, instead of
     fresh memory each time. Fresh memory costs its page faults on every page, about as much as the read itself:
     measured on 2 cores, 886 MB of pages read into fresh buffers in 0.57 s, into one reused buffer in 0.17 s (warm
     OS cache; 0.67 s against 0.47 s cold). For the tasks of pass-wide jobs (a page or three read, measured, and only

@@ -129,7 +129,8 @@ def _measure_rows(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray
 
 
 def _measure_clean(flat: np.ndarray, sums: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
-    """The measures of rows holding no NaN or Inf (``sums``: each row's sum, float64)."""
+    """The measures of rows holding no NaN or Inf (``sums``: each row's sum, float64); a row holding them gets
+    numbers here that :func:`_measure_rows` replaces."""
     n, total = flat.shape
     zeros = total - np.count_nonzero(flat, axis=1)
     mean = sums / total

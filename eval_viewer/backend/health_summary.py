@@ -1,14 +1,14 @@
 """The per-pass health summary: every datapoint measured once, then flagged with what only the whole pass knows.
 
 :func:`compute_health` reads a pass page by page (:mod:`.bulk`: one read per page, its datapoints built from its
-cached columns), measures every
-checkable debug item of every datapoint (:func:`~.health.measure`) and keeps the measures as arrays over datapoints
-per column. From them :class:`HealthSummary` derives the pass context (a head's typical entropy, channels dead on every
-datapoint), each datapoint's flags, the layers × kinds table with counts of datapoints (:meth:`HealthSummary.table`),
-the failure table's per-kind columns, and, against a second pass, scale jumps (:func:`scale_jump_rows`).
-:class:`HealthJobs` runs it in a background thread with progress and keeps the result under the store's cache dir
-(``<cache_dir>/health/<hash>.npz``, beside the comparison summaries, never inside a log dir), keyed by the pass's files
-(listing with sizes and mtimes), the thresholds and the format, so a pass that changes is measured again.
+cached columns), measures every checkable debug item of every datapoint (:func:`~.health.measure`) and keeps the
+measures as arrays over datapoints per column. From them :class:`HealthSummary` derives the pass context (a head's
+typical entropy, channels dead on every datapoint), each datapoint's flags, the layers × kinds table with counts of
+datapoints (:meth:`HealthSummary.table`), the failure table's per-kind columns, and, against a second pass, scale
+jumps (:func:`scale_jump_rows`). :class:`HealthJobs` runs it in a background thread with progress and keeps the result
+under the store's cache dir (``<cache_dir>/health/<hash>.npz``, beside the comparison summaries, never inside a log
+dir), keyed by the pass's files (listing with sizes and mtimes), the thresholds and the format, so a pass that changes
+is measured again.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The pass-wide "where inside the model" summary: every matched datapoint's internals compared, layer × head.
 
-:func:`compute_summary` reads both passes page by page (:mod:`.bulk`: one read per page, its datapoints built from
-its cached columns; a task per page, in worker processes on large passes: :mod:`.workers`) and keeps, per compared debug item (a *layer*:
-``debugger`` or ``debugger/key``) and per head, the per-datapoint metrics of :func:`~.compare.compare_items`,
-computed for a page of datapoints at once (:func:`~.divergence.attention_divergence`,
+:func:`compute_summary` reads both passes page by page (:mod:`.bulk`: one read per page, its datapoints built from its
+cached columns; a task per page, in worker processes on large passes: :mod:`.workers`) and keeps, per compared debug
+item (a *layer*: ``debugger`` or ``debugger/key``) and per head, the per-datapoint metrics of
+:func:`~.compare.compare_items`, computed for a page of datapoints at once (:func:`~.divergence.attention_divergence`,
 :func:`~.divergence.tensor_divergence`: the figures the paired view shows, to 1e-9), so the summary table
 (:meth:`LayerSummary.table`, worst first) and "where does this cell diverge most" (:meth:`LayerSummary.worst`) come
 from the same arrays. :class:`SummaryJobs` runs it in a background thread with progress, writes the result under the
