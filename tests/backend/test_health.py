@@ -280,6 +280,26 @@ def test_vectorised_measures_match_a_row_by_row_reference() -> None:
     assert got["dead"][1].tolist() == [True, False, False] and got["saturated"][4] > 0.5
 
 
+def test_float32_sums_hand_over_to_float64_where_they_would_cancel_or_overflow() -> None:
+    """The clean rows' sums are taken in float32; a near-constant row (its spread far below its mean) and a row
+    whose squares overflow float32 are measured in float64 instead, so both keep their figures."""
+    from eval_viewer.backend.health_measures import measure_arrays
+
+    rng = np.random.default_rng(4)
+    batch = (1e4 + rng.standard_normal((5, 2, 8, 8))).astype(np.float32)  # spread 1e-8 of the mean square
+    batch[1] = np.float32(10000.1)  # constant, not exactly representable: its spread is still 0
+    batch[2] *= 1e17  # squares beyond float32's range
+    batch[3] = rng.standard_normal((2, 8, 8)).astype(np.float32)  # an ordinary row, measured in float32
+    batch[4, 0] = 0
+    got = measure_arrays(batch, channels=True, t=HealthThresholds())
+    for row, x in enumerate(batch.astype(np.float64)):
+        assert got["mean"][row] == pytest.approx(x.mean(), rel=1e-6)
+        assert got["std"][row] == pytest.approx(x.std(), rel=1e-5, abs=1e-12)
+        assert got["scale"][row] == pytest.approx(np.sqrt(np.mean(x * x)), rel=1e-6)
+    assert got["std"][1] == 0.0 and np.isfinite(got["scale"][2])
+    assert got["dead"][4].tolist() == [True, False] and got["zeros"][4] == 0.5
+
+
 def test_the_summary_view_names_layers_kinds_counts_and_cells(store: LogStore) -> None:
     from eval_viewer.display.health import health_table
     from eval_viewer.display.view import Group, texts, walk
