@@ -139,9 +139,11 @@ def _measure_rows(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray
 
 
 def _row_sums(flat: np.ndarray) -> np.ndarray:
-    """Each row's sum, as a matrix-vector product (BLAS: several times faster than a reduction along the rows);
-    in the rows' own precision, float32 at least: :func:`_measure_clean` says why that is enough."""
-    return flat @ np.ones(flat.shape[1], dtype=flat.dtype)
+    """Each row's sum in the rows' own precision, float32 at least (:func:`_measure_clean` says why that is
+    enough): ``einsum`` is more than twice as fast as ``sum(axis=1)``, and unlike a BLAS matrix-vector product
+    its order of summation does not depend on how many rows are measured together (a datapoint's measures must not
+    depend on its neighbours)."""
+    return np.einsum("ij->i", flat)
 
 
 def _count_rows(mask: np.ndarray) -> np.ndarray:
