@@ -50,7 +50,8 @@ __all__ = ["LayerSummary", "SummaryRow", "compute_summary", "SummaryJobs", "JobS
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = 1
+_FORMAT = 2
+"""Of the cached summaries; 2: attention compared in float32 (figures within 1e-4 of format 1's float64)."""
 ATTENTION_COLUMNS = ("jsd", "jsd_max", "entropy_a", "entropy_b", "topk_a", "topk_b")
 TENSOR_COLUMNS = ("rel_error", "cosine", "sqnr_db")
 
