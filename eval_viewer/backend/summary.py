@@ -245,6 +245,7 @@ class _Accumulator:
         self.n, self.notes, self.threads = n, notes, threads
         self.kinds: dict[str, str] = {}
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
+        self._buffers: dict[tuple[Any, ...], np.ndarray] = {}
 
     def add(self, layer: _Layer, rows: list[int], xs: list[Any], ys: list[Any]) -> None:
         """Compare ``xs[i]`` with ``ys[i]`` for result row ``rows[i]``; same-shaped pairs go through in batches."""
@@ -262,13 +263,23 @@ class _Accumulator:
         for positions in groups.values():
             for start in range(0, len(positions), _BATCH):
                 part = positions[start:start + _BATCH]
-                left = np.stack([xs[p] for p in part])
-                right = np.stack([ys[p] for p in part])
+                left = self._stack([xs[p] for p in part], 0)
+                right = self._stack([ys[p] for p in part], 1)
                 if layer.kind == Kind.ATTENTION:
                     metrics = attention_divergence(left, right, TOP_K, threads=self.threads)
                 else:
                     metrics = {k: v[:, None] for k, v in tensor_divergence(left, right).items()}
                 self.store(layer, [rows[p] for p in part], metrics)
+
+    def _stack(self, arrays: list[np.ndarray], side: int) -> np.ndarray:
+        """``np.stack(arrays)`` into a buffer kept for the next batch of that shape: a fresh one paid its page faults
+        on every batch, several times the copy itself."""
+        shape = (len(arrays), *arrays[0].shape)
+        key = (side, arrays[0].shape, arrays[0].dtype.str)
+        buffer = self._buffers.get(key)
+        if buffer is None or len(buffer) < len(arrays):
+            buffer = self._buffers[key] = np.empty((max(len(arrays), _BATCH), *shape[1:]), dtype=arrays[0].dtype)
+        return np.stack(arrays, out=buffer[:len(arrays)])
 
     def _add_top_k(self, layer: _Layer, rows: list[int], xs: list[TopK], ys: list[TopK]) -> None:
         """Top-k captures, batched by shape (the maths is elementwise over ``K x K`` key pairs per query)."""
