@@ -223,7 +223,9 @@ def attention_weights(value: Any) -> np.ndarray | None:
 def attention_array(value: Any) -> np.ndarray | None:
     """As :func:`attention_weights`, in the dtype it was saved in (float16 stays float16: the batched maths reads
     half floats faster than a cast to float32 would)."""
-    if isinstance(value, Mapping):
+    if type(value) is dict and type(value.get("weights")) is np.ndarray:  # what our capture writes: no search
+        value = value["weights"]
+    elif isinstance(value, Mapping):
         for key in ("weights", "attention", "attn", "attn_weights", "attention_weights", "attention_probs", "probs"):
             if key in value and value[key] is not None:
                 value = value[key]
@@ -305,6 +307,8 @@ def topk_metrics(a: TopK, b: TopK, k: int = TOP_K) -> dict[str, np.ndarray]:
 def array_of(value: Any) -> np.ndarray | None:
     """The numeric array of a saved value: the value itself, or the first numeric array in a dict (``output``,
     ``feature_map``, ``gradcam``... first), as numpy; None when there is none."""
+    if type(value) is np.ndarray:  # the common case first: the pass-wide summary asks for every datapoint
+        return value if value.dtype.kind in "fiub" and value.size else None
     if isinstance(value, Mapping):
         for key in ("output", "feature_map", "gradcam", "heatmap", "values", "value"):
             if key in value:

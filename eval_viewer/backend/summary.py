@@ -176,11 +176,11 @@ class _Layer:
     def array(self, value: Any) -> np.ndarray | TopK | None:
         """This item's array (attention weights in their saved dtype, or their :class:`~.compare.TopK` form) in one
         datapoint's ``{debugger: output}``."""
-        output = value.get(self.debugger) if isinstance(value, Mapping) else None
+        output = value.get(self.debugger) if type(value) is dict or isinstance(value, Mapping) else None
         if output is None:
             return None
         if not self.whole:
-            if not isinstance(output, Mapping) or self.key not in output:
+            if not (type(output) is dict or isinstance(output, Mapping)) or self.key not in output:
                 return None
             output = output[self.key]
         if self.kind != Kind.ATTENTION:
