@@ -176,34 +176,38 @@ numpy's per-call cost, measured slower from 2^12 to 2^15)."""
 _INV_4_LN2 = 1.0 / (4.0 * np.log(2.0))
 
 
-_HALF_LAYOUT = {4: (np.uint32, 16, 13, _F16_SCALE), 8: (np.uint64, 48, 42, _F64_SCALE)}
-"""By the width of the float written: its unsigned int view, the sign's shift, the shift of exponent and mantissa
-into place, and the scale that corrects the exponent's bias."""
+_HALF_LAYOUT = {4: (np.uint32, 13, 0x8FFFFFFF, _F16_SCALE), 8: (np.uint64, 42, 0x81FFFFFFFFFFFFFF, _F64_SCALE)}
+"""By the width of the float written: its unsigned int view, the shift of exponent and mantissa into place, the
+mask that keeps the sign bit and clears the rest of the sign extension, and the scale that corrects the exponent's
+bias."""
+
+
+_HALF_BEYOND = 2.0 ** 16
+"""What an Inf or NaN half (exponent all ones) becomes by the bit shuffle: 2^16 or more, beyond any finite half."""
 
 
 def half_to_float(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Float16 ``raw`` into ``out`` (float32 or float64, same shape), by its bits: exponent and mantissa shifted into
-    place and scaled (2^112 for float32, 2^1008 for float64), the sign put back; exact for every finite half,
-    subnormals too, and several times faster than numpy's half cast. Infinite and NaN halves (exponent all ones)
-    are then put in from numpy's cast of just those values."""
-    bits = raw.view(np.uint16)
-    top = int(bits.max()) if bits.size else 0
-    signed = top >= 0x8000
-    special = top >= 0x7C00 and (not signed or int(np.bitwise_and(bits, 0x7FFF).max()) >= 0x7C00)
-    uint, sign_shift, shift, scale = _HALF_LAYOUT[out.dtype.itemsize]
+    """Float16 ``raw`` into ``out`` (float32 or float64, contiguous, same shape), by its bits: each half
+    sign-extended into the wider integer, shifted so exponent and mantissa sit in place, the extension's ones cleared
+    but the sign (a pass only when a half is negative), then scaled (2^112 for float32, 2^1008 for float64) to
+    correct the exponent's bias. Exact for every finite half, subnormals too, and several times faster than numpy's
+    half cast. Infinite and NaN halves (exponent all ones) come out 2^16 or more; where there are any, they are put
+    in from numpy's cast of just those values."""
+    if not raw.size:
+        return out
+    uint, shift, keep, scale = _HALF_LAYOUT[out.dtype.itemsize]
+    top = int(raw.view(np.uint16).max())  # the largest pattern: 0x8000 or more when a half is negative
     wide = out.view(uint)
-    np.copyto(wide, bits, casting="safe")
-    if signed:
-        sign = np.bitwise_and(wide, 0x8000)
-        np.left_shift(sign, sign_shift, out=sign)
-        np.bitwise_and(wide, 0x7FFF, out=wide)
+    np.copyto(wide, raw.view(np.int16), casting="unsafe")  # (C conversion: -x becomes 2^n - x, the sign extended)
     np.left_shift(wide, shift, out=wide)
+    if top >= 0x8000:
+        np.bitwise_and(wide, keep, out=wide)
     np.multiply(out, scale, out=out)
-    if signed:
-        np.bitwise_or(wide, sign, out=wide)
-    if special:
-        where = np.bitwise_and(bits, 0x7C00) == 0x7C00
-        out[where] = raw[where]
+    # an Inf or NaN: a negative one is 0xFC00 or more unsigned, a positive one 0x7C00 or more signed
+    if top >= 0xFC00 or (top >= 0x7C00 and (top < 0x8000 or int(raw.view(np.int16).max()) >= 0x7C00)):
+        flat = out.reshape(-1)
+        where = np.flatnonzero(np.abs(flat) >= _HALF_BEYOND)
+        flat[where] = raw.reshape(-1)[where]
     return out
 
 
