@@ -41,7 +41,7 @@ import numpy as np
 from eval_viewer.backend.bulk import PassPages, map_pages, read_ahead
 
 __all__ = ["job_workers", "workers_for", "page_parts", "prepare", "run_tasks", "MIN_BYTES", "MAX_WORKERS", "ENV",
-           "TASK_BYTES"]
+           "TASK_BYTES", "columns_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,16 +111,26 @@ def page_parts(pages: PassPages, workers: int) -> list[tuple[str, tuple[int, ...
     parts: list[tuple[str, tuple[int, ...] | None]] = []
     for rel, indices in pages.pages:
         count = 1
-        if workers > 0 and pages.cache is not None and rel in pages.ids and len(indices) > 1:
-            stat = pages.source.stat(rel)
-            if stat is not None and pages.cache.columns_path(pages.ids[rel], stat).is_file():
-                count = min(len(indices), max(1, round(stat.size / TASK_BYTES)))
+        if workers > 0 and len(indices) > 1:
+            size = columns_size(pages, rel)
+            if size is not None:
+                count = min(len(indices), max(1, round(size / TASK_BYTES)))
         if count == 1:
             parts.append((rel, None))
             continue
         for chunk in np.array_split(np.asarray(indices), count):
             parts.append((rel, tuple(chunk.tolist())))
     return parts
+
+
+def columns_size(pages: PassPages, rel: str) -> int | None:
+    """The size of page ``rel`` when its layout is cached as columns (a part of it can be read alone), else None."""
+    if pages.cache is None or rel not in pages.ids:
+        return None
+    stat = pages.source.stat(rel)
+    if stat is None or not pages.cache.columns_path(pages.ids[rel], stat).is_file():
+        return None
+    return stat.size
 
 
 _PREPARED: set[int] = set()

@@ -26,7 +26,7 @@ from eval_viewer.backend.compare import (
 from eval_viewer.backend.divergence import cosine_similarity, entropy, half_to_float, js_divergence, relative_error, \
     sqnr_db, top_k_mass
 from eval_viewer.backend.model import PassKey
-from eval_viewer.backend.summary import LayerSummary, SummaryJobs, compute_summary
+from eval_viewer.backend.summary import LayerSummary, SummaryJobs, alignment_for, compute_summary
 from eval_viewer.log_format import DEBUGGER_DIR, EVALUATION_SCORES, FORMAT_VERSION, INDEX_DEBUGGERS, INDEX_META, \
     INDEX_PAGES, index_name, page_name
 
@@ -404,6 +404,35 @@ def test_summary_jobs_run_in_background_and_reuse_the_disk_cache(pair: Any, tmp_
         assert status.summary.table() == compute_summary(pair, a, b).table()
     finally:
         fresh.close()
+
+
+@pytest.mark.parametrize("by", [None, "image_id"])
+def test_summary_split_into_parts_on_workers_equals_the_whole_pages(tmp_path: Path, make_store: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  by: str | None) -> None:
+    """With pages cached as columns, a task per part of a page (here every datapoint its own part), each reading
+    only its datapoints' bytes of both passes, gives the table of whole pages read in-process."""
+    from eval_viewer.backend import summary as summary_module
+    from eval_viewer.backend import workers
+
+    logs = tmp_path / "logs"
+    ids = [f"img{i}" for i in range(11)]
+    shuffled = [ids[i] for i in (7, 2, 9, 0, 4, 10, 1, 8, 3, 6, 5)]
+    write_run(logs, "fp", list(np.linspace(0.1, 0.9, 11)), ids, 0.0, per_page=3)
+    write_run(logs, "q8", list(np.linspace(0.9, 0.1, 11)), shuffled if by else ids, 0.2, seed=2, per_page=4)
+    store = make_store(logs)
+    a, b = PassKey("fp", "test"), PassKey("q8", "test")
+    whole = compute_summary(store, a, b, by, workers=0)  # (reading every page once writes their columns)
+    monkeypatch.setattr(workers, "TASK_BYTES", 1)
+    pages_a, pages_b = store.pass_pages(a), store.pass_pages(b)
+    split = summary_module._split(summary_module._schedule(pages_a, pages_b, alignment_for(store, a, b, by)),
+                                  pages_a, pages_b, 2)
+    assert len(split) == 11 and all(len(pairs) == 1 for _, _, pairs in split)
+    parts = compute_summary(store, a, b, by, workers=2)
+    assert parts.table() == whole.table()
+    for layer, metrics in whole.arrays.items():
+        for metric, values in metrics.items():
+            np.testing.assert_array_equal(parts.arrays[layer][metric], values, err_msg=f"{layer} {metric}")
 
 
 def _per_datapoint(store: Any, a: PassKey, b: PassKey, i: int, j: int) -> dict[str, Any]:
