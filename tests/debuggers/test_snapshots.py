@@ -227,7 +227,8 @@ def test_lightning_callback_writes_snapshots_and_logs_them_to_the_trainers_logge
     writer = SnapshotWriter(tmp_path / "run", every_n_steps=2, activation="argmax", max_videos=2)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=logger, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_train_batches=5,
-                         callbacks=[EvalViewerCallback(snapshots=writer)], default_root_dir=tmp_path)
+                         log_every_n_steps=1, callbacks=[EvalViewerCallback(snapshots=writer)],
+                         default_root_dir=tmp_path)
     trainer.fit(Segmenter(), DataLoader(demo.ShapesDataset(20, seed=1), batch_size=4))
     writer.close()
     steps = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "run" / lf.TRAIN_DIR).iterdir())
