@@ -29,8 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["normalise", "js_divergence", "entropy", "top_k_mass", "relative_error", "cosine_similarity", "sqnr_db",
-           "tensor_metrics", "attention_divergence", "topk_divergence", "tensor_divergence", "ATTENTION_METRICS",
-           "TOPK_METRICS", "TENSOR_METRICS"]
+           "tensor_metrics", "attention_divergence", "topk_divergence", "tensor_divergence", "half_to_float",
+           "row_sums", "row_dots", "ATTENTION_METRICS", "TOPK_METRICS", "TENSOR_METRICS"]
 
 ATTENTION_METRICS = ("jsd", "jsd_max", "entropy_a", "entropy_b", "topk_a", "topk_b")
 TOPK_METRICS = ("jsd", "jsd_max", "topk_a", "topk_b")
@@ -129,44 +129,59 @@ def tensor_divergence(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`tensor_metrics` of every pair ``a[i]``, ``b[i]`` of two same-shaped batches: ``(n,)`` float64 arrays.
 
     Each figure as :func:`relative_error`, :func:`cosine_similarity` and :func:`sqnr_db` give it (non-finite values
-    count as 0), from four dot products per pair over cache-sized chunks of the batch: in float32 for float16 and
-    float32 captures (relative error about 1e-6; the noise is summed from the differences, so a small error keeps
-    its digits), in float64 for wider ones and for any pair whose float32 sums overflow."""
+    count as 0), from three sums per pair over cache-sized chunks of the batch: ``a·a``, ``b·b`` and the noise
+    ``(b - a)·(b - a)``, summed from the differences so a small error keeps its digits. The cosine comes from them
+    too, as ``1 - (noise - (|a| - |b|)²) / (2 |a| |b|)``, which does not cancel where the maps nearly agree (a
+    float32 ``a·b`` would be rounding noise there). Float16 and float32 captures are summed in float32, within about
+    1e-6 of float64; wider ones in float64, and so is any pair whose float32 sums overflow or fall towards float32's
+    smallest numbers (a mean square below 1e-20, all-zero maps included)."""
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
     n = a.shape[0]
     flat_a, flat_b = a.reshape(n, -1), b.reshape(n, -1)
-    sums = _dot_sums(flat_a, flat_b, _working_dtype(flat_a, flat_b))
-    overflowed = np.flatnonzero(~np.isfinite(sums).all(axis=0))
-    if overflowed.size:
-        sums[:, overflowed] = _dot_sums(flat_a[overflowed], flat_b[overflowed], np.dtype(np.float64))
-    signal, other, dot, noise = sums
+    dtype = _working_dtype(flat_a, flat_b)
+    sums = _dot_sums(flat_a, flat_b, dtype)
+    if dtype != np.float64:
+        with np.errstate(invalid="ignore"):
+            mean_square = sums[:2] / max(flat_a.shape[1], 1)
+            outside = ~np.isfinite(sums).all(axis=0) | (mean_square < _F32_SMALL).any(axis=0)
+        redo = np.flatnonzero(outside)
+        if redo.size:
+            sums[:, redo] = _dot_sums(flat_a[redo], flat_b[redo], np.dtype(np.float64))
+    signal, other, noise = sums
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(signal > 0, np.sqrt(noise) / np.sqrt(signal), np.where(noise == 0, 0.0, np.nan))
         both = (signal > 0) & (other > 0)
-        cosine = np.where(both, dot / (np.sqrt(signal) * np.sqrt(other)), np.where(signal == other, 1.0, np.nan))
+        norms = np.sqrt(signal) * np.sqrt(other)
+        apart = np.maximum(noise - (np.sqrt(signal) - np.sqrt(other)) ** 2, 0.0)
+        cosine = np.where(both, np.clip(1.0 - apart / (2.0 * norms), -1.0, 1.0),
+                          np.where(signal == other, 1.0, np.nan))
         sqnr = np.where(noise == 0, np.inf, np.where(signal > 0, 10.0 * np.log10(signal / noise), np.nan))
     return {"rel_error": rel, "cosine": cosine, "sqnr_db": sqnr}
 
 
+_F32_SMALL = 1e-20
+"""A float32 pair whose mean square is below this is summed in float64: its squares (and the squares of its
+differences) near float32's smallest normal number, 1.2e-38, would lose digits or vanish."""
+
+
 def _dot_sums(flat_a: np.ndarray, flat_b: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``(4, n)`` float64: per row ``a·a``, ``b·b``, ``a·b`` and ``(b - a)·(b - a)``, summed in ``dtype``."""
+    """``(3, n)`` float64: per row ``a·a``, ``b·b`` and ``(b - a)·(b - a)``, summed in ``dtype``."""
     n, width = flat_a.shape
     rows = max(1, min(n, _CHUNK // max(width, 1)))
     buffers = np.empty((rows, width), dtype=dtype), np.empty((rows, width), dtype=dtype)
-    sums = np.empty((4, n))
-    with np.errstate(over="ignore", invalid="ignore"):
+    sums = np.empty((3, n))
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         for start in range(0, n, rows):
             end = min(start + rows, n)
             x, y = (_finite(raw[start:end], buf[:end - start]) for raw, buf in ((flat_a, buffers[0]),
                                                                                (flat_b, buffers[1])))
-            sums[0, start:end] = np.einsum("ij,ij->i", x, x)
-            sums[1, start:end] = np.einsum("ij,ij->i", y, y)
-            sums[2, start:end] = np.einsum("ij,ij->i", x, y)
+            sums[0, start:end] = row_dots(x, x)
+            sums[1, start:end] = row_dots(y, y)
             np.subtract(y, x, out=y)
-            sums[3, start:end] = np.einsum("ij,ij->i", y, y)
+            sums[2, start:end] = row_dots(y, y)
     return sums
 
 
@@ -240,10 +255,25 @@ def _working_dtype(*raws: np.ndarray) -> np.dtype:
     return np.dtype(np.float32 if small else np.float64)
 
 
-def _row_sums(x: np.ndarray) -> np.ndarray:
-    """Each row's sum: ``einsum`` (twice as fast as ``sum(axis=1)``; unlike BLAS, the same bits however many rows are
-    summed together, so a datapoint's figures do not depend on its batch)."""
-    return np.einsum("ij->i", x)
+def row_sums(x: np.ndarray) -> np.ndarray:
+    """Each row's sum of a 2-D array, the same bits however many rows are summed together (a datapoint's figures
+    must not depend on its batch): ``einsum``, twice as fast as ``sum(axis=1)``, for rows that fit numpy's buffer;
+    longer rows by numpy's pairwise sum (``einsum`` splits them where its buffer ends, which moves with the batch;
+    BLAS's order moves with it too)."""
+    if x.shape[1] <= np.getbufsize():
+        return np.einsum("ij->i", x)
+    return np.add.reduce(x, axis=1)
+
+
+def row_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's dot product of two same-shaped 2-D arrays, batch-independent as :func:`row_sums` (rows longer than
+    numpy's buffer one at a time)."""
+    if x.shape[1] <= np.getbufsize():
+        return np.einsum("ij,ij->i", x, y)
+    return np.array([np.einsum("ij,ij->i", x[r:r + 1], y[r:r + 1])[0] for r in range(len(x))], dtype=x.dtype)
+
+
+_row_sums = row_sums
 
 
 def _entropy_terms(p: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -293,8 +323,16 @@ def _top_k(raw: np.ndarray, norm: np.ndarray, total: np.ndarray, k: int) -> np.n
     return _row_sums(np.partition(norm, keys - k, axis=-1)[:, keys - k:])
 
 
+_PER_ROW = ("jsd", "entropy_a", "entropy_b", "topk_a", "topk_b")
+_F32_TOTALS = (1e-30, 1e30)
+"""A float32 row whose total lies outside these is compared in float64: normalising it would overflow or lose
+digits in float32 (so would a row of finite weights whose float32 total overflows)."""
+
+
 def _chunk_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, np.ndarray], start: int,
                 buffers: list[np.ndarray]) -> None:
+    """The per-row figures of rows ``start``... (``raw_p``, ``raw_q``: ``(rows, keys)``) into ``out``. A row
+    whose total is zero or not finite in either pass, or that holds a negative weight, is NaN everywhere."""
     rows = raw_p.shape[0]
     p, q, s, d, a = (b[:rows] for b in buffers)
     _to_float(raw_p, p)
@@ -307,13 +345,35 @@ def _chunk_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, np.
         np.multiply(q, (1 / sq)[:, None], out=q)
         out["entropy_a"][start:end] = _entropy_terms(p, a)
         out["entropy_b"][start:end] = _entropy_terms(q, a)
+        bad |= np.isnan(out["entropy_a"][start:end]) | np.isnan(out["entropy_b"][start:end])  # negative weights
         out["jsd"][start:end] = _jsd_rows(p, q, s, d, a)
         kk = max(1, min(int(k), p.shape[1]))
         out["topk_a"][start:end] = _top_k(raw_p, p, sp, kk)
         out["topk_b"][start:end] = _top_k(raw_q, q, sq, kk)
     if bad.any():
-        for name in ("jsd", "entropy_a", "entropy_b", "topk_a", "topk_b"):
+        for name in _PER_ROW:
             out[name][start:end][bad] = np.nan
+    if p.dtype == np.float32:
+        _redo_extremes(raw_p, raw_q, sp, sq, k, out, start)
+
+
+def _redo_extremes(raw_p: np.ndarray, raw_q: np.ndarray, sp: np.ndarray, sq: np.ndarray, k: int,
+                   out: dict[str, np.ndarray], start: int) -> None:
+    """Rows of a float32 chunk whose totals lie outside :data:`_F32_TOTALS` (``sp``, ``sq``), compared again in
+    float64 (rare: attention rows sum to about 1)."""
+    low, high = _F32_TOTALS
+    with np.errstate(invalid="ignore"):
+        odd = ((sp > 0) & (sp < low)) | (sp > high) | ((sq > 0) & (sq < low)) | (sq > high)
+    unsure = np.flatnonzero(~np.isfinite(sp) | ~np.isfinite(sq))
+    if unsure.size:  # a non-finite float32 total: overflow (redone) or an Inf or NaN weight (NaN, as it is)
+        odd[unsure] = np.isfinite(raw_p[unsure]).all(axis=1) & np.isfinite(raw_q[unsure]).all(axis=1)
+    redo = np.flatnonzero(odd)
+    if not redo.size:
+        return
+    wide = {name: np.empty(redo.size) for name in _PER_ROW}
+    _chunk_rows(raw_p[redo], raw_q[redo], k, wide, 0, [np.empty((redo.size, raw_p.shape[1])) for _ in range(5)])
+    for name in _PER_ROW:
+        out[name][start + redo] = wide[name]
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -341,8 +401,10 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
     three to four times faster in numpy, and the captures hold no more digits. The JSD is summed from per-weight
     terms in a form whose parts do not cancel (:func:`_jsd_rows`), so it keeps its digits where the passes nearly
     agree. The tests hold every figure to scipy's float64: within 1e-4 relative (float32; the worst case is a
-    weight 10^-4 of its twin, most rows agree to 1e-6), 1e-9 (float64). Top-k sorts float16 bits where the
-    weights are float16. ``threads`` > 1 spreads the chunks over that many threads (numpy releases the GIL inside
+    weight 10^-4 of its twin, most rows agree to 1e-6), 1e-9 (float64). Passes whose weights agree to within a
+    few float32 roundings (a JSD below about 1e-13 bits) keep only its order of magnitude: float32 cannot tell them
+    apart more finely. A row whose total float32 cannot normalise (below 1e-30 or above 1e30) is compared in
+    float64. Top-k sorts float16 bits where the weights are float16. ``threads`` > 1 spreads the chunks over that many threads (numpy releases the GIL inside
     each operation)."""
     p = np.asarray(p)
     q = np.asarray(q)

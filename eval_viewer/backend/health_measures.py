@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from eval_viewer.backend.divergence import half_to_float
+from eval_viewer.backend.divergence import half_to_float, row_dots, row_sums
 
 __all__ = ["HealthThresholds", "Measure", "SCALAR_FIELDS", "measure_arrays", "measure_array", "measure_stats",
            "head_entropy", "attention_weights", "summary_entropy", "measure_attention", "item_array"]
@@ -140,17 +140,15 @@ def _measure_rows(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray
 
 def _row_sums(flat: np.ndarray) -> np.ndarray:
     """Each row's sum in the rows' own precision, float32 at least (:func:`_measure_clean` says why that is
-    enough): ``einsum`` is more than twice as fast as ``sum(axis=1)``, and unlike a BLAS matrix-vector product
-    its order of summation does not depend on how many rows are measured together (a datapoint's measures must not
-    depend on its neighbours)."""
-    return np.einsum("ij->i", flat)
+    enough), the same bits however many rows are measured together (:func:`~.divergence.row_sums`)."""
+    return row_sums(flat)
 
 
 def _count_rows(mask: np.ndarray) -> np.ndarray:
-    """How many values of each row of a boolean ``mask`` are set: its bytes summed in the narrowest integer that
-    holds the count (``count_nonzero`` along an axis is four times slower, a 64-bit sum twice)."""
+    """How many values of each row of a boolean ``mask`` are set, as int64: its bytes summed in the narrowest
+    integer that holds the count (``count_nonzero`` along an axis is four times slower, a 64-bit sum twice)."""
     narrow = np.uint16 if mask.shape[1] <= np.iinfo(np.uint16).max else np.int64
-    return mask.view(np.uint8).sum(axis=1, dtype=narrow)
+    return mask.view(np.uint8).sum(axis=1, dtype=narrow).astype(np.int64)
 
 
 _SPREAD_EXACT = 1e-2
@@ -158,6 +156,9 @@ _SPREAD_EXACT = 1e-2
 ``E[x²] - E[x]²`` would cancel away the float32 sums' digits (a constant output must come out constant)."""
 _SQUARE_SAFE = 1e36
 """A float32 row whose largest magnitude squared, times its length, could overflow float32 is measured in float64."""
+_SQUARE_SMALL = 1e-20
+"""A float32 row whose mean square is below this (all-zero rows too) is measured in float64: its squares near
+float32's smallest normal number, 1.2e-38, would lose digits or vanish."""
 
 
 def _measure_clean(flat: np.ndarray, sums: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
@@ -165,31 +166,48 @@ def _measure_clean(flat: np.ndarray, sums: np.ndarray, t: HealthThresholds) -> d
     gets numbers here that :func:`_measure_rows` replaces.
 
     Sums and sums of squares are taken in the rows' precision (float32 for float32 and float16 captures, which
-    hold no more digits) and turned into mean, spread and RMS in float64: within about 1e-6 of float64 sums, 1e-4
-    at worst for the spread. Where that would not hold (a spread below :data:`_SPREAD_EXACT` of the mean square, or
-    values large enough to overflow float32 squares) the row is measured again in float64, the mean subtracted
+    hold no more digits) and turned into mean, spread and RMS in float64: within about 1e-6 of float64 sums; the
+    spread within 1e-4 for rows of up to millions of values (the error grows with a row's length). Where that
+    would not hold (a spread below :data:`_SPREAD_EXACT` of the mean square, values large enough to overflow
+    float32 squares, or small enough to lose them) the row is measured again in float64, the mean subtracted
     first, so a constant output's spread is exactly 0."""
     n, total = flat.shape
     zeros = _count_rows(flat == 0)
     top, low = flat.max(axis=1), flat.min(axis=1)
     mean = sums.astype(np.float64) / total
-    square = np.einsum("ij,ij->i", flat, flat).astype(np.float64) / total
+    square = row_dots(flat, flat).astype(np.float64) / total
     variance = square - mean * mean
     big = np.maximum(np.abs(top), np.abs(low)).astype(np.float64)
-    exact = np.flatnonzero(~(variance >= _SPREAD_EXACT * square) | ~(big * big * total < _SQUARE_SAFE))
-    if exact.size:  # (rare: near-constant or huge outputs)
+    exact = np.flatnonzero(~(variance >= _SPREAD_EXACT * square) | ~(big * big * total < _SQUARE_SAFE)
+                           | ((square < _SQUARE_SMALL) & (flat.dtype != np.float64)))
+    if exact.size:  # (rare: near-constant, tiny or huge outputs)
         x = flat[exact].astype(np.float64)
         mean[exact] = x.mean(axis=1)
         x -= mean[exact][:, None]
-        variance[exact] = np.einsum("ij,ij->i", x, x) / total
+        variance[exact] = row_dots(x, x) / total
         square[exact] = variance[exact] + mean[exact] ** 2
-    tol = t.extreme_tolerance
-    at_top = _count_rows(flat >= (top - tol * np.abs(top))[:, None])
-    at_low = _count_rows(flat <= (low + tol * np.abs(low))[:, None])
-    at = np.where(top != 0, at_top, 0) + np.where((low != 0) & (low != top), at_low, 0)
+    at = _at_extremes(flat, top, low, t.extreme_tolerance)
     saturated = np.where(top == low, 0.0, at / total) if total >= t.min_values else np.full(n, np.nan)
     return {"nan": np.zeros(n), "inf": np.zeros(n), "zeros": zeros / total, "saturated": saturated, "mean": mean,
             "std": np.sqrt(np.maximum(variance, 0.0)), "scale": np.sqrt(np.maximum(square, 0.0))}
+
+
+def _at_extremes(flat: np.ndarray, top: np.ndarray, low: np.ndarray, tol: float,
+                 finite: np.ndarray | None = None) -> np.ndarray:
+    """Per row, how many (``finite``) values sit at its non-zero extremes: within ``tol`` (relative) of its max when
+    that is not 0, or of its min when that is neither 0 nor the max. A value within both bands (a row that barely
+    varies) is counted once."""
+    high, floor = top - tol * np.abs(top), low + tol * np.abs(low)
+    above, below = flat >= high[:, None], flat <= floor[:, None]
+    if finite is not None:
+        above &= finite
+        below &= finite
+    use_top, use_low = top != 0, (low != 0) & (low != top)
+    at = np.where(use_top, _count_rows(above), 0) + np.where(use_low, _count_rows(below), 0)
+    overlap = np.flatnonzero(use_top & use_low & (floor >= high))
+    if overlap.size:
+        at[overlap] = _count_rows(above[overlap] | below[overlap])
+    return at
 
 
 def _measure_unclean(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
@@ -198,17 +216,14 @@ def _measure_unclean(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndar
     finite = np.isfinite(flat)
     n_finite = np.count_nonzero(finite, axis=1)
     nan = np.count_nonzero(np.isnan(flat), axis=1)
-    values = np.where(finite, flat, 0)
+    values = np.where(finite, flat, 0).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         count = np.where(n_finite > 0, n_finite, np.nan)
-        mean = values.sum(axis=1, dtype=np.float64) / count
-        square = np.einsum("ij,ij->i", values, values, dtype=np.float64) / count
+        mean = row_sums(values) / count
+        square = row_dots(values, values) / count
         top = np.where(finite, flat, -np.inf).max(axis=1)
         low = np.where(finite, flat, np.inf).min(axis=1)
-        tol = t.extreme_tolerance
-        at_top = np.count_nonzero(finite & (flat >= (top - tol * np.abs(top))[:, None]), axis=1)
-        at_low = np.count_nonzero(finite & (flat <= (low + tol * np.abs(low))[:, None]), axis=1)
-        at = np.where(top != 0, at_top, 0) + np.where((low != 0) & (low != top), at_low, 0)
+        at = _at_extremes(flat, top, low, t.extreme_tolerance, finite)
         saturated = np.where(top == low, 0.0, at / count)
     return {"nan": nan / total, "inf": (total - n_finite - nan) / total,
             "zeros": (total - np.count_nonzero(flat, axis=1)) / total,

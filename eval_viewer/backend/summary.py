@@ -270,7 +270,7 @@ class _Accumulator:
         self.n, self.notes, self.threads = n, notes, threads
         self.kinds: dict[str, str] = {}
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
-        self._buffers: dict[tuple[Any, ...], np.ndarray] = {}
+        self._buffers: dict[int, np.ndarray] = {}
 
     def add(self, layer: _Layer, rows: list[int], xs: list[Any], ys: list[Any]) -> None:
         """Compare ``xs[i]`` with ``ys[i]`` for result row ``rows[i]``; same-shaped pairs go through in batches."""
@@ -297,14 +297,14 @@ class _Accumulator:
                 self.store(layer, [rows[p] for p in part], metrics)
 
     def _stack(self, arrays: list[np.ndarray], side: int) -> np.ndarray:
-        """``np.stack(arrays)`` into a buffer kept for the next batch of that shape: a fresh one paid its page faults
-        on every batch, several times the copy itself."""
-        shape = (len(arrays), *arrays[0].shape)
-        key = (side, arrays[0].shape, arrays[0].dtype.str)
-        buffer = self._buffers.get(key)
-        if buffer is None or len(buffer) < len(arrays):
-            buffer = self._buffers[key] = np.empty((max(len(arrays), _BATCH), *shape[1:]), dtype=arrays[0].dtype)
-        return np.stack(arrays, out=buffer[:len(arrays)])
+        """``np.stack(arrays)`` into a buffer kept for the next batch (one per side, of the last shape: the batches
+        of a shape come one after another): a fresh one paid its page faults on every batch, several times the copy
+        itself."""
+        kept = self._buffers.get(side)
+        if kept is None or kept.shape[1:] != arrays[0].shape or kept.dtype != arrays[0].dtype \
+                or len(kept) < len(arrays):
+            kept = self._buffers[side] = np.empty((max(len(arrays), _BATCH), *arrays[0].shape), dtype=arrays[0].dtype)
+        return np.stack(arrays, out=kept[:len(arrays)])
 
     def _add_top_k(self, layer: _Layer, rows: list[int], xs: list[TopK], ys: list[TopK]) -> None:
         """Top-k captures, batched by shape (the maths is elementwise over ``K x K`` key pairs per query)."""

@@ -187,8 +187,12 @@ def test_attention_divergence_half_with_inf_or_negative_takes_the_plain_cast() -
     wb[0, 0, 1, 2] = np.inf  # a broken capture: that query is left out, the other still counts
     got = attention_divergence(wa, wb, 2)
     assert got["jsd"][0, 0] == 0.0 and got["topk_b"][0, 0] == pytest.approx(0.5)
-    wb[0, 0, 1] = [-0.5, 0.5, 0.5, 0.5]  # negative weights do not masquerade as large float16 bit patterns
+    wb[0, 0, 1] = [-0.0, 0.5, 0.25, 0.25]  # a sign bit (0x8000) does not masquerade as the largest half
     assert attention_divergence(wa, wb, 1)["topk_b"][0, 0] == pytest.approx((0.25 + 0.5) / 2)
+    wb[0, 0, 1] = [-0.5, 0.5, 0.5, 0.5]  # not a distribution: that query is left out of every mean, as a NaN is
+    got = attention_divergence(wa, wb, 1)
+    assert got["jsd"][0, 0] == 0.0 and got["topk_b"][0, 0] == pytest.approx(0.25)
+    assert got["entropy_b"][0, 0] == pytest.approx(2.0)
 
 
 def test_tensor_divergence_in_batches_equals_the_single_figures() -> None:
@@ -226,6 +230,65 @@ def test_tensor_divergence_redoes_in_float64_the_pairs_whose_float32_sums_overfl
     for name in ("rel_error", "cosine", "sqnr_db"):
         assert np.isfinite(got[name]).all(), name
         np.testing.assert_allclose(got[name], wide[name], rtol=1e-5, err_msg=name)
+
+
+def test_float32_cosine_keeps_its_digits_where_maps_nearly_agree() -> None:
+    """A float32 map against its float16 copy: ``1 - cos`` is about 2e-8, below a float32 dot product's rounding;
+    the cosine comes from the noise sum instead, so it stays at most 1 and close to float64's."""
+    from eval_viewer.backend.divergence import tensor_divergence
+
+    rng = np.random.default_rng(2)
+    a = (1.0 + rng.standard_normal((64, 16, 16, 16))).astype(np.float32)
+    b = a.astype(np.float16)
+    got = tensor_divergence(a, b)["cosine"]
+    wide = tensor_divergence(a.astype(np.float64), b.astype(np.float64))["cosine"]
+    assert (got <= 1.0).all() and np.median(1 - wide) > 1e-8
+    np.testing.assert_allclose(1 - got, 1 - wide, rtol=1e-3)
+
+
+@pytest.mark.parametrize("scale", [1e-23, 1e-30])
+def test_tiny_float32_maps_are_summed_in_float64(scale: float) -> None:
+    """Squares of values this small vanish in float32; such pairs are summed in float64, so maps 1 % apart do not
+    come out identical."""
+    from eval_viewer.backend.divergence import tensor_divergence
+
+    rng = np.random.default_rng(3)
+    a = (scale * rng.standard_normal((4, 300))).astype(np.float32)
+    b = (a * np.float32(1.01)).astype(np.float32)
+    got = tensor_divergence(a, b)
+    wide = tensor_divergence(a.astype(np.float64), b.astype(np.float64))
+    for name in ("rel_error", "cosine", "sqnr_db"):
+        np.testing.assert_allclose(got[name], wide[name], rtol=1e-6, err_msg=name)
+
+
+def test_float32_attention_rows_of_extreme_totals_are_compared_in_float64() -> None:
+    from eval_viewer.backend.divergence import attention_divergence
+
+    p = np.array([[[1e-40, 1e-40, 0], [1e-30, 1e-30, 0], [3e38, 3e38, 1e38]]], dtype=np.float32)
+    q = np.array([[[1e-40, 0, 1e-40], [1e-30, 0, 1e-30], [1, 1, 1]]], dtype=np.float32)
+    for row in range(3):
+        got = attention_divergence(p[:, row:row + 1], q[:, row:row + 1], 2)
+        wide = attention_divergence(p[:, row:row + 1].astype(np.float64), q[:, row:row + 1].astype(np.float64), 2)
+        for name, values in wide.items():
+            assert np.isfinite(values).all(), (row, name)
+            np.testing.assert_allclose(got[name], values, rtol=1e-5, err_msg=f"{row} {name}")
+
+
+def test_figures_of_long_rows_do_not_depend_on_the_batch() -> None:
+    """Past numpy's buffer (8,192 values) ``einsum`` splits a row where the buffer ends, which moves with the number
+    of rows; a datapoint's figures must be the same alone (the paired view) as in a batch (the summary)."""
+    from eval_viewer.backend.divergence import attention_divergence, tensor_divergence, tensor_metrics
+
+    rng = np.random.default_rng(4)
+    a = rng.random((3, 20_000)).astype(np.float32)
+    b = (a + 0.01 * rng.random(a.shape)).astype(np.float32)
+    batch = tensor_divergence(a, b)
+    for i in range(3):
+        assert tensor_metrics(a[i], b[i]) == {name: float(values[i]) for name, values in batch.items()}
+    wa, wb = a.reshape(3, 1, 1, -1), b.reshape(3, 1, 1, -1)
+    together = attention_divergence(wa, wb)
+    alone = attention_divergence(wa[1:2], wb[1:2])
+    assert all(np.array_equal(together[name][1:2], alone[name]) for name in together)
 
 
 # -------------------------------------------------------------------------------------------------- alignment, deltas

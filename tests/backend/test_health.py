@@ -303,6 +303,40 @@ def test_float32_sums_hand_over_to_float64_where_they_would_cancel_or_overflow()
     assert got["dead"][4].tolist() == [True, False] and got["zeros"][4] == 0.5
 
 
+def test_saturation_counts_each_value_once_and_long_rows_do_not_overflow() -> None:
+    """A row that barely varies has every value within the tolerance of both its max and its min: each counts once
+    (it used to count twice, a fraction of 2), and counts past 65,535 values stay exact."""
+    from eval_viewer.backend.health_measures import measure_arrays
+
+    rng = np.random.default_rng(12)
+    t = HealthThresholds()
+    barely = (1.0 - 0.0004 * rng.random((1, 40_000))).astype(np.float32)
+    two_levels = np.where(rng.random((1, 70_000)) < 0.5, 1.0, 0.9995).astype(np.float32)
+    assert measure_arrays(barely, False, t)["saturated"].tolist() == [1.0]
+    assert measure_arrays(two_levels, False, t)["saturated"].tolist() == [1.0]
+    relu = np.maximum(rng.standard_normal((2, 70_000)), 0).astype(np.float32)
+    relu[:, :100] = relu.max()
+    got = measure_arrays(relu, False, t)
+    assert got["zeros"].tolist() == [float((r == 0).mean()) for r in relu]
+    assert (got["saturated"] >= 100 / 70_000).all()
+    alone = measure_arrays(relu[1:], False, t)  # (rows past numpy's buffer: still batch-independent)
+    assert all(np.array_equal(alone[f], got[f][1:], equal_nan=True) for f in got)
+
+
+@pytest.mark.parametrize("scale", [1e-21, 1e-25])
+def test_tiny_float32_values_are_measured_in_float64(scale: float) -> None:
+    """Their squares lose digits (1e-21) or vanish (1e-25) in float32."""
+    from eval_viewer.backend.health_measures import measure_arrays
+
+    rng = np.random.default_rng(5)
+    x = (scale * rng.standard_normal((3, 2, 64))).astype(np.float32)
+    x[2] = np.float32(scale) * np.where(np.arange(128) % 2, 1, -1).reshape(2, 64)  # mean exactly 0
+    got = measure_arrays(x, channels=True, t=HealthThresholds())
+    for row, values in enumerate(x.astype(np.float64)):
+        assert got["std"][row] == pytest.approx(values.std(), rel=1e-6, abs=0)
+        assert got["scale"][row] == pytest.approx(np.sqrt(np.mean(values ** 2)), rel=1e-6, abs=0)
+
+
 def test_the_summary_view_names_layers_kinds_counts_and_cells(store: LogStore) -> None:
     from eval_viewer.display.health import health_table
     from eval_viewer.display.view import Group, texts, walk
