@@ -388,8 +388,7 @@ def _compare_pages(store: Any, a: PassKey, b: PassKey, alignment: Alignment, lay
     schedule = _split(_schedule(pages_a, pages_b, alignment), pages_a, pages_b, count)
     tasks = [partial(compare_page, pages_a, rel_a, pages_b, rels_b, pairs, layers, threads)
              for rel_a, rels_b, pairs in schedule]
-    warm = [partial(_warm, pages_a, rel_a, pages_b, rels_b) if i == 0 or schedule[i - 1][0] != rel_a else None
-            for i, (rel_a, rels_b, _) in enumerate(schedule)]  # (a page once, for its first part)
+    warm = _warm_calls(schedule, pages_a, pages_b)
     done = 0
     for notes, batches, rows in run_tasks(tasks, count, stop, warm):
         for key, note in notes.items():
@@ -405,9 +404,27 @@ def _compare_pages(store: Any, a: PassKey, b: PassKey, alignment: Alignment, lay
         progress(alignment.size, alignment.size)  # pairs on no page at all: nothing to compare
 
 
-def _warm(pages_a: PassPages, rel_a: str, pages_b: PassPages, rels_b: list[str]) -> None:
-    """A task's pages read into the OS cache ahead of it (:func:`~.workers.run_tasks`)."""
-    pages_a.source.warm(rel_a)
+def _warm_calls(schedule: list[tuple[str, list[str], np.ndarray]], pages_a: PassPages,
+                pages_b: PassPages) -> list[Callable[[], None] | None]:
+    """Per task, what reads its pages into the OS cache ahead of it (:func:`~.workers.run_tasks`): each page once,
+    for the first task that needs it (the parts of a page share it; passes aligned by a meta key revisit pages of
+    b)."""
+    seen_a: set[str] = set()
+    seen_b: set[str] = set()
+    calls: list[Callable[[], None] | None] = []
+    for rel_a, rels_b, _ in schedule:
+        new_a = [] if rel_a in seen_a else [rel_a]
+        new_b = [rel for rel in rels_b if rel not in seen_b]
+        seen_a.update(new_a)
+        seen_b.update(new_b)
+        calls.append(partial(_warm, pages_a, new_a, pages_b, new_b) if new_a or new_b else None)
+    return calls
+
+
+def _warm(pages_a: PassPages, rels_a: list[str], pages_b: PassPages, rels_b: list[str]) -> None:
+    """Pages read into the OS cache ahead of the task that needs them (:func:`~.workers.run_tasks`)."""
+    for rel in rels_a:
+        pages_a.source.warm(rel)
     for rel in rels_b:
         pages_b.source.warm(rel)
 

@@ -491,6 +491,11 @@ def test_summary_split_into_parts_on_workers_equals_the_whole_pages(tmp_path: Pa
     split = summary_module._split(summary_module._schedule(pages_a, pages_b, alignment_for(store, a, b, by)),
                                   pages_a, pages_b, 2)
     assert len(split) == 11 and all(len(pairs) == 1 for _, _, pairs in split)
+    warmed = [call.args for call in summary_module._warm_calls(split, pages_a, pages_b) if call is not None]
+    listed_a = [rel for args in warmed for rel in args[1]]
+    listed_b = [rel for args in warmed for rel in args[3]]  # each page read ahead once, however often it is needed
+    assert sorted(listed_a) == sorted({rel for rel, _, _ in split})
+    assert sorted(listed_b) == sorted({rel for _, rels, _ in split for rel in rels})
     parts = compute_summary(store, a, b, by, workers=2)
     assert parts.table() == whole.table()
     for layer, metrics in whole.arrays.items():
