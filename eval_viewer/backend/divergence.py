@@ -273,15 +273,12 @@ def row_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array([np.einsum("ij,ij->i", x[r:r + 1], y[r:r + 1])[0] for r in range(len(x))], dtype=x.dtype)
 
 
-_row_sums = row_sums
-
-
 def _entropy_terms(p: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Each row's ``-sum p log2 p`` (0 log 0 = 0), ``out`` a scratch buffer."""
     np.add(p, _TINY[p.dtype], out=out)
     np.log2(out, out=out)
     np.multiply(out, p, out=out)
-    return -_row_sums(out)
+    return -row_sums(out)
 
 
 def _jsd_rows(p: np.ndarray, q: np.ndarray, s: np.ndarray, d: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -307,7 +304,7 @@ def _jsd_rows(p: np.ndarray, q: np.ndarray, s: np.ndarray, d: np.ndarray, a: np.
     np.log1p(d, out=d)
     np.add(a, d, out=a)
     np.multiply(a, s, out=a)
-    return np.clip(_row_sums(a) * _INV_4_LN2, 0.0, 1.0)
+    return np.clip(row_sums(a) * _INV_4_LN2, 0.0, 1.0)
 
 
 def _top_k(raw: np.ndarray, norm: np.ndarray, total: np.ndarray, k: int) -> np.ndarray:
@@ -316,11 +313,11 @@ def _top_k(raw: np.ndarray, norm: np.ndarray, total: np.ndarray, k: int) -> np.n
     partition of the floats)."""
     keys = norm.shape[-1]
     if k >= keys:
-        return _row_sums(norm)
+        return row_sums(norm)
     if raw.dtype == np.float16 and raw.size and int(raw.view(np.uint16).max()) < 0x7C00:
         top = np.sort(raw.view(np.uint16), axis=-1)[:, keys - k:]
-        return _row_sums(top.view(np.float16).astype(norm.dtype)) / total
-    return _row_sums(np.partition(norm, keys - k, axis=-1)[:, keys - k:])
+        return row_sums(top.view(np.float16).astype(norm.dtype)) / total
+    return row_sums(np.partition(norm, keys - k, axis=-1)[:, keys - k:])
 
 
 _PER_ROW = ("jsd", "entropy_a", "entropy_b", "topk_a", "topk_b")
@@ -337,7 +334,7 @@ def _chunk_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, np.
     p, q, s, d, a = (b[:rows] for b in buffers)
     _to_float(raw_p, p)
     _to_float(raw_q, q)
-    sp, sq = _row_sums(p), _row_sums(q)
+    sp, sq = row_sums(p), row_sums(q)
     end = start + rows
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         bad = ~((sp > 0) & (sq > 0) & np.isfinite(sp) & np.isfinite(sq))

@@ -129,19 +129,13 @@ def _measure_rows(flat: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray
     way, over their plain results."""
     flat = _wide(flat)
     with np.errstate(invalid="ignore", over="ignore"):
-        sums = _row_sums(flat)
+        sums = row_sums(flat)  # (in the rows' own precision: :func:`_measure_clean` says why that is enough)
         out = _measure_clean(flat, sums, t)
     bad = np.flatnonzero(~np.isfinite(sums))
     if bad.size:
         for name, values in _measure_unclean(flat[bad], t).items():
             out[name][bad] = values
     return out
-
-
-def _row_sums(flat: np.ndarray) -> np.ndarray:
-    """Each row's sum in the rows' own precision, float32 at least (:func:`_measure_clean` says why that is
-    enough), the same bits however many rows are measured together (:func:`~.divergence.row_sums`)."""
-    return row_sums(flat)
 
 
 def _count_rows(mask: np.ndarray) -> np.ndarray:
@@ -162,7 +156,7 @@ float32's smallest normal number, 1.2e-38, would lose digits or vanish."""
 
 
 def _measure_clean(flat: np.ndarray, sums: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
-    """The measures of rows holding no NaN or Inf (``sums``: each row's sum, :func:`_row_sums`); a row holding them
+    """The measures of rows holding no NaN or Inf (``sums``: each row's sum, :func:`~.divergence.row_sums`); a row holding them
     gets numbers here that :func:`_measure_rows` replaces.
 
     Sums and sums of squares are taken in the rows' precision (float32 for float32 and float16 captures, which
