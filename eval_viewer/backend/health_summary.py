@@ -58,7 +58,8 @@ __all__ = ["HealthRow", "HealthSummary", "compute_health", "scale_jump_rows", "H
 logger = logging.getLogger(__name__)
 
 _FORMAT = 2
-"""Of the cached summaries; 2: clean rows summed in float32 (measures within 1e-4 of format 1's float64 sums)."""
+"""Of the cached summaries; 2: clean rows summed in float32 (measures within 1e-4 of format 1's float64 sums), and a
+value near both extremes of its row counted once towards saturation (format 1 counted it twice)."""
 MEASURED = ("extreme_tolerance", "min_values")
 """The :class:`HealthThresholds` fields that change what is measured; every other field only changes what is flagged
 (:func:`~.health.flag_columns`), applied to the measures afterwards."""
