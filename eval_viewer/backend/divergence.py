@@ -243,7 +243,7 @@ def half_to_float(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _to_float(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``raw`` as the float type of ``out``, in ``out``; float16 by its bits (:func:`half_to_float`)."""
-    if raw.dtype == np.float16 and raw.size:
+    if raw.dtype == np.float16:
         return half_to_float(raw, out)
     np.copyto(out, raw, casting="unsafe")
     return out
@@ -390,8 +390,8 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
     """Per datapoint and head of two ``(..., heads, Lq, Lk)`` batches of attention weights: ``jsd`` (per query, then
     averaged over queries, bits), ``jsd_max`` (its worst query), ``entropy_a`` / ``entropy_b`` (bits, averaged over
     queries) and ``topk_a`` / ``topk_b`` (mass of the ``k`` largest keys, averaged over queries); each
-    ``(..., heads)`` float64. A query whose row sums to 0 or holds a non-finite weight in either pass is left out of
-    every mean (NaN when a head has no other).
+    ``(..., heads)`` float64. A query whose row sums to 0 or holds a non-finite or negative weight in either pass is
+    left out of every mean (NaN when a head has no other).
 
     Row by row these are :func:`js_divergence`, :func:`entropy` and :func:`top_k_mass`, computed over cache-sized
     chunks of rows in float32 for float16 and float32 captures (float64 for wider ones): float32 transcendentals are
@@ -401,8 +401,8 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
     weight 10^-4 of its twin, most rows agree to 1e-6), 1e-9 (float64). Passes whose weights agree to within a
     few float32 roundings (a JSD below about 1e-13 bits) keep only its order of magnitude: float32 cannot tell them
     apart more finely. A row whose total float32 cannot normalise (below 1e-30 or above 1e30) is compared in
-    float64. Top-k sorts float16 bits where the weights are float16. ``threads`` > 1 spreads the chunks over that many threads (numpy releases the GIL inside
-    each operation)."""
+    float64. Top-k sorts float16 bits where the weights are float16. ``threads`` > 1 spreads the chunks over that
+    many threads (numpy releases the GIL inside each operation)."""
     p = np.asarray(p)
     q = np.asarray(q)
     if p.shape != q.shape:

@@ -156,8 +156,8 @@ float32's smallest normal number, 1.2e-38, would lose digits or vanish."""
 
 
 def _measure_clean(flat: np.ndarray, sums: np.ndarray, t: HealthThresholds) -> dict[str, np.ndarray]:
-    """The measures of rows holding no NaN or Inf (``sums``: each row's sum, :func:`~.divergence.row_sums`); a row holding them
-    gets numbers here that :func:`_measure_rows` replaces.
+    """The measures of rows holding no NaN or Inf (``sums``: each row's sum, :func:`~.divergence.row_sums`); a row
+    holding them gets numbers here that :func:`_measure_rows` replaces.
 
     Sums and sums of squares are taken in the rows' precision (float32 for float32 and float16 captures, which
     hold no more digits) and turned into mean, spread and RMS in float64: within about 1e-6 of float64 sums; the

@@ -469,6 +469,17 @@ def test_summary_jobs_run_in_background_and_reuse_the_disk_cache(pair: Any, tmp_
         fresh.close()
 
 
+def _paged_pair(tmp_path: Path, by: str | None) -> Path:
+    """Runs "fp" and "q8" of 11 datapoints, paged by 3 and by 4; aligned by ``image_id`` (``by``), pass b holds them
+    shuffled, so its pages are revisited."""
+    logs = tmp_path / "logs"
+    ids = [f"img{i}" for i in range(11)]
+    shuffled = [ids[i] for i in (7, 2, 9, 0, 4, 10, 1, 8, 3, 6, 5)]
+    write_run(logs, "fp", list(np.linspace(0.1, 0.9, 11)), ids, 0.0, per_page=3)
+    write_run(logs, "q8", list(np.linspace(0.9, 0.1, 11)), shuffled if by else ids, 0.2, seed=2, per_page=4)
+    return logs
+
+
 @pytest.mark.parametrize("by", [None, "image_id"])
 def test_summary_split_into_parts_on_workers_equals_the_whole_pages(tmp_path: Path, make_store: Any,
                                                                   monkeypatch: pytest.MonkeyPatch,
@@ -478,12 +489,7 @@ def test_summary_split_into_parts_on_workers_equals_the_whole_pages(tmp_path: Pa
     from eval_viewer.backend import summary as summary_module
     from eval_viewer.backend import workers
 
-    logs = tmp_path / "logs"
-    ids = [f"img{i}" for i in range(11)]
-    shuffled = [ids[i] for i in (7, 2, 9, 0, 4, 10, 1, 8, 3, 6, 5)]
-    write_run(logs, "fp", list(np.linspace(0.1, 0.9, 11)), ids, 0.0, per_page=3)
-    write_run(logs, "q8", list(np.linspace(0.9, 0.1, 11)), shuffled if by else ids, 0.2, seed=2, per_page=4)
-    store = make_store(logs)
+    store = make_store(_paged_pair(tmp_path, by))
     a, b = PassKey("fp", "test"), PassKey("q8", "test")
     whole = compute_summary(store, a, b, by, workers=0)  # (reading every page once writes their columns)
     monkeypatch.setattr(workers, "TASK_BYTES", 1)
@@ -511,12 +517,7 @@ def _per_datapoint(store: Any, a: PassKey, b: PassKey, i: int, j: int) -> dict[s
 def test_summary_read_page_by_page_equals_the_paired_view_figures(tmp_path: Path, make_store: Any,
                                                                    by: str | None, workers: int) -> None:
     """In-process and in worker processes (a task per page of a, reading the pages of b it needs)."""
-    logs = tmp_path / "logs"
-    ids = [f"img{i}" for i in range(11)]
-    shuffled = [ids[i] for i in (7, 2, 9, 0, 4, 10, 1, 8, 3, 6, 5)]  # by image_id, pages of b are revisited
-    write_run(logs, "fp", list(np.linspace(0.1, 0.9, 11)), ids, 0.0, per_page=3)
-    write_run(logs, "q8", list(np.linspace(0.9, 0.1, 11)), shuffled if by else ids, 0.2, seed=2, per_page=4)
-    store = make_store(logs)
+    store = make_store(_paged_pair(tmp_path, by))
     a, b = PassKey("fp", "test"), PassKey("q8", "test")
     seen: list[tuple[int, int]] = []
     summary = compute_summary(store, a, b, by, progress=lambda d, t: seen.append((d, t)), workers=workers)
