@@ -10,12 +10,13 @@ datapoint an image, a mask, attention ``(heads, 64, 64)`` float16 and a feature 
 * summary: :func:`eval_viewer.backend.summary.compute_summary` over both passes (every datapoint read, every layer and
   head compared; pages read whole by :mod:`eval_viewer.backend.bulk`, a task per page in worker processes), its
   time, rate over the same page bytes and peak RSS: with the store's own start-up work (page index, skeletons) done
-  first, as in the app, as the first job of a process (workers start with it), a second job (workers running) and
-  in-process (``workers=0``, the way before); and once started the moment the store opens, beside that work;
+  first, as in the app, as the server's first job (its store started the workers when the pass was opened), a
+  second job (workers running), in-process (``workers=0``, the way before) and a notebook's first job (workers
+  start with it); and once started the moment a notebook's store opens, beside that work;
 * the per-datapoint way, for comparison: 1,000 consecutive pairs read through ``LogStore.datapoint`` and compared by
   ``compare_items`` (what the summary did before), extrapolated to the pass;
 * paired view: the app's ``paired`` callback POSTed through Flask's test client for 20 random datapoints (each opened
-  for the first time), the server time a user waits for.
+  for the first time, from the app's store), the server time a user waits for.
 
 ``PYTHONPATH=. python benchmarks/bench_compare.py [--datapoints 20000]`` (from the repository root)
 """
@@ -144,13 +145,15 @@ def of_raw(rate: float, plain: float, reused: float) -> str:
     return f"{100 * rate / plain:.0f} % of the plain read rate, {100 * rate / reused:.0f} % of the fastest"
 
 
-def phase_summary(root: Path, cache: Path, indexed: bool) -> dict[str, Any]:
+def phase_summary(root: Path, cache: Path, indexed: bool, server: bool = True) -> dict[str, Any]:
     """``indexed``: the store has finished its own start-up work (page index, per-datapoint skeletons, kept in the
-    cache dir across restarts) before the summary starts, as in the app once a pass has been opened; the summary is
-    then timed three times, pages evicted from the OS cache before each: the first job of this process (its worker
-    processes start with it), the same job again (workers running, as in an app that has run a job before), and
-    in-process (``workers=0``, the way before worker processes). Else the summary starts the moment the store opens,
-    beside that work (timed once, a first job)."""
+    cache dir across restarts) before the summary starts, as in the app once a pass has been opened. ``server``:
+    the store is the app's (``prepare_workers``: worker processes started, and the comparison's compiled loop
+    loaded, when the pass is opened); the summary is then timed three times, pages evicted from the OS cache before
+    each: the first job, the same job again (workers running, as in an app that has run a job before), and
+    in-process (``workers=0``, the way before worker processes). Else the store is a notebook's and only its first
+    job is timed (its worker processes start with it). Not ``indexed``: the summary starts the moment a notebook's
+    store opens, beside that work (timed once, a first job)."""
     import psutil
 
     from eval_viewer.backend import LogStore, PassKey
@@ -159,14 +162,15 @@ def phase_summary(root: Path, cache: Path, indexed: bool) -> dict[str, Any]:
 
     a, b = PassKey("fp", "test"), PassKey("q8", "test")
     _drop(_pages(root))
-    with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600) as store:
+    server = server and indexed
+    with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600, prepare_workers=server) as store:
         if indexed:
             store.scores(a)
             store.scores(b)
             store.wait_background(600)
         times, cpu, tables = {}, {}, []
         workers_rss = 0
-        for label, workers in (("first", None), ("warm", None), ("in_process", 0)) if indexed else (("first", None),):
+        for label, workers in (("first", None), ("warm", None), ("in_process", 0)) if server else (("first", None),):
             _drop(_pages(root))
             t0 = time.perf_counter()
             cpu0 = time.process_time()
@@ -209,7 +213,7 @@ def phase_paired(root: Path, cache: Path, n: int, seed: int) -> dict[str, Any]:
     from eval_viewer.app import create_app, ids
     from eval_viewer.backend import LogStore
 
-    with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600) as store:
+    with LogStore(root, cache_dir=cache, rescan_s=0, index_wait_s=600, prepare_workers=True) as store:  # the app's
         store.scores(("fp", "test"))
         store.scores(("q8", "test"))
         store.wait_background(600)
@@ -248,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="summary runs, interleaved with raw reads")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--phase", choices=["raw", "summary", "summary-cold-store", "naive", "paired"],
+    parser.add_argument("--phase", choices=["raw", "summary", "summary-notebook", "summary-cold-store", "naive",
+                                            "paired"],
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
@@ -256,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase == "summary-cold-store":
             shutil.rmtree(cache, ignore_errors=True)  # nothing indexed or cached yet
         result = (phase_raw(args.dir / "logs") if args.phase == "raw" else
-                  phase_summary(args.dir / "logs", cache, args.phase == "summary") if args.phase.startswith("summary")
+                  phase_summary(args.dir / "logs", cache, args.phase != "summary-cold-store",
+                                server=args.phase == "summary") if args.phase.startswith("summary")
                   else phase_naive(args.dir / "logs", cache) if args.phase == "naive"
                   else phase_paired(args.dir / "logs", cache, args.opens, args.seed))
         print(json.dumps(result))
@@ -267,10 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         info = build(args.dir / "logs", args.datapoints, args.page_mb)
         raws = [_run(args, "raw")]
         fresh = _run(args, "summary-cold-store")
-        summaries = []
+        summaries, notebooks = [], []
         for _ in range(args.repeats):  # interleaved with raw reads, medians: the "cold" read varies 2x here
             summaries.append(_run(args, "summary"))
             raws.append(_run(args, "raw"))
+            notebooks.append(_run(args, "summary-notebook"))
         naive = _run(args, "naive")
         paired = _run(args, "paired")
     finally:
@@ -282,17 +289,21 @@ def main(argv: list[str] | None = None) -> int:
                "s": {label: statistics.median(run["s"][label] for run in summaries) for label in summaries[0]["s"]},
                "cpu_s": {label: statistics.median(run["cpu_s"][label] for run in summaries)
                          for label in summaries[0]["cpu_s"]}}
+    notebook = {"s": {"first": statistics.median(run["s"]["first"] for run in notebooks)},
+                "cpu_s": {"first": statistics.median(run["cpu_s"]["first"] for run in notebooks)}}
     t = sorted(x * 1000 for x in paired["times"])
     print(f"log: 2 passes x {args.datapoints:,} datapoints, {mb:,.0f} MiB of pages ({info['pages']} pages, "
           f"{info['dp_bytes'] / 1024:.1f} KiB per datapoint: attention {HEADS}x{TOKENS}x{TOKENS} f16, "
           f"feature map 16x16x16 f16)")
     print(f"{raw_line} (the summaries below: medians of {len(summaries)} runs interleaved with these reads; the "
           "store-just-opened run once, first)")
-    runs = [(f"store indexed first, {summary['workers']} worker processes, the first job (workers start with it)",
-             summary, "first"),
+    runs = [(f"store indexed first, {summary['workers']} worker processes, the server's first job (workers started "
+             "when the pass was opened)", summary, "first"),
             (f"store indexed first, {summary['workers']} worker processes already running (a second job)", summary,
              "warm"),
             ("store indexed first, in-process (workers=0, as before)", summary, "in_process"),
+            (f"store indexed first, {summary['workers']} worker processes, a notebook's first job (workers start "
+             "with it)", notebook, "first"),
             (f"store just opened, {fresh['workers']} worker processes, the first job", fresh, "first")]
     for what, run, label in runs:
         seconds = run["s"][label]

@@ -22,15 +22,18 @@ form that does not cancel, float16 read by its bits).
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["normalise", "js_divergence", "entropy", "top_k_mass", "relative_error", "cosine_similarity", "sqnr_db",
            "tensor_metrics", "attention_divergence", "topk_divergence", "tensor_divergence", "half_to_float",
-           "row_sums", "row_dots", "ATTENTION_METRICS", "TOPK_METRICS", "TENSOR_METRICS"]
+           "row_sums", "row_dots", "warm_compiled", "ATTENTION_METRICS", "TOPK_METRICS", "TENSOR_METRICS"]
 
 ATTENTION_METRICS = ("jsd", "jsd_max", "entropy_a", "entropy_b", "topk_a", "topk_b")
 TOPK_METRICS = ("jsd", "jsd_max", "topk_a", "topk_b")
@@ -193,16 +196,17 @@ def _finite(raw: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- attention in batches
-_TINY = {np.dtype(np.float32): np.float32(1e-30), np.dtype(np.float64): 1e-300}
-"""By working precision: added before a logarithm, so ``0 log 0`` gives 0 without a branch: far below any weight a
-capture holds after normalising, above the smallest normal number."""
-_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
-"""By working precision: the signed integer of the same width, to step a non-negative float to the next one up."""
+_TINY = 1e-300
+"""Added before a logarithm, so ``0 log 0`` gives 0 without a branch: far below any weight a capture holds after
+normalising, above the smallest normal float64."""
 _F16_SCALE = np.float32(2.0 ** 112)
 _F64_SCALE = 2.0 ** 1008
 _CHUNK = 1 << 16
 """Weights per working chunk (five float32 buffers of this size stay in the CPU's L2 cache; smaller chunks pay
 numpy's per-call cost, measured slower from 2^12 to 2^15)."""
+_COMPILED_CHUNK = 1 << 18
+"""Weights per call of the compiled loop: it needs no cache-sized chunks (a row at a time stays in L1), and each
+call costs some 50 µs of numpy around it (top-k, checks), a third of the work at :data:`_CHUNK`."""
 _INV_4_LN2 = 1.0 / (4.0 * np.log(2.0))
 
 
@@ -274,27 +278,24 @@ def row_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _entropy_terms(p: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Each row's ``-sum p log2 p`` (0 log 0 = 0), ``out`` a scratch buffer."""
-    np.add(p, _TINY[p.dtype], out=out)
+    """Each row's ``-sum p log2 p`` (0 log 0 = 0) of float64 rows, ``out`` a scratch buffer."""
+    np.add(p, _TINY, out=out)
     np.log2(out, out=out)
     np.multiply(out, p, out=out)
     return -row_sums(out)
 
 
 def _jsd_rows(p: np.ndarray, q: np.ndarray, s: np.ndarray, d: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """Each row's JSD in bits, of normalised rows ``p`` and ``q`` (``s``, ``d``, ``a``: scratch buffers).
+    """Each row's JSD in bits, of normalised float64 rows ``p`` and ``q`` (``s``, ``d``, ``a``: scratch buffers).
 
     With ``m = (p + q) / 2`` and ``d = (p - q) / (p + q)``, a weight contributes
     ``(p + q) / 4 · g(d) / ln 2``, ``g(d) = (1 + d) ln(1 + d) + (1 - d) ln(1 - d) = 2 d atanh(d) + ln(1 - d²)``.
-    The last form is what makes float32 enough: its two terms are about ``2d²`` and ``-d²``, so nothing cancels
-    when the passes nearly agree (the textbook ``H(m) - (H(p) + H(q)) / 2`` loses every digit there in float32, and
-    most in float64). ``d`` itself is exact to a few float32 roundings of the normalised weights. Where one side is
-    0, ``d`` stops one float short of ±1; where it is 10^-3 to 10^-6 of the other, ``d²`` rounds close to 1: such a
-    weight's term is off by up to a few 1e-5 of itself (float32; the tests bound the rows' JSD by 1e-4)."""
+    The last form's two terms are about ``2d²`` and ``-d²``, so nothing cancels when the passes nearly agree (the
+    textbook ``H(m) - (H(p) + H(q)) / 2`` loses most digits there). Where one side is 0, ``d`` stops one float
+    short of ±1, so ``atanh`` and ``log1p`` stay finite."""
     np.add(p, q, out=s)
     np.subtract(p, q, out=d)
-    bits = _BITS[p.dtype]
-    np.add(s.view(bits), 1, out=a.view(bits))  # the next float above p + q (above 0: the smallest one)
+    np.add(s.view(np.int64), 1, out=a.view(np.int64))  # the next float above p + q (above 0: the smallest one)
     np.divide(d, a, out=d)  # so |d| < 1 where one side is 0, atanh and log1p stay finite, and 0 / 0 does not occur
     np.arctanh(d, out=a)
     np.multiply(a, d, out=a)
@@ -307,17 +308,19 @@ def _jsd_rows(p: np.ndarray, q: np.ndarray, s: np.ndarray, d: np.ndarray, a: np.
     return np.clip(row_sums(a) * _INV_4_LN2, 0.0, 1.0)
 
 
-def _top_k(raw: np.ndarray, norm: np.ndarray, total: np.ndarray, k: int) -> np.ndarray:
-    """Per row, the mass of the ``k`` largest weights: float16 rows by sorting their bits (for finite non-negative
-    halves the bits order as the values do; numpy's 16-bit sort is vectorised, several times faster than a
-    partition of the floats)."""
-    keys = norm.shape[-1]
-    if k >= keys:
-        return row_sums(norm)
-    if raw.dtype == np.float16 and raw.size and int(raw.view(np.uint16).max()) < 0x7C00:
-        top = np.sort(raw.view(np.uint16), axis=-1)[:, keys - k:]
-        return row_sums(top.view(np.float16).astype(norm.dtype)) / total
-    return row_sums(np.partition(norm, keys - k, axis=-1)[:, keys - k:])
+def _top_k(raw: np.ndarray, total: np.ndarray, k: int) -> np.ndarray:
+    """Per row of ``raw`` weights (``(rows, keys)``, any float type), the mass of the ``k`` largest over the row's
+    ``total``: float16 rows by sorting their bits (for finite non-negative halves the bits order as the values do;
+    numpy's 16-bit sort is vectorised, several times faster than a partition of the floats). Rows holding a NaN or
+    a negative weight give a number here; the caller makes them NaN."""
+    keys = raw.shape[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if k >= keys:
+            return np.ones(len(raw)) if len(raw) else np.empty(0)
+        if raw.dtype == np.float16 and raw.size and int(raw.view(np.uint16).max()) < 0x7C00:
+            top = np.sort(raw.view(np.uint16), axis=-1)[:, keys - k:]
+            return row_sums(top.view(np.float16).astype(np.float32)) / total
+        return row_sums(np.partition(raw, keys - k, axis=-1)[:, keys - k:]) / total
 
 
 _PER_ROW = ("jsd", "entropy_a", "entropy_b", "topk_a", "topk_b")
@@ -328,8 +331,9 @@ digits in float32 (so would a row of finite weights whose float32 total overflow
 
 def _chunk_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, np.ndarray], start: int,
                 buffers: list[np.ndarray]) -> None:
-    """The per-row figures of rows ``start``... (``raw_p``, ``raw_q``: ``(rows, keys)``) into ``out``. A row
-    whose total is zero or not finite in either pass, or that holds a negative weight, is NaN everywhere."""
+    """The per-row figures of rows ``start``... (``raw_p``, ``raw_q``: ``(rows, keys)``) into ``out``, in numpy
+    and float64 (``buffers``: five float64 scratch arrays). A row whose total is zero or not finite in either pass,
+    or that holds a negative weight, is NaN everywhere."""
     rows = raw_p.shape[0]
     p, q, s, d, a = (b[:rows] for b in buffers)
     _to_float(raw_p, p)
@@ -338,20 +342,58 @@ def _chunk_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, np.
     end = start + rows
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         bad = ~((sp > 0) & (sq > 0) & np.isfinite(sp) & np.isfinite(sq))
+        kk = max(1, min(int(k), p.shape[1]))
+        out["topk_a"][start:end] = _top_k(p, sp, kk)
+        out["topk_b"][start:end] = _top_k(q, sq, kk)
         np.multiply(p, (1 / sp)[:, None], out=p)
         np.multiply(q, (1 / sq)[:, None], out=q)
         out["entropy_a"][start:end] = _entropy_terms(p, a)
         out["entropy_b"][start:end] = _entropy_terms(q, a)
         bad |= np.isnan(out["entropy_a"][start:end]) | np.isnan(out["entropy_b"][start:end])  # negative weights
         out["jsd"][start:end] = _jsd_rows(p, q, s, d, a)
-        kk = max(1, min(int(k), p.shape[1]))
-        out["topk_a"][start:end] = _top_k(raw_p, p, sp, kk)
-        out["topk_b"][start:end] = _top_k(raw_q, q, sq, kk)
     if bad.any():
         for name in _PER_ROW:
             out[name][start:end][bad] = np.nan
-    if p.dtype == np.float32:
-        _redo_extremes(raw_p, raw_q, sp, sq, k, out, start)
+
+
+def _compiled_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, np.ndarray], start: int) -> None:
+    """As :func:`_chunk_rows`, for float16 and float32 rows: the JSD and entropies by the compiled loop
+    (:mod:`eval_viewer.backend.attention_kernel`), the top-k masses by numpy's sort. Rows whose float32 totals
+    cannot be normalised are redone by :func:`_chunk_rows` in float64."""
+    from eval_viewer.backend.attention_kernel import attention_rows  # numba loads on the first comparison only
+
+    rows, keys = raw_p.shape
+    end = start + rows
+    sp = np.empty(rows, dtype=np.float32)
+    sq = np.empty(rows, dtype=np.float32)
+    attention_rows(_bits_if_half(raw_p), _bits_if_half(raw_q), out["jsd"][start:end], out["entropy_a"][start:end],
+                   out["entropy_b"][start:end], sp, sq)
+    kk = max(1, min(int(k), keys))
+    topk_a = out["topk_a"][start:end]
+    topk_b = out["topk_b"][start:end]
+    topk_a[:] = _top_k(raw_p, sp, kk)
+    topk_b[:] = _top_k(raw_q, sq, kk)
+    bad = np.isnan(out["jsd"][start:end])
+    topk_a[bad] = np.nan
+    topk_b[bad] = np.nan
+    _redo_extremes(raw_p, raw_q, sp, sq, k, out, start)
+
+
+def warm_compiled() -> None:
+    """Load :mod:`~eval_viewer.backend.attention_kernel`'s compiled loop ahead of the first comparison (about 0.6 s;
+    seconds on a fresh install, where numba compiles it once into its disk cache). Never fails: a comparison
+    that finds it not loaded loads it then."""
+    try:
+        from eval_viewer.backend.attention_kernel import warm
+
+        warm()
+    except Exception as exc:  # noqa: BLE001 - a warm-up is an optimisation only
+        logger.info("could not load the comparison's compiled loop ahead (%s)", exc)
+
+
+def _bits_if_half(raw: np.ndarray) -> np.ndarray:
+    """What the compiled loop takes: float16 as its uint16 bits (numba has no float16 on the CPU)."""
+    return raw.view(np.uint16) if raw.dtype == np.float16 else raw
 
 
 def _redo_extremes(raw_p: np.ndarray, raw_q: np.ndarray, sp: np.ndarray, sq: np.ndarray, k: int,
@@ -411,21 +453,25 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
         raise ValueError(f"expected (..., heads, queries, keys) attention, got shape {p.shape}")
     lead, keys = p.shape[:-2], p.shape[-1]
     queries = p.shape[-2]
-    flat_p = p.reshape(-1, keys)
-    flat_q = q.reshape(-1, keys)
+    flat_p = np.ascontiguousarray(p.reshape(-1, keys))
+    flat_q = np.ascontiguousarray(q.reshape(-1, keys))
     total = flat_p.shape[0]
-    rows = max(1, min(total, _CHUNK // max(keys, 1)))
+    compiled = _working_dtype(flat_p, flat_q) == np.float32
+    rows = max(1, min(total, (_COMPILED_CHUNK if compiled else _CHUNK) // max(keys, 1)))
     per_row = {name: np.empty(total, dtype=np.float64) for name in ("jsd", "entropy_a", "entropy_b", "topk_a",
                                                                    "topk_b")}
     starts = list(range(0, total, rows))
     parts = max(1, min(int(threads), len(starts)))
 
-    dtype = _working_dtype(flat_p, flat_q)
 
     def work(part: int) -> None:
-        buffers = [np.empty((rows, keys), dtype=dtype) for _ in range(5)]
+        buffers = [] if compiled else [np.empty((rows, keys)) for _ in range(5)]
         for start in starts[part::parts]:
-            _chunk_rows(flat_p[start:start + rows], flat_q[start:start + rows], k, per_row, start, buffers)
+            chunk_p, chunk_q = flat_p[start:start + rows], flat_q[start:start + rows]
+            if compiled:
+                _compiled_rows(chunk_p, chunk_q, k, per_row, start)
+            else:
+                _chunk_rows(chunk_p, chunk_q, k, per_row, start, buffers)
 
     if parts == 1:
         work(0)

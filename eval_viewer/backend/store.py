@@ -35,6 +35,7 @@ from eval_viewer.backend.lru import ByteLRU
 from eval_viewer.backend.model import DatapointRecord, PassInfo, PassKey, RunInfo, Scores
 from eval_viewer.backend.pages import read_datapoint
 from eval_viewer.backend.dataset import load_dataset
+from eval_viewer.backend.divergence import warm_compiled
 from eval_viewer.backend.records import build_record, with_dataset
 from eval_viewer.backend.scores import decode_scores
 from eval_viewer.backend.skeletons import SkeletonStore
@@ -62,6 +63,14 @@ def default_cache_dir() -> Path:
     return Path(base) / "eval-viewer"
 
 
+def _warm_into(done: Future[None]) -> None:
+    """:func:`~.divergence.warm_compiled`, then ``done`` resolved (a store's background work that it waits for)."""
+    try:
+        warm_compiled()
+    finally:
+        done.set_result(None)
+
+
 class LogStore:
     """Runs, passes, scores and debug outputs under ``log_dirs`` (each a run or a folder of runs; a path or a URL).
 
@@ -75,8 +84,8 @@ class LogStore:
     ``dataset`` (``"module:callable"`` or a callable, :mod:`.dataset`) fills the inputs and labels a log did not save:
     it runs the user's code, so only an explicit argument turns it on. ``prepare_workers`` starts the worker processes
     of pass-wide jobs (:mod:`.workers`) in the background as soon as a pass large enough for them is opened, so the
-    first health or comparison summary does not wait for them (the server's choice; a notebook starts them with its
-    first job).
+    first health or comparison summary does not wait for them, and loads the comparison's compiled loop at once, so
+    the first paired view does not wait for it either (the server's choice; a notebook does both on first use).
     """
 
     def __init__(
@@ -122,6 +131,10 @@ class LogStore:
         self._versions: dict[str, tuple[PassFiles, str]] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-viewer-index")
         self._pending: list[Future[Any]] = []
+        if prepare_workers:  # (its own thread: the index's executor must not wait for it)
+            warmed: Future[None] = Future()
+            self._pending.append(warmed)
+            threading.Thread(target=_warm_into, args=(warmed,), name="eval-viewer-warm-maths", daemon=True).start()
         self._closed = False
         self._refresher = Refresher(self._sources, rescan_s, on_change=self._snapshot_changed)
         found = self._refresher.snapshot
@@ -316,7 +329,8 @@ class LogStore:
                 self._pending = [f for f in self._pending if not f.done()] + [future]
 
     def wait_background(self, timeout: float | None = None) -> bool:
-        """Block until background indexing and skeleton writing are done (benchmarks, tests); False on timeout."""
+        """Block until background indexing, skeleton writing and the loading of the compiled comparison loop are
+        done (benchmarks, tests); False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:

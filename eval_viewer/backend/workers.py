@@ -139,7 +139,8 @@ _PREPARE_LOCK = threading.Lock()
 
 def prepare(count: int) -> None:
     """Start ``count`` workers now, in the background, so the first pass-wide job does not wait for them (0.5-2 s on 2
-    cores: processes started, numpy and the job modules imported). The server does this when a pass large enough
+    cores: processes started, numpy and the job modules imported, the comparison's compiled loop loaded). The
+    server does this when a pass large enough
     for workers is opened (``LogStore(prepare_workers=True)``); loky lets idle workers go after 5 minutes. Once per
     process and count; never fails."""
     if count < 1:
@@ -159,10 +160,12 @@ def prepare(count: int) -> None:
 
 
 def _ready() -> int:
-    """What a prepared worker does first: import what every task needs."""
+    """What a prepared worker does first: import what every task needs, and load the comparison's compiled loop."""
     import eval_viewer.backend.health_summary  # noqa: F401
     import eval_viewer.backend.summary  # noqa: F401
+    from eval_viewer.backend.divergence import warm_compiled
 
+    warm_compiled()
     return os.getpid()
 
 
