@@ -1,6 +1,7 @@
 """How far apart two captures of the same thing are: distributions (attention rows) and tensors (feature maps).
 
-Plain numpy, vectorised over leading axes, no scipy needed at run time (the tests check every figure against scipy).
+numpy, vectorised over leading axes, no scipy needed at run time (the tests check every figure against scipy); the
+pass-wide attention comparison's inner loop compiled by numba (:mod:`.attention_kernel`).
 
 Conventions, chosen once and shown as such in the app and the notebook:
 
@@ -16,8 +17,8 @@ Conventions, chosen once and shown as such in the app and the notebook:
 
 The pass-wide summary compares thousands of captures, so :func:`attention_divergence` and :func:`tensor_divergence`
 take whole batches (a page of datapoints at once) and hold the per-datapoint figures to the functions above; see
-their docstrings for how they stay fast (cache-sized chunks, float32 maths for float16 and float32 captures in a
-form that does not cancel, float16 read by its bits).
+their docstrings for how they stay fast (float32 maths for float16 and float32 captures in a form that does not
+cancel, float16 read by its bits; attention in one compiled loop, tensors in cache-sized chunks).
 """
 
 from __future__ import annotations
@@ -435,16 +436,17 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
     ``(..., heads)`` float64. A query whose row sums to 0 or holds a non-finite or negative weight in either pass is
     left out of every mean (NaN when a head has no other).
 
-    Row by row these are :func:`js_divergence`, :func:`entropy` and :func:`top_k_mass`, computed over cache-sized
-    chunks of rows in float32 for float16 and float32 captures (float64 for wider ones): float32 transcendentals are
-    three to four times faster in numpy, and the captures hold no more digits. The JSD is summed from per-weight
-    terms in a form whose parts do not cancel (:func:`_jsd_rows`), so it keeps its digits where the passes nearly
-    agree. The tests hold every figure to scipy's float64: within 1e-4 relative (float32; the worst case is a
-    weight 10^-4 of its twin, most rows agree to 1e-6), 1e-9 (float64). Passes whose weights agree to within a
-    few float32 roundings (a JSD below about 1e-13 bits) keep only its order of magnitude: float32 cannot tell them
-    apart more finely. A row whose total float32 cannot normalise (below 1e-30 or above 1e30) is compared in
-    float64. Top-k sorts float16 bits where the weights are float16. ``threads`` > 1 spreads the chunks over that
-    many threads (numpy releases the GIL inside each operation)."""
+    Row by row these are :func:`js_divergence`, :func:`entropy` and :func:`top_k_mass`. Float16 and float32
+    captures are compared in float32 (they hold no more digits): the JSD and entropies by the compiled loop of
+    :mod:`.attention_kernel` (each row of both passes read once; the JSD in a form whose parts do not cancel, so it
+    keeps its digits where the passes nearly agree), the top-k masses by numpy's sort of float16 bits or its
+    partition. Wider captures are compared in float64 by numpy, over cache-sized chunks of rows, and so is a float32
+    row whose total float32 cannot normalise (below 1e-30 or above 1e30). The tests hold every figure to scipy's
+    float64: within 1e-4 relative (float32; the worst case is a weight 10^-4 of its twin, most rows agree to 1e-6),
+    1e-9 (float64). Passes whose weights agree to within a few float32 roundings (a JSD below about 1e-13 bits) keep
+    only its order of magnitude: float32 cannot tell them apart more finely. A datapoint's figures do not depend on
+    its batch or the thread count. ``threads`` > 1 spreads the chunks over that many threads (numpy and the compiled
+    loop release the GIL)."""
     p = np.asarray(p)
     q = np.asarray(q)
     if p.shape != q.shape:
@@ -462,7 +464,6 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
                                                                    "topk_b")}
     starts = list(range(0, total, rows))
     parts = max(1, min(int(threads), len(starts)))
-
 
     def work(part: int) -> None:
         buffers = [] if compiled else [np.empty((rows, keys)) for _ in range(5)]

@@ -318,8 +318,11 @@ class LogStore:
         pages = files.debug.pages
         if self._prepare_workers and self._sized.get(ident) != len(pages):  # (once per listing size, not per request)
             self._sized[ident] = len(pages)
-            workers.prepare(workers.workers_for(len(pages), (stat.size for stat in pages.values()),
-                                                files.source.process_shared))
+            ready = workers.prepare(workers.workers_for(len(pages), (stat.size for stat in pages.values()),
+                                                        files.source.process_shared))
+            if ready is not None:
+                with self._lock:
+                    self._pending.append(ready)
         return index
 
     def _submit(self, fn: Any, *args: Any) -> None:
@@ -329,8 +332,8 @@ class LogStore:
                 self._pending = [f for f in self._pending if not f.done()] + [future]
 
     def wait_background(self, timeout: float | None = None) -> bool:
-        """Block until background indexing, skeleton writing and the loading of the compiled comparison loop are
-        done (benchmarks, tests); False on timeout."""
+        """Block until the store's background work is done (benchmarks, tests): indexing, skeleton writing and, with
+        ``prepare_workers``, the job workers started and the compiled comparison loop loaded; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:

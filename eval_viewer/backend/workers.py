@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
@@ -137,26 +138,30 @@ _PREPARED: set[int] = set()
 _PREPARE_LOCK = threading.Lock()
 
 
-def prepare(count: int) -> None:
-    """Start ``count`` workers now, in the background, so the first pass-wide job does not wait for them (0.5-2 s on 2
+def prepare(count: int) -> Future[None] | None:
+    """Start ``count`` workers now, in the background, so the first pass-wide job does not wait for them (1-2 s on 2
     cores: processes started, numpy and the job modules imported, the comparison's compiled loop loaded). The
-    server does this when a pass large enough
-    for workers is opened (``LogStore(prepare_workers=True)``); loky lets idle workers go after 5 minutes. Once per
-    process and count; never fails."""
+    server does this when a pass large enough for workers is opened (``LogStore(prepare_workers=True)``); loky lets
+    idle workers go after 5 minutes. Once per process and count (None when already done); the future resolves when
+    they are ready or could not start; never fails."""
     if count < 1:
-        return
+        return None
     with _PREPARE_LOCK:
         if count in _PREPARED:
-            return
+            return None
         _PREPARED.add(count)
+    ready: Future[None] = Future()
 
     def start() -> None:
         try:
             joblib.Parallel(n_jobs=count, backend="loky")(joblib.delayed(_ready)() for _ in range(count))
         except Exception as exc:  # noqa: BLE001 - a job started later starts its workers itself
             logger.info("could not start the job workers ahead (%s)", exc)
+        finally:
+            ready.set_result(None)
 
     threading.Thread(target=start, name="eval-viewer-prepare-workers", daemon=True).start()
+    return ready
 
 
 def _ready() -> int:

@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -161,7 +160,8 @@ def test_a_damaged_page_reads_the_same_in_a_worker_and_in_process(logs: Path, tm
 def test_a_server_store_starts_the_workers_when_a_large_pass_is_opened(
         logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``prepare_workers`` starts the job workers in the background as soon as a pass that will use them is opened
-    (here the threshold is lowered to this small log); a store without it, or a pass too small, starts none."""
+    (here the threshold is lowered to this small log), and ``wait_background`` waits for them; a store without it,
+    or a pass too small, starts none."""
     from eval_viewer.backend import workers
 
     started: list[int] = []
@@ -179,9 +179,8 @@ def test_a_server_store_starts_the_workers_when_a_large_pass_is_opened(
     with LogStore(logs, cache_dir=tmp_path / "c4", rescan_s=0, prepare_workers=True) as store:
         store.scores(KEY)
         store.scores(KEY)  # once per process
-        deadline = time.monotonic() + 10
-        while not started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert store.wait_background(10)  # the store's background work includes the workers' start
+        assert len(started) == 1
     expected = job_workers(store.pass_pages(KEY))
     assert expected >= 1 and started == [expected]
 
