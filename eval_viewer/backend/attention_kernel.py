@@ -1,17 +1,18 @@
-"""The pass-wide attention comparison's per-row figures in one compiled loop (numba), for float16 and float32 captures.
+"""The pass-wide attention comparison's per-row JSD and entropies in one compiled loop (numba), for float16 and
+float32 captures.
 
 Why compiled: numpy makes one pass over memory per operation. The JSD, both entropies and the widening of float16
 took about 35 of them per weight, so the comparison of two passes was CPU-bound (about 7.7 ns a weight, top-k
 included) while the disk delivered the bytes faster. Here a row of both passes is widened once and every figure is
-summed in registers: about 2.6 ns a weight for float16, 2.0 for float32. The top-k masses stay with numpy's
-vectorised sort of float16 bits, which a compiled loop did not beat (a sorted insertion per weight mispredicts its
-branches; a branch-free one per lane of rows was no faster).
+summed in registers: about 2.9 ns a weight. The top-k masses stay with numpy's vectorised sort of float16 bits,
+which a compiled loop did not beat (a sorted insertion per weight mispredicts its branches; a branch-free one
+across rows was no faster once the rows were transposed for it).
 
 Why the logarithms are written out: LLVM vectorises plain arithmetic but calls ``logf`` one value at a time unless
 it has a vector maths library, and the llvmlite on the package index is built without one (numba's ``SVML`` state
 is off). A scalar ``logf`` made the fused loop four times *slower* than numpy. :func:`_ln` is Cephes' ``logf``
 (range reduction by the float's bits, a degree-9 polynomial), which LLVM vectorises like any arithmetic: within
-1.2e-7 relative of the float64 logarithm over 10^-30..10^30 (tested).
+3e-7 relative of the float64 logarithm (tested over 10^-30..10^30).
 
 How the JSD keeps its digits: a weight contributes ``(p + q) / 4 · g(d) / ln 2`` with ``d = (p - q) / (p + q)`` and
 ``g(d) = (1 + d) ln(1 + d) + (1 - d) ln(1 - d) = Σ_{n≥1} d^{2n} / (n (2n - 1))``. Where ``|d| ≤ 1/2`` (the passes'
@@ -19,32 +20,52 @@ weights within a factor of 3, most of them when two passes nearly agree) nine te
 few 1e-8 relative, with no logarithm and nothing to cancel (the textbook ``H(m) - (H(p) + H(q)) / 2`` loses every
 digit there in float32). The other weights contribute ``(p ln(p / m) + q ln(q / m)) / 2`` from the entropies'
 logarithms and one of the mean ``m``: their two terms cancel by at most a factor of about 2.3 there. Both forms are
-computed for every weight and one is kept, so the loop vectorises. ``d`` stops one float short of ±1 where one
-side is 0, as in the float64 form (:func:`eval_viewer.backend.divergence._jsd_rows`).
+computed for every weight and one is kept, so the loop vectorises. ``d`` is taken from the unnormalised weights
+with float64 products (:func:`_figures`), so passes that differ only by float16's rounding keep their digits too.
+Sums run in float32 within blocks of 256 keys and in float64 across them, so rows of a million keys keep theirs.
 
-Each row is computed by the same instructions however many rows a call holds, so a datapoint's figures do not
-depend on its batch or on the number of threads (``nogil``: the caller's threads run calls side by side). Compiled
-code is cached on disk by numba, so a worker process or a restart loads it instead of compiling again
-(:func:`warm` does that ahead of the first comparison; importing numba and loading take about 0.6 s a process).
+A pass's weights arrive as float16 bits or as float32 (:func:`kernel_arrays`), always read-only, so one compiled
+version serves float16 and float32, writable and read-only, alone and mixed, and the same numbers give the same
+sums whatever their type. Each row is computed by the same instructions however many rows a call holds, so a
+datapoint's figures do not depend on its batch or on the number of threads (``nogil``: the caller's threads run
+calls side by side). numba caches the compiled code on disk (beside the package, or in the user's cache dir; where
+neither is writable, each process compiles it), so a worker process or a restart loads it instead of compiling
+again; :func:`warm` does that ahead of the first comparison (importing numba and loading take about 0.6 s a
+process; compiling, on a fresh install, a few seconds).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
-__all__ = ["attention_rows", "warm"]
+__all__ = ["attention_rows", "kernel_arrays", "warm"]
+
+logger = logging.getLogger(__name__)
 
 _F = np.float32
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-"""Reordering (so sums and minima vectorise) and contraction into FMAs; never ``nnan``/``ninf``: a row's NaN, Inf
-and negative weights are tested for and must survive."""
-_JIT = dict(fastmath=_FASTMATH, boundscheck=False, error_model="numpy", cache=True)
+"""Reordering (so sums vectorise) and contraction into FMAs; never ``nnan``/``ninf``: a row's NaN, Inf and negative
+weights are tested for and must survive."""
+
+
+def _compiled(**options):
+    """``numba.njit`` with numba's disk cache, or without it where numba finds no writable place for one (a
+    read-only install run by a user without a home): then each process compiles once (seconds) instead of
+    failing."""
+    def decorate(fn):
+        try:
+            return nb.njit(cache=True, fastmath=_FASTMATH, boundscheck=False, error_model="numpy", **options)(fn)
+        except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+            logger.info("numba cannot cache %s (%s); compiling it in each process", fn.__name__, exc)
+            return nb.njit(cache=False, fastmath=_FASTMATH, boundscheck=False, error_model="numpy", **options)(fn)
+    return decorate
 
 
 @intrinsic
@@ -63,43 +84,56 @@ def _float(typingctx, x):
     return types.float32(types.int32), codegen
 
 
-def _widen(value):
-    """A weight as float32: a float16 stored as its uint16 bits, or a float32 as it is (compiled per type below)."""
+@_compiled(inline="always")
+def _from_half(value):
+    """A float16, given as its uint16 bits, as float32: exact for every half, subnormals, Inf and NaN too. Chosen by
+    selects, not branches, so the loop that widens stays vectorised."""
+    h = np.int32(value)
+    rest = h & 0x7FFF
+    normal = _float((rest << 13) + 0x38000000)  # exponent rebiased from 15 to 127 by adding 112 << 23
+    tiny = _F(rest) * _F(2.0 ** -24)  # a subnormal half: its mantissa times 2^-24, exact and normal in float32
+    special = _float((rest << 13) | 0x7F800000)  # Inf or NaN, mantissa kept
+    wide = normal if rest >= 0x400 else tiny
+    wide = special if rest >= 0x7C00 else wide
+    return _float(_bits(wide) | ((h & 0x8000) << 16))
 
 
-@overload(_widen)
-def _widen_typed(value):
-    if isinstance(value, types.Integer):  # float16 bits: exact for every half, subnormals, Inf and NaN too
-        def from_half(value):
-            h = np.int32(value)
-            rest = h & 0x7FFF
-            normal = _float((rest << 13) + 0x38000000)  # exponent rebiased from 15 to 127 by adding 112 << 23
-            tiny = _F(rest) * _F(2.0 ** -24)  # a subnormal half: its mantissa times 2^-24, exact and normal in f32
-            special = _float((rest << 13) | 0x7F800000)  # Inf or NaN, mantissa kept
-            wide = normal if rest >= 0x400 else tiny
-            wide = special if rest >= 0x7C00 else wide
-            return _float(_bits(wide) | ((h & 0x8000) << 16))
-        return from_half
-    if isinstance(value, types.Float):
-        return lambda value: _F(value)
-    return None
+@_compiled(inline="always")
+def _widen(halves, floats, r, out):
+    """Row ``r`` into ``out`` as float32: from ``halves`` (float16 bits) where it has rows, else from ``floats``."""
+    if halves.shape[0]:
+        bits = halves[r]
+        for j in range(out.size):
+            out[j] = _from_half(bits[j])
+    else:
+        values = floats[r]
+        for j in range(out.size):
+            out[j] = values[j]
 
 
-@nb.njit(inline="always", **_JIT)
-def _widen_row(raw, out):
-    """A row widened into ``out`` (float32); its sum and how many of its weights are negative (counted, not a
-    running minimum: LLVM vectorises a float minimum only when told that no NaN occurs, and one may)."""
-    total = _F(0.0)
+_BLOCK = 256
+"""Keys per block of a row's sums: float32 within a block (vectorised), float64 across blocks, so a row of 10^6 keys
+keeps its digits (a float32 sum over the whole row lost them past about 10^5)."""
+
+
+@_compiled(inline="always")
+def _total(row):
+    """A float32 row's sum (float64, by blocks) and how many of its weights are negative (counted, not a running
+    minimum: LLVM vectorises a float minimum only when told that no NaN occurs, and one may)."""
+    total = 0.0
     negative = 0
-    for j in range(raw.size):
-        w = _widen(raw[j])
-        out[j] = w
-        total += w
-        negative += np.int32(w < _F(0.0))
+    for start in range(0, row.size, _BLOCK):
+        block = row[start:start + _BLOCK]  # (a slice from 0: numba's loop from ``start`` does not vectorise)
+        part = _F(0.0)
+        for j in range(block.size):
+            w = block[j]
+            part += w
+            negative += np.int32(w < _F(0.0))
+        total += part
     return total, negative
 
 
-@nb.njit(inline="always", **_JIT)
+@_compiled(inline="always")
 def _ln(x):
     """Natural logarithm of a positive normal float32 (Cephes ``logf``; see the module docstring)."""
     b = _bits(x)
@@ -126,7 +160,7 @@ def _ln(x):
     return f + y + ef * _F(0.693359375)
 
 
-@nb.njit(inline="always", **_JIT)
+@_compiled(inline="always")
 def _series(t):
     """``g(d)`` from ``t = d²``, for ``t ≤ 1/4``: nine terms of ``Σ t^n / (n (2n - 1))`` (the tenth is below 2e-8
     of the sum)."""
@@ -142,67 +176,105 @@ def _series(t):
     return y * t
 
 
-@nb.njit(inline="always", **_JIT)
-def _next_up(s):
-    """The next float32 above a non-negative ``s`` (above 0: the smallest subnormal)."""
-    return _float(_bits(s) + 1)
-
-
-_SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)
 _TINY = 1e-30
-"""Added before a logarithm so ``0 log 0`` gives 0 without a branch, as in the numpy form."""
+"""Added before a logarithm so ``0 log 0`` gives 0 without a branch, as in the float64 form."""
 _LN2 = math.log(2.0)
 _INV_LN2 = 1.0 / _LN2
 
 
-@nb.njit(nogil=True, **_JIT)
-def attention_rows(raw_p, raw_q, jsd, entropy_a, entropy_b, total_a, total_b):
-    """Per row of two ``(rows, keys)`` arrays of attention weights (float32, or float16 as its uint16 bits), into
-    the float64 outputs: the JSD (bits) and each pass's entropy (bits); and each row's float32 totals into
-    ``total_a`` / ``total_b`` (the caller redoes in float64 the rows whose totals float32 cannot normalise). A row
-    whose total is 0 or not finite, or that holds a negative weight, in either pass is NaN in every figure."""
-    rows, keys = raw_p.shape
-    p = np.empty(keys, dtype=np.float32)
-    q = np.empty(keys, dtype=np.float32)
+@_compiled(inline="always")
+def _figures(p, q, sp, sq):
+    """A row's JSD (nats, times 4), and its two ``sum p ln p`` (float64 each, by blocks as :func:`_total`), of
+    widened rows ``p`` and ``q`` with their totals ``sp``, ``sq`` (float64). ``d`` is taken from the unnormalised
+    weights, ``(p sq - q sp) / (p sq + q sp)``, in float64 (the products of tiny weights and totals underflow
+    float32). Normalising in float32 first rounds each weight by about 6e-8, which is most of ``d`` where two passes
+    differ by float16's rounding (a JSD near 1e-9 bits was 3e-3 off; now 4e-5 at worst). The totals' own rounding
+    shifts every ``d`` of a row alike, which cancels to first order (``sum (p - q) = 0``)."""
     tiny = _F(_TINY)
-    for r in range(rows):
-        sp, negative_p = _widen_row(raw_p[r], p)
-        sq, negative_q = _widen_row(raw_q[r], q)
-        total_a[r] = sp
-        total_b[r] = sq
-        if not (sp > 0 and sq > 0 and math.isfinite(sp) and math.isfinite(sq) and negative_p + negative_q == 0):
-            jsd[r] = entropy_a[r] = entropy_b[r] = np.nan
-            continue
-        ip = _F(1.0) / sp
-        iq = _F(1.0) / sq
-        ha = _F(0.0)
-        hb = _F(0.0)
+    ip = _F(1.0 / sp)
+    iq = _F(1.0 / sq)
+    ha = 0.0
+    hb = 0.0
+    jsd = 0.0
+    for start in range(0, p.size, _BLOCK):
+        block_p = p[start:start + _BLOCK]  # (slices from 0: numba's loop from ``start`` does not vectorise)
+        block_q = q[start:start + _BLOCK]
+        block_a = _F(0.0)
+        block_b = _F(0.0)
         near = _F(0.0)
         far = _F(0.0)
-        for j in range(keys):
-            a = p[j] * ip
-            b = q[j] * iq
+        for j in range(block_p.size):
+            a = block_p[j] * ip
+            b = block_q[j] * iq
             la = _ln(a + tiny)
             lb = _ln(b + tiny)
-            ha += a * la
-            hb += b * lb
+            block_a += a * la
+            block_b += b * lb
             s = a + b
-            d = (a - b) / _next_up(max(s, _F(_SMALLEST_NORMAL)))  # never a subnormal divisor: slow
-            t = d * d
+            x = block_p[j] * sq
+            y = block_q[j] * sp
+            d = (x - y) / max(x + y, 1e-300)  # 0 where both are 0, ±1 where one is (then the far form)
+            t = _F(d * d)
             if t <= _F(0.25):  # LLVM turns both sides into selects: one vectorised loop
                 near += s * _series(t)
             else:
                 half = _ln(s + tiny) - _F(_LN2)  # ln(s / 2), the mean's
                 far += a * (la - half) + b * (lb - half)
-        jsd[r] = min(max((near * _F(0.25) + far * _F(0.5)) * _F(_INV_LN2), _F(0.0)), _F(1.0))
-        entropy_a[r] = -ha * _F(_INV_LN2)
-        entropy_b[r] = -hb * _F(_INV_LN2)
+        ha += block_a
+        hb += block_b
+        jsd += near + _F(2.0) * far
+    return jsd, ha, hb
+
+
+@_compiled(nogil=True)
+def attention_rows(halves_p, floats_p, halves_q, floats_q, jsd, entropy_a, entropy_b, total_a, total_b):
+    """Per row of two passes' ``(rows, keys)`` attention weights, into the float64 outputs: the JSD (bits) and each
+    pass's entropy (bits); and each row's totals into the float32 ``total_a`` / ``total_b`` (the caller redoes in
+    float64 the rows whose totals float32 cannot normalise). A pass's weights come either as float16 bits
+    (``halves_*``) or as float32 (``floats_*``), the other an empty ``(0, 0)`` array, all read-only: one compiled
+    version serves every pair of types, and the same numbers give the same sums whatever their type. A row whose
+    total is 0 or not finite, or that holds a negative weight, in either pass is NaN in every figure."""
+    rows = max(halves_p.shape[0], floats_p.shape[0])
+    keys = max(halves_p.shape[1], floats_p.shape[1])
+    p = np.empty(keys, dtype=np.float32)
+    q = np.empty(keys, dtype=np.float32)
+    for r in range(rows):
+        _widen(halves_p, floats_p, r, p)
+        _widen(halves_q, floats_q, r, q)
+        wide_p, negative_p = _total(p)
+        wide_q, negative_q = _total(q)
+        sp = _F(wide_p)
+        sq = _F(wide_q)
+        total_a[r] = sp
+        total_b[r] = sq
+        if not (sp > 0 and sq > 0 and math.isfinite(sp) and math.isfinite(sq) and negative_p + negative_q == 0):
+            jsd[r] = entropy_a[r] = entropy_b[r] = np.nan
+            continue
+        four_jsd, ha, hb = _figures(p, q, wide_p, wide_q)
+        jsd[r] = min(max(four_jsd * (0.25 * _INV_LN2), 0.0), 1.0)
+        entropy_a[r] = -ha * _INV_LN2
+        entropy_b[r] = -hb * _INV_LN2
+
+
+def kernel_arrays(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A pass's ``(rows, keys)`` float16 or float32 weights as :func:`attention_rows` takes them: ``(halves,
+    floats)``, read-only, the unused one empty; each weight aligned to its size (a copy where not)."""
+    if raw.ctypes.data % raw.itemsize:
+        raw = raw.copy()
+    view = raw.view(np.uint16 if raw.dtype == np.float16 else np.float32).view()
+    view.flags.writeable = False
+    return (view, _EMPTY_FLOATS) if raw.dtype == np.float16 else (_EMPTY_HALVES, view)
+
+
+_EMPTY_HALVES = np.empty((0, 0), dtype=np.uint16)
+_EMPTY_HALVES.flags.writeable = False
+_EMPTY_FLOATS = np.empty((0, 0), dtype=np.float32)
+_EMPTY_FLOATS.flags.writeable = False
 
 
 def warm() -> None:
-    """Load (or, on a fresh install, compile: seconds) the loop for float16 and for float32 pairs now, so the
-    first comparison does not wait; pairs of mixed types are compiled on first use."""
-    for dtype in (np.uint16, np.float32):
-        one = np.ones((1, 1), dtype=dtype)
-        out = [np.empty(1) for _ in range(3)]
-        attention_rows(one, one, *out, np.empty(1, dtype=np.float32), np.empty(1, dtype=np.float32))
+    """Load (or, on a fresh install, compile: seconds) the loop now, so the first comparison does not wait."""
+    halves = kernel_arrays(np.ones((1, 1), dtype=np.float16))
+    floats = kernel_arrays(np.ones((1, 1), dtype=np.float32))
+    out = [np.empty(1) for _ in range(3)]
+    attention_rows(*halves, *floats, *out, np.empty(1, dtype=np.float32), np.empty(1, dtype=np.float32))

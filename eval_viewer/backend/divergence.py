@@ -311,16 +311,22 @@ def _jsd_rows(p: np.ndarray, q: np.ndarray, s: np.ndarray, d: np.ndarray, a: np.
 
 def _top_k(raw: np.ndarray, total: np.ndarray, k: int) -> np.ndarray:
     """Per row of ``raw`` weights (``(rows, keys)``, any float type), the mass of the ``k`` largest over the row's
-    ``total``: float16 rows by sorting their bits (for finite non-negative halves the bits order as the values do;
-    numpy's 16-bit sort is vectorised, several times faster than a partition of the floats). Rows holding a NaN or
-    a negative weight give a number here; the caller makes them NaN."""
+    ``total``: float16 rows by sorting their bits with the sign cleared (then the bits order as the values do;
+    numpy's 16-bit sort is vectorised, several times faster than a partition of the floats), every row the same
+    way, so a row's mass does not depend on the rows beside it. Rows holding a NaN or a negative weight give a
+    number here; the caller makes them NaN."""
     keys = raw.shape[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         if k >= keys:
             return np.ones(len(raw)) if len(raw) else np.empty(0)
-        if raw.dtype == np.float16 and raw.size and int(raw.view(np.uint16).max()) < 0x7C00:
-            top = np.sort(raw.view(np.uint16), axis=-1)[:, keys - k:]
-            return row_sums(top.view(np.float16).astype(np.float32)) / total
+        if raw.dtype == np.float16:
+            bits = np.bitwise_and(raw.view(np.uint16), 0x7FFF)  # -0.0 as 0.0 (and a negative half as its size:
+            bits.sort(axis=-1)  # its row is left out anyway); then the bits order as the values do, Inf and NaN last
+            top = bits[:, keys - k:].view(np.float16)
+            mass = top[:, 0].astype(np.float32)
+            for column in range(1, k):  # column by column: a third of the time of widening the strided block
+                mass += top[:, column]
+            return mass / total
         return row_sums(np.partition(raw, keys - k, axis=-1)[:, keys - k:]) / total
 
 
@@ -361,13 +367,13 @@ def _compiled_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, 
     """As :func:`_chunk_rows`, for float16 and float32 rows: the JSD and entropies by the compiled loop
     (:mod:`eval_viewer.backend.attention_kernel`), the top-k masses by numpy's sort. Rows whose float32 totals
     cannot be normalised are redone by :func:`_chunk_rows` in float64."""
-    from eval_viewer.backend.attention_kernel import attention_rows  # numba loads on the first comparison only
+    from eval_viewer.backend.attention_kernel import attention_rows, kernel_arrays
 
     rows, keys = raw_p.shape
     end = start + rows
     sp = np.empty(rows, dtype=np.float32)
     sq = np.empty(rows, dtype=np.float32)
-    attention_rows(_bits_if_half(raw_p), _bits_if_half(raw_q), out["jsd"][start:end], out["entropy_a"][start:end],
+    attention_rows(*kernel_arrays(raw_p), *kernel_arrays(raw_q), out["jsd"][start:end], out["entropy_a"][start:end],
                    out["entropy_b"][start:end], sp, sq)
     kk = max(1, min(int(k), keys))
     topk_a = out["topk_a"][start:end]
@@ -380,6 +386,24 @@ def _compiled_rows(raw_p: np.ndarray, raw_q: np.ndarray, k: int, out: dict[str, 
     _redo_extremes(raw_p, raw_q, sp, sq, k, out, start)
 
 
+_KERNEL_OK: list[bool] = []
+"""Whether the compiled loop loaded (checked once per process; empty until then)."""
+
+
+def _kernel_loads() -> bool:
+    """Whether :mod:`.attention_kernel` imports: where numba cannot load (a platform or Python it does not
+    support yet), float16 and float32 captures are compared by the float64 numpy path instead, slower but the
+    same figures."""
+    if not _KERNEL_OK:
+        try:
+            import eval_viewer.backend.attention_kernel  # noqa: F401
+            _KERNEL_OK.append(True)
+        except Exception as exc:  # noqa: BLE001 - ImportError, or numba failing to start on this machine
+            logger.warning("the compiled comparison loop does not load here (%s); comparing in float64 numpy", exc)
+            _KERNEL_OK.append(False)
+    return _KERNEL_OK[0]
+
+
 def warm_compiled() -> None:
     """Load :mod:`~eval_viewer.backend.attention_kernel`'s compiled loop ahead of the first comparison (about 0.6 s;
     seconds on a fresh install, where numba compiles it once into its disk cache). Never fails: a comparison
@@ -390,11 +414,6 @@ def warm_compiled() -> None:
         warm()
     except Exception as exc:  # noqa: BLE001 - a warm-up is an optimisation only
         logger.info("could not load the comparison's compiled loop ahead (%s)", exc)
-
-
-def _bits_if_half(raw: np.ndarray) -> np.ndarray:
-    """What the compiled loop takes: float16 as its uint16 bits (numba has no float16 on the CPU)."""
-    return raw.view(np.uint16) if raw.dtype == np.float16 else raw
 
 
 def _redo_extremes(raw_p: np.ndarray, raw_q: np.ndarray, sp: np.ndarray, sq: np.ndarray, k: int,
@@ -442,11 +461,11 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
     keeps its digits where the passes nearly agree), the top-k masses by numpy's sort of float16 bits or its
     partition. Wider captures are compared in float64 by numpy, over cache-sized chunks of rows, and so is a float32
     row whose total float32 cannot normalise (below 1e-30 or above 1e30). The tests hold every figure to scipy's
-    float64: within 1e-4 relative (float32; the worst case is a weight 10^-4 of its twin, most rows agree to 1e-6),
-    1e-9 (float64). Passes whose weights agree to within a few float32 roundings (a JSD below about 1e-13 bits) keep
-    only its order of magnitude: float32 cannot tell them apart more finely. A datapoint's figures do not depend on
-    its batch or the thread count. ``threads`` > 1 spreads the chunks over that many threads (numpy and the compiled
-    loop release the GIL)."""
+    float64: within 1e-4 relative (float32; the worst case is a weight 10^-4 of its twin, most rows agree to 1e-7),
+    1e-9 (float64). That holds down to a JSD of about 1e-9 bits (weights 0.01 % apart, a float16 copy against its
+    float32 original); closer passes keep fewer digits (at 1e-13 bits, float32's own rounding, only the order of
+    magnitude). A datapoint's figures do not depend on its batch or the thread count. ``threads`` > 1 spreads the
+    chunks over that many threads (numpy and the compiled loop release the GIL)."""
     p = np.asarray(p)
     q = np.asarray(q)
     if p.shape != q.shape:
@@ -455,10 +474,9 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
         raise ValueError(f"expected (..., heads, queries, keys) attention, got shape {p.shape}")
     lead, keys = p.shape[:-2], p.shape[-1]
     queries = p.shape[-2]
-    flat_p = np.ascontiguousarray(p.reshape(-1, keys))
-    flat_q = np.ascontiguousarray(q.reshape(-1, keys))
+    flat_p, flat_q = (np.ascontiguousarray(x.reshape(-1, keys), dtype=x.dtype.newbyteorder("=")) for x in (p, q))
     total = flat_p.shape[0]
-    compiled = _working_dtype(flat_p, flat_q) == np.float32
+    compiled = _working_dtype(flat_p, flat_q) == np.float32 and _kernel_loads()
     rows = max(1, min(total, (_COMPILED_CHUNK if compiled else _CHUNK) // max(keys, 1)))
     per_row = {name: np.empty(total, dtype=np.float64) for name in ("jsd", "entropy_a", "entropy_b", "topk_a",
                                                                    "topk_b")}

@@ -198,7 +198,10 @@ def test_a_job_task_reads_its_pages_into_buffers_it_reuses(tmp_path: Path, make_
                                                            outputs_of: Callable[..., dict[str, Any]]) -> None:
     """Inside ``reused_buffers`` each page goes into a buffer the thread keeps for its next block (no fresh memory per
     page), its arrays are read-only views of it, and what is read is right; outside, every page gets its own bytes."""
-    pages = make_store(_evaluator(tmp_path, per_page=4)).pass_pages(KEY)
+    store = make_store(_evaluator(tmp_path, per_page=4))
+    pages = store.pass_pages(KEY)
+    assert store.wait_background(20)  # every page's columns cached: each read is the same span (a page read whole
+    pages = store.pass_pages(KEY)  # before its columns were, and a span after, needed two buffers: a race)
     buffers = []
     for rel, indices in pages.pages + pages.pages:
         with reused_buffers():

@@ -138,7 +138,8 @@ _TOLERANCE = {np.dtype(np.float16): {"rtol": 1e-4, "atol": 1e-9}, np.dtype(np.fl
 def test_attention_divergence_in_batches_equals_scipy(dtype: Any, k: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from eval_viewer.backend import divergence
 
-    monkeypatch.setattr(divergence, "_CHUNK", 40)  # several chunks, one ending inside a datapoint
+    monkeypatch.setattr(divergence, "_CHUNK", 40)  # several chunks, one ending inside a datapoint...
+    monkeypatch.setattr(divergence, "_COMPILED_CHUNK", 40)  # ...in the compiled loop's path too
     rng = np.random.default_rng(11)
     wa = rng.random((5, 2, 6, 16)) ** 6  # many weights below float16's normal range (subnormal halves)
     wb = wa + 0.2 * rng.random(wa.shape) ** 6
