@@ -9,7 +9,8 @@ top-k mass, max); ``--maps-only`` leaves the summary out, as older captures and 
 come from the maps. Then, in fresh processes with the pages evicted from the OS cache:
 
 * raw: every page read from disk into memory, the bytes per second the disk gives: the plain way (``read_bytes``,
-  fresh memory per page) and the fastest way found (``preadv`` into one reused buffer);
+  fresh memory per page), ``preadv`` into one reused buffer, and each page mapped and populated by the kernel
+  (``MADV_POPULATE_READ``); the fastest of the last two is the bar;
 * health: :func:`eval_viewer.backend.health_summary.compute_health` over the pass (every datapoint read through the
   bulk reader, every item measured, the table built; a task per page in worker processes), its time and rate over
   the same page bytes: the first job of a server (its store starts the workers when the pass is opened,

@@ -289,7 +289,9 @@ class LocalSource(Source):
 
     def warm(self, rel: str) -> None:
         # A plain sequential read into one small buffer: the OS keeps the pages. (posix_fadvise(WILLNEED), which
-        # asks the same without the copy, was measured to do nothing on this project's machines.)
+        # asks the same without the copy, was measured to do nothing on this project's machines. A mapping populated
+        # by madvise(MADV_POPULATE_READ) reads twice as fast for a tenth of the CPU, but made no job faster, with
+        # workers (1.5-2.3 s against 1.5-2.3 s, a comparison) or in-process (1.1-1.4 s against 0.7-1.0 s, health).)
         try:
             fd = os.open(self._checked(rel), os.O_RDONLY)
         except OSError:
