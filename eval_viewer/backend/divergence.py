@@ -391,12 +391,14 @@ _KERNEL_OK: list[bool] = []
 
 
 def _kernel_loads() -> bool:
-    """Whether :mod:`.attention_kernel` imports: where numba cannot load (a platform or Python it does not
-    support yet), float16 and float32 captures are compared by the float64 numpy path instead, slower but the
-    same figures."""
+    """Whether :mod:`.attention_kernel` loads, compiled (its one version, so no later call compiles): where numba
+    cannot load or compile (a platform or Python it does not support yet), float16 and float32 captures are
+    compared by the float64 numpy path instead, slower but the same figures."""
     if not _KERNEL_OK:
         try:
-            import eval_viewer.backend.attention_kernel  # noqa: F401
+            from eval_viewer.backend.attention_kernel import warm
+
+            warm()
             _KERNEL_OK.append(True)
         except Exception as exc:  # noqa: BLE001 - ImportError, or numba failing to start on this machine
             logger.warning("the compiled comparison loop does not load here (%s); comparing in float64 numpy", exc)
@@ -474,6 +476,8 @@ def attention_divergence(p: np.ndarray, q: np.ndarray, k: int = 5, threads: int 
         raise ValueError(f"expected (..., heads, queries, keys) attention, got shape {p.shape}")
     lead, keys = p.shape[:-2], p.shape[-1]
     queries = p.shape[-2]
+    if not queries or not keys:  # nothing captured: no query to average, as when every one is left out
+        return {name: np.full(lead, np.nan) for name in ATTENTION_METRICS}
     flat_p, flat_q = (np.ascontiguousarray(x.reshape(-1, keys), dtype=x.dtype.newbyteorder("=")) for x in (p, q))
     total = flat_p.shape[0]
     compiled = _working_dtype(flat_p, flat_q) == np.float32 and _kernel_loads()

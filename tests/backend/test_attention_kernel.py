@@ -211,3 +211,11 @@ def test_a_nearly_one_hot_row_keeps_the_digits_of_its_small_entropy(dtype: type,
     expected = scipy_entropy(p.ravel().astype(np.float64), base=2)
     assert expected < 3e-3
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 0, 8), (3, 2, 4, 0), (0, 2, 4, 8)])
+def test_attention_with_no_query_or_no_key_is_nan_not_an_error(shape: tuple[int, ...]) -> None:
+    for dtype in (np.float16, np.float32, np.float64):
+        got = attention_divergence(np.zeros(shape, dtype), np.zeros(shape, dtype))
+        for values in got.values():
+            assert values.shape == shape[:-2] and np.isnan(values).all()
