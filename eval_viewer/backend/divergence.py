@@ -408,14 +408,9 @@ def _kernel_loads() -> bool:
 
 def warm_compiled() -> None:
     """Load :mod:`~eval_viewer.backend.attention_kernel`'s compiled loop ahead of the first comparison (about 0.6 s;
-    seconds on a fresh install, where numba compiles it once into its disk cache). Never fails: a comparison
-    that finds it not loaded loads it then."""
-    try:
-        from eval_viewer.backend.attention_kernel import warm
-
-        warm()
-    except Exception as exc:  # noqa: BLE001 - a warm-up is an optimisation only
-        logger.info("could not load the comparison's compiled loop ahead (%s)", exc)
+    seconds on a fresh install, where numba compiles it once into its disk cache): :func:`_kernel_loads`, whose
+    answer the comparisons then reuse. Never fails."""
+    _kernel_loads()
 
 
 def _redo_extremes(raw_p: np.ndarray, raw_q: np.ndarray, sp: np.ndarray, sq: np.ndarray, k: int,
