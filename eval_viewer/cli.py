@@ -101,12 +101,16 @@ WARM_S = 60.0
 """How long ``--workers`` waits, before forking, for the page indexes and skeletons of each run's default pass."""
 
 
-def _warm_disk_caches(store: object, seconds: float) -> None:
+def _warm_before_fork(store: object, seconds: float) -> None:
     """Index and skeleton each run's default pass into the shared disk cache before the workers fork, so no worker
-    parses a cold page on a first view (each would, side by side); gives up after ``seconds``."""
+    parses a cold page on a first view (each would, side by side); gives up after ``seconds``. Also load the
+    comparison's compiled loop, which every forked worker then holds without loading (or compiling) it again on its
+    first paired view."""
     from eval_viewer.backend import LogStore
+    from eval_viewer.backend.divergence import warm_compiled
 
     assert isinstance(store, LogStore)
+    warm_compiled()
     for run in store.runs():
         try:
             store.scores(store.default_pass(run.name))  # starts the pass's background index and skeletons
@@ -156,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval_viewer.backend import LogStore
 
     # A single server starts its job workers ahead of the first job. Under --workers this store only checks the logs
-    # and warms the disk caches before gunicorn forks: job workers started here would sit idle in the master (8
-    # processes with the compiled loop loaded, 1.4 GB on 16 cores, for loky's 5 minutes) and be forked with it.
+    # and warms the caches before gunicorn forks: job workers started here (one per core, at most one per page and 8)
+    # would sit idle in the master for loky's 5 minutes, each with the compiled loop loaded, and be forked with it.
     try:
         store = LogStore(args.log_dir, trust_pickles=args.trust_pickles, cache_dir=args.cache_dir,
                          cache_bytes=args.cache_mb * 2**20, rescan_s=args.rescan,
@@ -185,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("Bound to %s without --allow-host: any Host name is answered (DNS rebinding is not blocked)",
                     args.host)
     if args.workers > 0:
-        _warm_disk_caches(store, WARM_S)
+        _warm_before_fork(store, WARM_S)
         store.close()  # checked the logs; each worker opens its own store after the fork
         from eval_viewer.wsgi import serve
 
