@@ -1,6 +1,7 @@
 """``--workers N`` serves under gunicorn: several processes answer the app's real requests, share the caches on
 disk (the default ``--cache-dir``), keep the Host check, and stop on SIGTERM; the master forks them without starting
-job workers of its own; the WSGI factory builds the same server for one's own config."""
+job workers of its own, with the compiled comparison loop loaded for them; the WSGI factory builds the same server for
+one's own config."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_workers_serve_datapoint_views_under_gunicorn(tmp_path: Path) -> None:
     port = _port()
     base = f"http://127.0.0.1:{port}/"
     # Job workers forced on for a log this small: a single-process server would start them ahead of its first job;
-    # gunicorn's master only warms the disk caches and must not (on 16 cores they were 1.4 GB idle for 5 minutes).
+    # gunicorn's master only warms the caches and must not (they would sit idle for 5 minutes, one per core).
     env = {**os.environ, "EVAL_VIEWER_JOB_WORKERS": "2"}
     server = subprocess.Popen([sys.executable, "-m", "eval_viewer", "--log-dir", str(logs), "--port", str(port),
                                "--workers", "2", "--cache-dir", str(tmp_path / "cache"), "--rescan", "0"],
@@ -112,3 +113,19 @@ def test_the_wsgi_factory_builds_the_server(tmp_path: Path, monkeypatch: pytest.
     client = server.test_client()
     assert client.get("/", headers={"Host": "viewer.example"}).status_code == 200
     assert client.get("/", headers={"Host": "other.example"}).status_code == 421
+
+
+def test_the_master_loads_the_compiled_loop_its_workers_inherit(tmp_path: Path) -> None:
+    """Before forking, the master loads the comparison's compiled loop (in a fresh process: this one may have)."""
+    logs = write_reference_log(tmp_path / "logs")
+    code = ("import sys\n"
+            "from eval_viewer.backend import LogStore, divergence\n"
+            "from eval_viewer.cli import _warm_before_fork\n"
+            "with LogStore(sys.argv[1], cache_dir=sys.argv[2], rescan_s=0) as store:\n"
+            "    assert not divergence._KERNEL_OK\n"
+            "    _warm_before_fork(store, 60)\n"
+            "    print(divergence._KERNEL_OK)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(logs), str(tmp_path / "cache")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[True]"
