@@ -110,12 +110,12 @@ def _warm_before_fork(store: object, seconds: float) -> None:
     from eval_viewer.backend.divergence import warm_compiled
 
     assert isinstance(store, LogStore)
-    warm_compiled()
     for run in store.runs():
         try:
             store.scores(store.default_pass(run.name))  # starts the pass's background index and skeletons
         except ViewerError as err:
             log.info("%s", err)
+    warm_compiled()  # while the index threads work
     if not store.wait_background(seconds):
         log.info("Page indexes still being built after %.0f s; the workers finish them", seconds)
 
